@@ -1,0 +1,97 @@
+"""Image derivatives and motion tensors (data term of ALGORITHM.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+GC = 0  # gradient constancy
+GRAY = 1  # gray-value constancy
+CONSTANCY = {"gc": GC, "gray": GRAY}
+
+
+@njit(cache=True, nogil=True)
+def _dx(f, h):
+    """Central difference along columns with symmetric one-pixel padding, spacing ``h``."""
+    c, rows, cols = f.shape
+    out = np.empty_like(f)
+    s = 0.5 / h
+    for ch in range(c):
+        for i in range(rows):
+            r = f[ch, i]
+            if cols == 1:
+                out[ch, i, 0] = 0.0
+                continue
+            out[ch, i, 0] = (r[1] - r[0]) * s
+            for j in range(1, cols - 1):
+                out[ch, i, j] = (r[j + 1] - r[j - 1]) * s
+            out[ch, i, cols - 1] = (r[cols - 1] - r[cols - 2]) * s
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _dy(f, h):
+    """Central difference along rows with symmetric one-pixel padding, spacing ``h``."""
+    c, rows, cols = f.shape
+    out = np.empty_like(f)
+    s = 0.5 / h
+    for ch in range(c):
+        for i in range(rows):
+            a = i + 1 if i + 1 < rows else rows - 1
+            b = i - 1 if i > 0 else 0
+            for j in range(cols):
+                out[ch, i, j] = (f[ch, a, j] - f[ch, b, j]) * s
+    return out
+
+
+@njit(cache=True, nogil=True)
+def derivatives(f, hx, hy):
+    """``(5, C, h, w)`` stack of ``f_x, f_y, f_xx, f_yy, f_xy`` of ``f`` (C, h, w)."""
+    fx = _dx(f, hx)
+    fy = _dy(f, hy)
+    out = np.empty((5,) + f.shape, f.dtype)
+    out[0] = fx
+    out[1] = fy
+    out[2] = _dx(fx, hx)
+    out[3] = _dy(fy, hy)
+    out[4] = _dy(fx, hy)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def motion_tensor(ref, ref_d, warped, warped_d, constancy):
+    """Motion tensors ``(C, 6, h, w)``: J11, J22, J33, J12, J13, J23 per channel.
+
+    ``ref_d`` and ``warped_d`` are the :func:`derivatives` stacks of the reference and of the
+    warped moving image. The outer one-pixel frame is zero.
+    """
+    c, h, w = ref.shape
+    J = np.zeros((c, 6, h, w), ref.dtype)
+    for ch in range(c):
+        for i in range(1, h - 1):
+            for j in range(1, w - 1):
+                if constancy == GC:
+                    fxx = 0.5 * (ref_d[2, ch, i, j] + warped_d[2, ch, i, j])
+                    fyy = 0.5 * (ref_d[3, ch, i, j] + warped_d[3, ch, i, j])
+                    fxy = 0.5 * (ref_d[4, ch, i, j] + warped_d[4, ch, i, j])
+                    fxt = warped_d[0, ch, i, j] - ref_d[0, ch, i, j]
+                    fyt = warped_d[1, ch, i, j] - ref_d[1, ch, i, j]
+                    rx = 1.0 / (fxx * fxx + fxy * fxy + 1e-6)
+                    ry = 1.0 / (fxy * fxy + fyy * fyy + 1e-6)
+                    J[ch, 0, i, j] = rx * fxx * fxx + ry * fxy * fxy
+                    J[ch, 1, i, j] = rx * fxy * fxy + ry * fyy * fyy
+                    J[ch, 2, i, j] = rx * fxt * fxt + ry * fyt * fyt
+                    J[ch, 3, i, j] = rx * fxx * fxy + ry * fxy * fyy
+                    J[ch, 4, i, j] = rx * fxx * fxt + ry * fxy * fyt
+                    J[ch, 5, i, j] = rx * fxy * fxt + ry * fyy * fyt
+                else:
+                    fx = 0.5 * (ref_d[0, ch, i, j] + warped_d[0, ch, i, j])
+                    fy = 0.5 * (ref_d[1, ch, i, j] + warped_d[1, ch, i, j])
+                    ft = warped[ch, i, j] - ref[ch, i, j]
+                    J[ch, 0, i, j] = fx * fx
+                    J[ch, 1, i, j] = fy * fy
+                    J[ch, 2, i, j] = ft * ft
+                    J[ch, 3, i, j] = fx * fy
+                    J[ch, 4, i, j] = fx * ft
+                    J[ch, 5, i, j] = fy * ft
+    return J
