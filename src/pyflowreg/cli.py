@@ -1,0 +1,515 @@
+"""The ``pyflowreg`` command line (also ``python -m pyflowreg``).
+
+::
+
+    pyflowreg demo                                   # synthetic recording -> registration -> report
+    pyflowreg compensate rec.tif -o results/ --quality balanced -j 8 --save-w
+    pyflowreg compensate red.tif green.tif -o results/       # one file per channel
+    pyflowreg compensate --config options.toml --buffer-size 200   # flags override the file
+    pyflowreg backends                               # executors and flow backends usable here
+    pyflowreg info                                   # versions and backends
+    pyflowreg report results/                        # quality report of a finished run
+    pyflowreg bench --size 512 --frames 20           # flow-engine speed and accuracy per preset
+
+:func:`main` returns the exit status: 0 on success, 1 for a runtime error (unreadable
+file, output folder not writable, missing optional extra), 2 for a usage or option error,
+130 when interrupted. Errors print one line ``pyflowreg: error: ...`` on stderr; ``--debug``
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROG = "pyflowreg"
+QUALITIES = ("quality", "balanced", "fast")
+EXECUTORS = ("sequential", "threading", "multiprocessing", "dask")
+PLOT_HINT = 'install the plot extra for the report: pip install "pyflowreg[plot]"'
+
+
+class UsageError(Exception):
+    """A bad command-line or option value (exit status 2)."""
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pyflowreg`` command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    common.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+
+    run = argparse.ArgumentParser(add_help=False)
+    run.add_argument("--executor", choices=EXECUTORS, help="parallel executor (default: auto)")
+    run.add_argument("-j", "--n-jobs", type=int, help="workers (-1 = all cores, the default)")
+    run.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Motion correction of 2-photon microscopy videos by variational optical flow.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version('pyflowreg')}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "compensate",
+        parents=[common, run],
+        help="register a recording",
+        description="Register a recording; outputs go to OUTDIR.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="recording file (TIFF, HDF5, MAT, NPY, Zarr); several files = one per channel",
+    )
+    p.add_argument("-o", "--output", metavar="OUTDIR", help="output folder (default: results)")
+    p.add_argument("--quality", choices=QUALITIES, help="speed/accuracy preset")
+    p.add_argument("--buffer-size", type=int, help="frames per batch (default 400)")
+    p.add_argument("--backend", help="flow backend, see `pyflowreg backends` (default flowreg)")
+    p.add_argument("--device", help='device of a GPU backend, e.g. "cuda:0"')
+    p.add_argument(
+        "--reference-frames",
+        metavar="FRAMES",
+        help='frames averaged into the reference: "START:STOP", "1,2,3", or an image file',
+    )
+    p.add_argument(
+        "--save-w",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also write the displacement fields",
+    )
+    p.add_argument("--output-format", help="HDF5, TIFF, MAT, NPY or ZARR (default HDF5)")
+    p.add_argument("--config", metavar="FILE", help="options file (.toml, .yaml, .json)")
+    p.set_defaults(func=_cmd_compensate)
+
+    p = sub.add_parser(
+        "demo",
+        parents=[common, run],
+        help="register a synthetic recording with known motion",
+        description="Generate a synthetic 2-photon recording with known motion, register it, "
+        "and report accuracy (endpoint error against the true motion) and speed.",
+    )
+    p.add_argument("-o", "--output", default="pyflowreg-demo", metavar="OUTDIR")
+    p.add_argument("--frames", type=int, default=100, help="number of frames (default 100)")
+    p.add_argument("--size", type=int, default=256, help="frame size in px (default 256)")
+    p.add_argument("--quality", choices=QUALITIES, default="balanced")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the recording")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("info", parents=[common], help="versions, executors and flow backends")
+    p.set_defaults(func=_cmd_info)
+    p = sub.add_parser("backends", parents=[common], help="executors and flow backends")
+    p.set_defaults(func=_cmd_backends)
+
+    p = sub.add_parser("report", parents=[common], help="quality report of a finished run")
+    p.add_argument("outdir", metavar="OUTDIR", help="output folder of the run")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="flow-engine benchmark (frames/s, accuracy)",
+        description="Time pyflowreg.core on synthetic frames with known motion, one thread.",
+    )
+    p.add_argument("--size", type=int, default=512, help="frame size in px (default 512)")
+    p.add_argument("--frames", type=int, default=10, help="timed frames per preset (default 10)")
+    p.add_argument("--presets", nargs="+", choices=QUALITIES, default=list(QUALITIES))
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pyflowreg`` command with ``argv`` (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 success, 1 runtime error, 2 usage or option error, 130 interrupted.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version or a usage error, already printed
+        return exc.code if isinstance(exc.code, int) else 0
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as exc:
+        status = 2 if _is_usage_error(exc) else 1
+        if args.debug:
+            traceback.print_exc()
+        _error(_describe(exc))
+        return status
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    from pydantic import ValidationError
+
+    return isinstance(exc, (UsageError, ValidationError))
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for the user: the message, without pydantic's decoration."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            msg = re.sub(r"^(Value|Assertion) error, ", "", err["msg"])
+            field = ".".join(str(x) for x in err.get("loc", ()))
+            parts.append(msg if not field or field in msg else f"{field}: {msg}")
+        return "invalid option: " + "; ".join(parts)
+    if isinstance(exc, ImportError | UsageError | FileNotFoundError | ValueError):
+        message = str(exc)
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        message = f"{exc.filename}: {exc.strerror or exc}"
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    return " ".join(message.split()) or type(exc).__name__
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _out(args: argparse.Namespace, text: str = "") -> None:
+    if not args.quiet:
+        print(text)
+
+
+# ----------------------------------------------------------------------------- compensate
+
+
+def _cmd_compensate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    try:
+        options = _build_options(args)
+    except ValidationError:
+        raise
+    except (ValueError, TypeError) as exc:  # bad option values and unparsable option files
+        raise UsageError(str(exc)) from exc
+    options.check_input_exists()
+    result = _run(options, args)
+    _print_summary(args, result)
+    return 0
+
+
+def _build_options(args: argparse.Namespace):
+    """OFOptions from ``--config`` (if any) with the explicit flags on top."""
+    from .motion_correction import OFOptions
+
+    fields: dict[str, Any] = {}
+    if args.config:
+        if not Path(args.config).is_file():
+            raise UsageError(f"options file not found: {args.config}")
+        loaded = OFOptions.load(args.config)
+        fields = {k: getattr(loaded, k) for k in loaded.model_fields_set}
+    if args.inputs:
+        fields["input_file"] = args.inputs[0] if len(args.inputs) == 1 else list(args.inputs)
+    if fields.get("input_file") is None:
+        raise UsageError("no input file: give INPUT or set input_file in --config")
+    flags = {
+        "output_path": args.output,
+        "quality_setting": args.quality,
+        "buffer_size": args.buffer_size,
+        "flow_backend": args.backend,
+        "save_w": args.save_w,
+        "output_format": args.output_format,
+    }
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    if args.reference_frames is not None:
+        fields["reference_frames"] = parse_reference_frames(args.reference_frames)
+    if args.device is not None:
+        fields["backend_params"] = {**fields.get("backend_params", {}), "device": args.device}
+    return OFOptions(**fields)
+
+
+def parse_reference_frames(text: str) -> range | list[int] | Path:
+    """``"0:50"`` -> ``range(0, 50)``, ``"1,2,3"`` -> ``[1, 2, 3]``, else an image path."""
+    match = re.fullmatch(r"\s*(\d*)\s*:\s*(\d+)\s*(?::\s*(\d+)\s*)?", text)
+    if match:
+        start, stop, step = (int(g) if g else None for g in match.groups())
+        frames = range(start or 0, stop, step or 1)
+        if len(frames) == 0:
+            raise UsageError(f"--reference-frames {text!r} selects no frames")
+        return frames
+    if re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*,?\s*", text):
+        return [int(x) for x in text.split(",") if x.strip()]
+    if Path(text).is_file():
+        return Path(text)
+    raise UsageError(
+        f"--reference-frames must be START:STOP, a comma-separated list of frame indices or "
+        f"an existing image file, got {text!r}"
+    )
+
+
+def _registration_config(args: argparse.Namespace):
+    from .motion_correction.compensate_recording import RegistrationConfig
+
+    kwargs: dict[str, Any] = {"verbose": bool(args.debug)}
+    if args.executor is not None:
+        kwargs["parallelization"] = args.executor
+    if args.n_jobs is not None:
+        if args.n_jobs == 0 or args.n_jobs < -1:
+            raise UsageError(f"--n-jobs must be -1 (all cores) or >= 1, got {args.n_jobs}")
+        kwargs["n_jobs"] = args.n_jobs
+    if args.scheduler is not None:
+        kwargs["dask_address"] = args.scheduler
+    try:
+        return RegistrationConfig(**kwargs)
+    except TypeError as exc:  # a field this version does not have
+        raise UsageError(f"unsupported option: {exc}") from None
+
+
+def _prepare_output_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        message = f"cannot create the output folder ({exc.strerror})"
+        raise OSError(exc.errno, message, str(path)) from exc
+    return path
+
+
+def _run(options, args: argparse.Namespace):
+    """compensate_recording with a tqdm progress bar (frames, frames/s, ETA)."""
+    from tqdm.auto import tqdm
+
+    from .motion_correction import compensate_recording
+
+    config = _registration_config(args)
+    _prepare_output_dir(Path(options.output_path))
+    with tqdm(
+        total=None, unit="frame", desc="registering", disable=args.quiet, dynamic_ncols=True
+    ) as bar:
+
+        def progress(done: int, total: int) -> None:
+            if bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        return compensate_recording(options, config=config, progress_callback=progress)
+
+
+def _print_summary(args: argparse.Namespace, result) -> None:
+    if args.quiet:
+        return
+    seconds = float(result.seconds)
+    rate = result.n_frames / seconds if seconds > 0 else float("nan")
+    _out(
+        args,
+        f"Registered {result.n_frames} frames in {seconds:.1f} s "
+        f"({rate:.1f} frames/s, executor {result.executor})",
+    )
+    for name, path in result.files.items():
+        _out(args, f"  {name + ':':<20} {path}")
+    stats = result.statistics
+    if "mean_displacement" in stats and len(stats["mean_displacement"]):
+        _out(
+            args,
+            f"  {'displacement:':<20} mean {np.nanmean(stats['mean_displacement']):.2f} px, "
+            f"max {np.nanmax(stats['max_displacement']):.2f} px",
+        )
+    if "correlation" in stats and len(stats["correlation"]):
+        before = np.nanmean(stats.get("correlation_before", [np.nan]))
+        after = np.nanmean(stats["correlation"])
+        _out(
+            args,
+            f"  {'correlation:':<20} before {before:.3f} -> after {after:.3f} "
+            "(frame vs reference, mean over frames)",
+        )
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .datasets import make_recording
+    from .io import open_reader, open_writer
+    from .metrics import endpoint_error
+    from .motion_correction import OFOptions
+
+    if args.frames < 2 or args.size < 16:
+        raise UsageError(
+            f"demo needs --frames >= 2 and --size >= 16, got {args.frames}, {args.size}"
+        )
+    outdir = _prepare_output_dir(Path(args.output)).resolve()
+    _out(
+        args,
+        f"Synthetic 2-photon recording: {args.frames} frames of {args.size}x{args.size} px "
+        "with known motion",
+    )
+    rec = make_recording(n_frames=args.frames, shape=(args.size, args.size), seed=args.seed)
+    input_path = outdir / "demo_input.h5"
+    with open_writer(input_path) as writer:
+        writer.write(rec.video)
+    options = OFOptions(
+        input_file=input_path,
+        output_path=outdir,
+        quality_setting=args.quality,
+        save_w=True,
+        buffer_size=min(400, args.frames),
+    )
+    result = _run(options, args)
+    _print_summary(args, result)
+
+    with open_reader(result.files["w"]) as reader:
+        w = np.asarray(reader.read(0, len(reader)), dtype=np.float32)
+    epe = endpoint_error(w, rec.flow)
+    rate = result.n_frames / float(result.seconds) if result.seconds else float("nan")
+    print(
+        f"Accuracy against the true motion: endpoint error mean {epe.mean:.3f} px, "
+        f"95th percentile {epe.p95:.3f} px, max {epe.max:.3f} px"
+    )
+    print(f"Speed: {rate:.1f} frames/s ({args.size}x{args.size} px, {args.quality} preset)")
+    try:
+        from .report import make_report
+
+        page = make_report(outdir)
+    except ImportError:
+        print(f"No report: matplotlib is missing; {PLOT_HINT}")
+    else:
+        print(f"Report: {page}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- info
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import platform
+
+    print(f"pyflowreg {_version('pyflowreg')}")
+    print(f"python    {platform.python_version()} ({sys.executable})")
+    for dist in ("numpy", "scipy", "numba", "h5py", "tifffile", "pydantic"):
+        print(f"{dist:<10}{_version(dist) or 'missing'}")
+    optional = {
+        "torch": "torch",
+        "numba-cuda": "cuda",
+        "dask": "dask",
+        "zarr": "zarr",
+        "matplotlib": "plot",
+    }
+    print("optional:")
+    for dist, extra in optional.items():
+        version = _version(dist)
+        shown = version or f'not installed (pip install "pyflowreg[{extra}]")'
+        print(f"  {dist:<12}{shown}")
+    print()
+    return _cmd_backends(args)
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    from ._runtime import get_runtime
+
+    runtime = get_runtime()
+    print("executors:")
+    for entry in runtime.executor_info():
+        print(_availability_line(entry))
+    print("flow backends:")
+    for entry in runtime.flow_backend_info():
+        line = _availability_line(entry)
+        supported = _field(entry, "supported_executors")
+        if supported:
+            line += f"  [executors: {', '.join(supported)}]"
+        print(line)
+    return 0
+
+
+def _field(entry: Any, name: str) -> Any:
+    return entry.get(name) if isinstance(entry, dict) else getattr(entry, name, None)
+
+
+def _availability_line(entry: Any) -> str:
+    name, available = _field(entry, "name"), _field(entry, "available")
+    if available:
+        return f"  {name:<18}available"
+    return f"  {name:<18}unavailable: {_field(entry, 'reason') or 'unknown reason'}"
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import make_report
+
+    try:
+        page = make_report(args.outdir)
+    except ImportError:
+        raise ImportError(f"matplotlib is missing; {PLOT_HINT}") from None
+    _out(args, f"Report: {page}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .core import FlowParameters, estimate, prepare_reference
+    from .datasets import make_recording
+    from .metrics import endpoint_error
+
+    if args.size < 16 or args.frames < 1:
+        raise UsageError(
+            f"bench needs --size >= 16 and --frames >= 1, got {args.size}, {args.frames}"
+        )
+    rec = make_recording(n_frames=args.frames + 1, shape=(args.size, args.size), seed=0)
+    reference = np.asarray(rec.reference, dtype=np.float32)
+    low, high = float(reference.min()), float(reference.max())
+    sigma = np.tile([[1.0, 1.0, 0.0]], (reference.shape[-1], 1))
+    ref = _bench_preprocess(reference[None], low, high, sigma)[0]
+    frames = _bench_preprocess(rec.video, low, high, sigma)
+    print(
+        f"flow engine (pyflowreg.core, one thread): {args.frames} frames of "
+        f"{args.size}x{args.size} px"
+    )
+    print(f"{'preset':<10}{'frames/s':>10}{'ms/frame':>10}{'EPE mean':>10}{'EPE p95':>10}")
+    for preset in args.presets:
+        params = FlowParameters.from_quality(preset)
+        prepared = prepare_reference(ref, params=params)
+        estimate(prepared, frames[0])  # warm-up: JIT compilation and caches
+        start = time.perf_counter()
+        w = np.stack([estimate(prepared, frame) for frame in frames[1:]])
+        seconds = time.perf_counter() - start
+        epe = endpoint_error(w, rec.flow[1:])
+        print(
+            f"{preset:<10}{args.frames / seconds:>10.2f}{1000 * seconds / args.frames:>10.1f}"
+            f"{epe.mean:>10.3f}{epe.p95:>10.3f}"
+        )
+    return 0
+
+
+def _bench_preprocess(video: np.ndarray, low: float, high: float, sigma: np.ndarray) -> np.ndarray:
+    from .core import preprocess
+
+    normalized = np.ascontiguousarray(preprocess.normalize(video, low, high), np.float32)
+    return preprocess.gaussian_filter_video(normalized, sigma)

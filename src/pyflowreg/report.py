@@ -1,0 +1,465 @@
+"""Quality-control report of a finished registration run.
+
+:func:`make_report` reads what :func:`pyflowreg.motion_correction.compensate_recording`
+left in its output folder (``run.json``, ``options.json``, ``statistics.npz``, the
+registered video, the optional displacement fields ``w``) and writes
+``OUTDIR/report/report.html``: one self-contained page (figures embedded) plus the
+same figures as PNG files next to it.
+
+Needs matplotlib (``pip install "pyflowreg[plot]"``)::
+
+    from pyflowreg.report import make_report
+    make_report("results/")          # -> results/report/report.html
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: At most this many frames are read (evenly spaced) for mean images and maps.
+MAX_SAMPLED_FRAMES = 500
+
+_PLOT_HINT = 'the quality report needs matplotlib: pip install "pyflowreg[plot]"'
+_IMAGE_CMAP = "gray"  # perceptually linear lightness for intensities
+_FIELD_CMAP = "viridis"  # perceptually uniform, colour-blind safe, for magnitudes
+
+
+@dataclass
+class _Figure:
+    filename: str
+    title: str
+    caption: str
+    png: bytes
+
+
+@dataclass
+class _Run:
+    """Everything a report reads from one output folder."""
+
+    folder: Path
+    run: dict[str, Any]
+    options: dict[str, Any]
+    statistics: dict[str, np.ndarray]
+    compensated: Path | None
+    w: Path | None
+    notes: list[str] = field(default_factory=list)
+
+
+def make_report(output_dir: str | Path, *, input_video: Any = None) -> Path:
+    """Write the quality report of the run in ``output_dir``.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        Output folder of a finished :func:`~pyflowreg.motion_correction.compensate_recording`
+        run (holds ``statistics.npz`` and ``run.json``).
+    input_video : str, Path, array_like or reader, optional
+        The uncorrected recording ``(T, H, W[, C])`` for the "before" mean image. Default:
+        ``input_file`` from ``options.json`` when it is a path. Without it the "before" image
+        is left out (with a note in the report).
+
+    Returns
+    -------
+    Path
+        ``output_dir/report/report.html``. The figures are embedded in it and also written as
+        PNG files in ``output_dir/report/``.
+
+    Raises
+    ------
+    ImportError
+        matplotlib is not installed (install the ``plot`` extra).
+    FileNotFoundError
+        ``output_dir`` is not the output folder of a finished run.
+    """
+    plt = _import_pyplot()
+    run = _load_run(Path(output_dir))
+    report_dir = run.folder / "report"
+    report_dir.mkdir(exist_ok=True)
+
+    before = _mean_image(_input_source(run, input_video), run, "uncorrected recording")
+    after = _mean_image(run.compensated, run, "registered video")
+    crisp = _crispness_rows(before, after)
+
+    figures: list[_Figure] = []
+    if before is not None or after is not None:
+        figures.append(_figure_mean_images(plt, before, after))
+    if "translation" in run.statistics or "max_displacement" in run.statistics:
+        figures.append(_figure_displacement_traces(plt, run.statistics))
+    magnitude = _mean_magnitude(run)
+    if magnitude is not None:
+        figures.append(_figure_magnitude_map(plt, magnitude))
+    if "correlation" in run.statistics:
+        figures.append(_figure_correlation(plt, run.statistics))
+
+    for fig in figures:
+        (report_dir / fig.filename).write_bytes(fig.png)
+    page = _render_html(run, figures, _summary_rows(run, crisp), _run_rows(run))
+    path = report_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _import_pyplot():
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError(_PLOT_HINT) from exc
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _load_run(folder: Path) -> _Run:
+    stats_path = folder / "statistics.npz"
+    if not folder.is_dir() or not stats_path.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not the output folder of a finished run (no statistics.npz in it)"
+        )
+    with np.load(stats_path) as data:
+        statistics = {name: np.asarray(data[name]) for name in data.files}
+    run = _read_json(folder / "run.json")
+    options = _read_json(folder / "options.json")
+    return _Run(
+        folder=folder,
+        run=run,
+        options=options,
+        statistics=statistics,
+        compensated=_find_output(folder, "compensated"),
+        w=_find_output(folder, "w"),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _find_output(folder: Path, stem: str) -> Path | None:
+    matches = sorted(p for p in folder.glob(f"{stem}.*") if not p.name.endswith(".tmp"))
+    return matches[0] if matches else None
+
+
+def _input_source(run: _Run, input_video: Any) -> Any:
+    if input_video is not None:
+        return input_video
+    source = run.options.get("input_file")
+    if isinstance(source, str) and Path(source).exists():
+        return Path(source)
+    if isinstance(source, str):
+        run.notes.append(f"Input file {source} not found: no 'before' mean image.")
+    else:
+        run.notes.append("The input was not a file: no 'before' mean image.")
+    return None
+
+
+def _sample_indices(n_frames: int, limit: int = MAX_SAMPLED_FRAMES) -> np.ndarray:
+    """At most ``limit`` evenly spaced frame indices in ``[0, n_frames)``."""
+    if n_frames <= limit:
+        return np.arange(n_frames)
+    return np.unique(np.linspace(0, n_frames - 1, limit).round().astype(np.int64))
+
+
+def _iter_sampled(source: Any):
+    """Yield sampled frames ``(H, W, C)`` float64 of a path, array or reader."""
+    from .io import open_reader
+
+    if isinstance(source, (str, Path)):
+        with open_reader(source) as reader:
+            yield from _iter_sampled(reader)
+        return
+    if hasattr(source, "read") and hasattr(source, "shape"):
+        n = int(source.shape[0])
+        indices = _sample_indices(n)
+        if len(indices) == n:  # contiguous: read in blocks
+            for start in range(0, n, 64):
+                block = np.asarray(source.read(start, min(n, start + 64)), dtype=np.float64)
+                yield from block
+        else:
+            for i in indices:
+                yield np.asarray(source.read(int(i), int(i) + 1), dtype=np.float64)[0]
+        return
+    video = np.asarray(source)
+    if video.ndim == 3:
+        video = video[..., None]
+    if video.ndim != 4:
+        raise ValueError(f"input_video must be (T, H, W) or (T, H, W, C), got shape {video.shape}")
+    for i in _sample_indices(video.shape[0]):
+        yield np.asarray(video[i], dtype=np.float64)
+
+
+def _mean_image(source: Any, run: _Run, what: str) -> np.ndarray | None:
+    """Mean ``(H, W, C)`` over at most MAX_SAMPLED_FRAMES frames, or None (with a note)."""
+    if source is None:
+        if what == "registered video":
+            run.notes.append("No registered video in the output folder: no 'after' image.")
+        return None
+    total, count = None, 0
+    for frame in _iter_sampled(source):
+        total = frame.copy() if total is None else total + frame
+        count += 1
+    if total is None:
+        run.notes.append(f"The {what} has no frames.")
+        return None
+    return total / count
+
+
+def _mean_magnitude(run: _Run) -> np.ndarray | None:
+    """Mean over (sampled) frames of ``|w|`` in px, ``(H, W)``; None when w was not saved."""
+    if run.w is None:
+        run.notes.append(
+            "Displacement fields were not saved (save_w=False): no map of the displacement. "
+            "Run again with save_w=True (CLI: --save-w) to get it."
+        )
+        return None
+    total, count = None, 0
+    for w in _iter_sampled(run.w):
+        magnitude = np.hypot(w[..., 0], w[..., 1])
+        total = magnitude if total is None else total + magnitude
+        count += 1
+    return None if total is None else total / count
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def _crispness_rows(before: np.ndarray | None, after: np.ndarray | None) -> list[tuple[str, str]]:
+    from .metrics import crispness
+
+    rows = []
+    for label, image in (("before", before), ("after", after)):
+        if image is not None:
+            values = [float(crispness(image[..., c])) for c in range(image.shape[-1])]
+            rows.append((f"Crispness of the mean image, {label}", _join(values, "{:.4g}")))
+    return rows
+
+
+def _join(values, fmt: str) -> str:
+    return ", ".join(fmt.format(v) for v in values)
+
+
+def _summary_rows(run: _Run, crisp: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    s = run.statistics
+    rows: list[tuple[str, str]] = []
+    n = run.run.get("frames", len(s.get("correlation", [])))
+    rows.append(("Frames", str(n)))
+    if "mean_displacement" in s:
+        mean = np.nanmean(s["mean_displacement"])
+        rows.append(("Mean displacement (average over frames)", f"{mean:.3f} px"))
+    if "max_displacement" in s:
+        largest = np.nanmax(s["max_displacement"])
+        rows.append(("Largest displacement (any frame, any pixel)", f"{largest:.3f} px"))
+    if "correlation_before" in s:
+        rows.append(("Correlation with the reference, before", _stat(s["correlation_before"])))
+    if "correlation" in s:
+        rows.append(("Correlation with the reference, after", _stat(s["correlation"])))
+    rows.extend(crisp)
+    return rows
+
+
+def _stat(values: np.ndarray) -> str:
+    return f"mean {np.mean(values):.4f} (min {np.min(values):.4f})"
+
+
+def _run_rows(run: _Run) -> list[tuple[str, str]]:
+    r, rows = run.run, []
+    if "seconds" in r:
+        rows.append(("Run time", f"{float(r['seconds']):.2f} s"))
+    if "frames_per_second" in r:
+        rows.append(("Speed", f"{float(r['frames_per_second']):.1f} frames/s"))
+    for key, label in (
+        ("executor", "Executor"),
+        ("n_workers", "Workers"),
+        ("flow_backend", "Flow backend"),
+        ("start_time", "Started"),
+        ("end_time", "Finished"),
+    ):
+        if key in r:
+            rows.append((label, str(r[key])))
+    versions = r.get("versions") or {}
+    if versions:
+        rows.append(("Versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    else:
+        rows.append(("Python", platform.python_version()))
+    for key, value in run.options.items():
+        rows.append((f"option {key}", _short(value)))
+    return rows
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _png(plt, fig) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _figure_mean_images(plt, before: np.ndarray | None, after: np.ndarray | None) -> _Figure:
+    shown = [
+        (label, img) for label, img in (("before", before), ("after", after)) if img is not None
+    ]
+    n_channels = min(3, shown[0][1].shape[-1])
+    stack = np.concatenate([img[..., :n_channels].ravel() for _, img in shown])
+    fig, axes = plt.subplots(
+        n_channels, len(shown), figsize=(4.2 * len(shown), 4.0 * n_channels), squeeze=False
+    )
+    for c in range(n_channels):
+        channel_values = np.concatenate([img[..., c].ravel() for _, img in shown])
+        vmin, vmax = np.percentile(channel_values if channel_values.size else stack, [0.5, 99.8])
+        for j, (label, img) in enumerate(shown):
+            ax = axes[c, j]
+            ax.imshow(img[..., c], cmap=_IMAGE_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
+            title = f"Mean image {label} correction"
+            ax.set_title(title + (f" (channel {c + 1})" if n_channels > 1 else ""))
+            ax.set_xlabel("x (px)")
+            ax.set_ylabel("y (px)")
+    fig.tight_layout()
+    return _Figure(
+        "mean_images.png",
+        "Average image before and after motion correction",
+        "Averaging the video blurs structures that move. After correction the average should "
+        "look sharper: cell outlines and processes crisp instead of smeared. Both images use "
+        "the same grey scale.",
+        _png(plt, fig),
+    )
+
+
+def _figure_displacement_traces(plt, stats: dict[str, np.ndarray]) -> _Figure:
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    if "translation" in stats:
+        t = np.asarray(stats["translation"])
+        frames = np.arange(len(t))
+        ax.plot(frames, t[:, 0], lw=1.0, color="#0072B2", label="mean shift along x (u)")
+        ax.plot(frames, t[:, 1], lw=1.0, color="#D55E00", label="mean shift along y (v)")
+    if "max_displacement" in stats:
+        m = np.asarray(stats["max_displacement"])
+        ax.plot(np.arange(len(m)), m, lw=1.0, color="0.35", ls="--", label="largest |w| in frame")
+    ax.axhline(0.0, color="0.7", lw=0.6)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("displacement (px)")
+    ax.set_title("Motion over time: how far each frame was moved back")
+    ax.legend(loc="upper right", fontsize=8, frameon=False, ncol=3)
+    ax.margins(x=0)
+    fig.tight_layout()
+    return _Figure(
+        "displacement.png",
+        "Displacement over time",
+        "The solid lines are the average shift of each frame against the reference, in x and y; "
+        "the dashed line is the largest displacement anywhere in the frame. Slow drifts, "
+        "breathing or heartbeat rhythms and sudden jumps show up here.",
+        _png(plt, fig),
+    )
+
+
+def _figure_magnitude_map(plt, magnitude: np.ndarray) -> _Figure:
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    im = ax.imshow(magnitude, cmap=_FIELD_CMAP, interpolation="nearest")
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cbar.set_label("mean |displacement| (px)")
+    ax.set_xlabel("x (px)")
+    ax.set_ylabel("y (px)")
+    ax.set_title("Where the tissue moved most")
+    fig.tight_layout()
+    return _Figure(
+        "displacement_map.png",
+        "Map of the average displacement",
+        "Average length of the displacement vector at each pixel over the recording. A uniform "
+        "map means the whole field of view moved together; gradients reveal non-rigid motion "
+        "(e.g. stretching) that a rigid correction would miss.",
+        _png(plt, fig),
+    )
+
+
+def _figure_correlation(plt, stats: dict[str, np.ndarray]) -> _Figure:
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    if "correlation_before" in stats:
+        before = np.asarray(stats["correlation_before"])
+        ax.plot(np.arange(len(before)), before, lw=1.0, color="#D55E00", label="before")
+    after = np.asarray(stats["correlation"])
+    ax.plot(np.arange(len(after)), after, lw=1.0, color="#009E73", label="after")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("correlation with reference")
+    ax.set_title("Similarity of every frame to the reference image")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.margins(x=0)
+    fig.tight_layout()
+    return _Figure(
+        "correlation.png",
+        "Frame-to-reference correlation",
+        "Pearson correlation of each frame with the reference (1 = identical). Motion lowers "
+        "it; after correction the curve should be higher and flatter. Remaining dips are "
+        "usually activity, bleaching or out-of-plane motion, which 2-D registration cannot undo.",
+        _png(plt, fig),
+    )
+
+
+# ----------------------------------------------------------------------------- HTML
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+td { border-bottom: 1px solid #ddd; padding: 3px 12px 3px 0; vertical-align: top; }
+td:first-child { color: #555; white-space: nowrap; }
+figure { margin: 1em 0; } img { max-width: 100%; }
+figcaption { color: #444; font-size: 0.9em; max-width: 800px; }
+.note { color: #8a5a00; }
+"""
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _render_html(
+    run: _Run,
+    figures: list[_Figure],
+    summary: list[tuple[str, str]],
+    details: list[tuple[str, str]],
+) -> str:
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>pyflowreg report: {html.escape(run.folder.name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Motion-correction report: {html.escape(str(run.folder))}</h1>",
+        "<h2>Summary</h2>",
+        _table(summary),
+    ]
+    for note in run.notes:
+        parts.append(f'<p class="note">Note: {html.escape(note)}</p>')
+    for fig in figures:
+        data = base64.b64encode(fig.png).decode("ascii")
+        parts += [
+            f"<h2>{html.escape(fig.title)}</h2>",
+            "<figure>",
+            f'<img src="data:image/png;base64,{data}" alt="{html.escape(fig.title)}">',
+            f"<figcaption>{html.escape(fig.caption)} "
+            f'(<a href="{fig.filename}">{fig.filename}</a>)</figcaption>',
+            "</figure>",
+        ]
+    parts += ["<h2>Run details</h2>", _table(details), "</body></html>"]
+    return "\n".join(parts)
