@@ -18,7 +18,7 @@ from numba import njit
 
 from .params import FlowParameters
 from .pyramid import build_pyramid, level_shapes, resize
-from .solver import median5, sor_solve
+from .solver import MEDIAN25, median5_kernel, sor_solve
 from .tensors import CONSTANCY, derivatives, motion_tensor
 from .warp import warp_level
 
@@ -143,7 +143,7 @@ def prepare_reference(
 @njit(cache=True, nogil=True)
 def level_step(
     ref, ref_d, wts, moving, u, v, hx, hy, alpha_x, alpha_y,
-    iterations, update_lag, a_data, a_smooth, omega, constancy,
+    iterations, update_lag, a_data, a_smooth, omega, constancy, network,
 ):  # fmt: skip
     """Warp, motion tensors, solve, median-filter the increments; returns the new (u, v)."""
     warped = warp_level(moving, ref, u, v, hx, hy)
@@ -155,8 +155,8 @@ def level_step(
     dv = V - v
     h, w = u.shape
     if h > 5 and w > 5:
-        du = median5(du)
-        dv = median5(dv)
+        du = median5_kernel(du, network)
+        dv = median5_kernel(dv, network)
     return u + du, v + dv
 
 
@@ -209,7 +209,7 @@ def estimate(
             prepared.images[lvl], prepared.derivs[lvl], prepared.weights[lvl], pyramid[lvl],
             np.ascontiguousarray(flow[0]), np.ascontiguousarray(flow[1]),
             w / lw, h / lh, p.alpha[0] * scale, p.alpha[1] * scale,
-            p.iterations, p.update_lag, p.a_data, p.a_smooth, p.omega, constancy,
+            p.iterations, p.update_lag, p.a_data, p.a_smooth, p.omega, constancy, MEDIAN25,
         )  # fmt: skip
         flow = np.stack((u, v))
     if flow.shape[1:] != (h, w):

@@ -159,54 +159,64 @@ def sor_solve(J, wts, u, v, alpha_x, alpha_y, hx, hy, iterations, update_lag, a_
     return U, V
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _select(buf, n, k):
-    """k-th smallest of ``buf[:n]`` (in place, Hoare quickselect)."""
-    lo = 0
-    hi = n - 1
-    while lo < hi:
-        pivot = buf[(lo + hi) // 2]
-        i = lo
-        j = hi
-        while i <= j:
-            while buf[i] < pivot:
-                i += 1
-            while buf[j] > pivot:
-                j -= 1
-            if i <= j:
-                tmp = buf[i]
-                buf[i] = buf[j]
-                buf[j] = tmp
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    return buf[k]
+def _median_network(n: int = 25) -> np.ndarray:
+    """Comparators ``(k, 2)`` of Batcher's odd-even merge sort for ``n`` values, pruned to those
+    that influence the middle element: applied in order as (min, max) pairs they leave the median
+    at index ``n // 2``. Branch-free, so the filter vectorises along image rows."""
+    size = 1
+    while size < n:
+        size *= 2
+    pairs = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    needed = {n // 2}
+    kept = []
+    for a, b in reversed(pairs):
+        if a in needed or b in needed:
+            kept.append((a, b))
+            needed |= {a, b}
+    return np.array(kept[::-1], dtype=np.int64)
+
+
+MEDIAN25 = _median_network(25)
 
 
 @njit(cache=True, nogil=True)
-def median5(a):
-    """5x5 median filter of ``a`` (h, w) with symmetric borders."""
+def median5_kernel(a, network):
     h, w = a.shape
     out = np.empty_like(a)
-    buf = np.empty(25, a.dtype)
+    buf = np.empty((25, w), a.dtype)
     for i in range(h):
-        for j in range(w):
-            n = 0
-            if 2 <= i < h - 2 and 2 <= j < w - 2:
-                for di in range(-2, 3):
-                    for dj in range(-2, 3):
-                        buf[n] = a[i + di, j + dj]
-                        n += 1
-            else:
-                for di in range(-2, 3):
-                    ii = mirror(i + di, h)
-                    for dj in range(-2, 3):
-                        buf[n] = a[ii, mirror(j + dj, w)]
-                        n += 1
-            out[i, j] = _select(buf, 25, 12)
+        n = 0
+        for di in range(-2, 3):
+            row = a[mirror(i + di, h)]
+            for dj in range(-2, 3):
+                for j in range(w):
+                    jj = j + dj
+                    if jj < 0 or jj >= w:
+                        jj = mirror(jj, w)
+                    buf[n, j] = row[jj]
+                n += 1
+        for k in range(network.shape[0]):
+            p = buf[network[k, 0]]
+            q = buf[network[k, 1]]
+            for j in range(w):
+                x = p[j]
+                y = q[j]
+                p[j] = x if x < y else y
+                q[j] = y if x < y else x
+        out[i] = buf[12]
     return out
+
+
+def median5(a: np.ndarray) -> np.ndarray:
+    """5x5 median filter of ``a`` (h, w) with symmetric borders (-1 -> 0, -2 -> 1)."""
+    return median5_kernel(a, MEDIAN25)
