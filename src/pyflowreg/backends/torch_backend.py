@@ -1,0 +1,318 @@
+"""The ``flowreg_torch`` flow backend: the flow engine in PyTorch, on CPU or CUDA.
+
+The frame axis is a tensor dimension: a batch of ``batch_frames`` frames goes through the whole
+coarse-to-fine solve on the device (pyramid, warps, motion tensors, red-black SOR, median, final
+upsampling) without host round trips. The numerics are those of :mod:`pyflowreg.core` (see
+docs/numerics.md); fields agree with the CPU backend to a small fraction of a pixel.
+
+Example
+-------
+>>> from pyflowreg.core import FlowParameters
+>>> backend = TorchBackend(FlowParameters.from_quality("balanced"), {"device": "cpu"})
+>>> prepared = backend.prepare_reference(reference)          # (H, W, C) float32
+>>> w = backend.estimate(prepared, frames)                   # (T, H, W, 2) float32
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+try:
+    import torch
+except ImportError as err:  # pragma: no cover - exercised without torch installed
+    raise ImportError(
+        'the flowreg_torch backend needs PyTorch: pip install "pyflowreg[torch]"'
+    ) from err
+
+from ..core.flow import _data_weights
+from ..core.params import FlowParameters
+from ..core.pyramid import level_shapes
+from .base import FlowBackend, broadcast_uv
+from .torch_kernels import (
+    apply_axes,
+    cascade_matrix,
+    derivatives,
+    median5,
+    motion_tensor,
+    resize_matrix,
+    warp_level,
+)
+from .torch_solver import SolverSettings, sor_solve
+
+BACKEND_PARAMS = ("device", "dtype", "batch_frames")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+MAX_BATCH = 256
+CPU_BATCH = 8
+
+
+@dataclass(frozen=True)
+class TorchPreparedReference:
+    """A reference prepared on the device: level images, derivatives, weights, resize operators.
+
+    Level lists are indexed by level number; levels finer than ``finest`` hold None.
+    """
+
+    shape: tuple[int, int]
+    n_channels: int
+    shapes: tuple[tuple[int, int], ...]
+    finest: int
+    images: tuple  # per level (1, C, h, w)
+    derivs: tuple  # per level tuple of 5 (1, C, h, w): fx, fy, fxx, fyy, fxy
+    weights: tuple  # per level (1, C, h-2, w-2) interior data weights
+    device: torch.device
+    dtype: torch.dtype
+
+
+def _resolve_device(device: Any) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f'backend_params["device"] must be "cpu", "cuda" or "cuda:N", got {device!r}'
+        ) from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            warnings.warn(
+                f"CUDA is not available; flowreg_torch runs on the CPU instead of {device!r}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return torch.device("cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f'backend_params["device"] is {device!r}, but only '
+                f"{torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    elif dev.type != "cpu":
+        raise ValueError(
+            f'backend_params["device"] must be "cpu", "cuda" or "cuda:N", got {device!r}'
+        )
+    return dev
+
+
+def _resolve_dtype(dtype: Any) -> torch.dtype:
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    key = np.dtype(dtype).name if isinstance(dtype, type) else dtype
+    if key not in DTYPES:
+        raise ValueError(f'backend_params["dtype"] must be one of {list(DTYPES)}, got {dtype!r}')
+    return DTYPES[key]
+
+
+class TorchBackend(FlowBackend):
+    """Flow backend on PyTorch tensors (``backend_params``: device, dtype, batch_frames).
+
+    Parameters
+    ----------
+    params : FlowParameters
+        Model parameters.
+    backend_params : dict, optional
+        ``device``: ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``; CUDA requested where it is
+        unavailable warns and uses the CPU. ``dtype``: ``"float32"`` (default) or ``"float64"``
+        (torch dtypes accepted). ``batch_frames``: frames solved together on the device; by
+        default chosen from the free device memory (at most 256), 8 on the CPU.
+    """
+
+    name = "flowreg_torch"
+
+    def __init__(self, params: FlowParameters, backend_params: dict | None = None) -> None:
+        super().__init__(params, backend_params)
+        unknown = sorted(set(self.backend_params) - set(BACKEND_PARAMS))
+        if unknown:
+            raise ValueError(
+                f"unknown flowreg_torch backend_params {unknown}; valid keys are "
+                f"{list(BACKEND_PARAMS)}"
+            )
+        self.device = _resolve_device(self.backend_params.get("device", "cpu"))
+        self.dtype = _resolve_dtype(self.backend_params.get("dtype", "float32"))
+        batch = self.backend_params.get("batch_frames")
+        if batch is not None:
+            if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)):
+                raise TypeError(
+                    f'backend_params["batch_frames"] must be an integer, got {type(batch).__name__}'
+                )
+            if batch < 1:
+                raise ValueError(f'backend_params["batch_frames"] must be >= 1, got {batch}')
+        self.batch_frames = None if batch is None else int(batch)
+        self._matrices: dict[tuple[int, int, bool | None], torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _matrix(self, n_src: int, n_dst: int, first: bool | None = None) -> torch.Tensor | None:
+        """Device resampling matrix ``(n_dst, n_src)``; None when the size does not change.
+
+        ``first`` None: plain cubic resize; else a cascade step (blur + resize).
+        """
+        if n_src == n_dst:
+            return None
+        key = (n_src, n_dst, first)
+        if key not in self._matrices:
+            mat = (
+                resize_matrix(n_src, n_dst)
+                if first is None
+                else cascade_matrix(n_src, n_dst, first)
+            )
+            self._matrices[key] = torch.as_tensor(mat, dtype=self.dtype, device=self.device)
+        return self._matrices[key]
+
+    def _resize(self, x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """Cubic resize of the last two axes of ``x`` to ``shape`` (no blur, no value scaling)."""
+        my = self._matrix(x.shape[-2], shape[0])
+        mx = self._matrix(x.shape[-1], shape[1])
+        return apply_axes(x, my, None if mx is None else mx.T)
+
+    def _pyramid(self, img: torch.Tensor, shapes, finest: int) -> list:
+        """Cascade pyramid of ``img`` (T, C, H, W); levels finer than ``finest`` are None."""
+        levels: list = [None] * len(shapes)
+        current = img
+        full = shapes[0]
+        for i in range(len(shapes)):
+            if i > 0:
+                prev = shapes[i - 1]
+                my = self._matrix(prev[0], shapes[i][0], prev[0] == full[0])
+                mx = self._matrix(prev[1], shapes[i][1], prev[1] == full[1])
+                current = apply_axes(current, my, None if mx is None else mx.T)
+            if i >= finest:
+                levels[i] = current
+        return levels
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(array)).to(self.device, self.dtype)
+
+    def _default_batch(self, shape: tuple[int, int], n_channels: int) -> int:
+        """Frames per device batch from the free device memory (CUDA) or a modest CPU default."""
+        if self.batch_frames is not None:
+            return self.batch_frames
+        if self.device.type != "cuda":
+            return CPU_BATCH
+        free, _ = torch.cuda.mem_get_info(self.device)
+        item = torch.finfo(self.dtype).bits // 8
+        pixels = shape[0] * shape[1]
+        # pyramid + warp gathers + motion tensors + solver state + median buffers, per pixel
+        per_frame = pixels * (item * (40 + 16 * n_channels) + 8 * 12)
+        return int(max(1, min(MAX_BATCH, 0.5 * free // per_frame)))
+
+    # ------------------------------------------------------------------ contract
+
+    @torch.inference_mode()
+    def prepare_reference(
+        self, reference: np.ndarray, weight: np.ndarray | None = None
+    ) -> TorchPreparedReference:
+        """Reference pyramid, derivatives and level data weights on the device.
+
+        Parameters
+        ----------
+        reference : ndarray
+            ``(H, W, C)`` or ``(H, W)`` float frame, normalised and pre-filtered.
+        weight : ndarray, optional
+            Channel weights ``(C,)`` or a spatial map ``(H, W)`` / ``(H, W, C)``.
+        """
+        ref = np.asarray(reference)
+        if ref.ndim == 2:
+            ref = ref[:, :, None]
+        if ref.ndim != 3 or ref.dtype.kind not in "uif":
+            raise ValueError(f"reference must be a real (H, W) or (H, W, C) array, got {ref.shape}")
+        if min(ref.shape[:2]) < 3:
+            raise ValueError(f"reference must be at least 3x3 pixels, got {ref.shape[:2]}")
+        if not np.all(np.isfinite(ref)):
+            raise ValueError("reference contains NaN or infinite values")
+        h, w, c = ref.shape
+        p = self.params
+        shapes = tuple(level_shapes((h, w), p.eta, p.levels))
+        finest = min(p.min_level, len(shapes) - 1)
+        img = self._to_device(np.moveaxis(ref, -1, 0)[None])
+        weights_full = self._to_device(_data_weights(weight, (h, w), c, np.float64)[None])
+        images = self._pyramid(img, shapes, finest)
+        derivs: list = [None] * len(shapes)
+        weights: list = [None] * len(shapes)
+        for lvl in range(finest, len(shapes)):
+            lh, lw = shapes[lvl]
+            derivs[lvl] = derivatives(images[lvl], w / lw, h / lh)
+            wl = self._resize(weights_full, (lh, lw)).clamp_min_(0.0)
+            weights[lvl] = wl[..., 1:-1, 1:-1].contiguous()
+        return TorchPreparedReference(
+            (h, w), c, shapes, finest, tuple(images), tuple(derivs), tuple(weights),
+            self.device, self.dtype,
+        )  # fmt: skip
+
+    def estimate(
+        self,
+        prepared: TorchPreparedReference,
+        frames: np.ndarray,
+        uv: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Displacement fields ``(T, H, W, 2)`` float32 for ``frames`` ``(T, H, W, C)``.
+
+        Frames are solved in device batches of ``batch_frames``; ``uv`` is the initial field,
+        ``(H, W, 2)`` for every frame or ``(T, H, W, 2)``, in pixels.
+        """
+        if not isinstance(prepared, TorchPreparedReference):
+            raise TypeError(
+                "prepared must come from TorchBackend.prepare_reference, "
+                f"got {type(prepared).__name__}"
+            )
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[..., None]
+        expected = (*prepared.shape, prepared.n_channels)
+        if frames.ndim != 4 or frames.shape[1:] != expected:
+            raise ValueError(f"frames must have shape (T, {', '.join(map(str, expected))}), "
+                             f"got {frames.shape}")  # fmt: skip
+        if not np.all(np.isfinite(frames)):
+            raise ValueError("frames contain NaN or infinite values")
+        n = frames.shape[0]
+        uv_all = broadcast_uv(uv, n, prepared.shape)
+        if not np.all(np.isfinite(uv_all)):
+            raise ValueError("initial flow uv contains NaN or infinite values")
+        out = np.empty((n, *prepared.shape, 2), np.float32)
+        step = self._default_batch(prepared.shape, prepared.n_channels)
+        with torch.inference_mode():
+            for s in range(0, n, step):
+                mov = self._to_device(np.moveaxis(frames[s : s + step], -1, 1))
+                init = self._to_device(np.moveaxis(uv_all[s : s + step], -1, 1))
+                flow = self._estimate_batch(prepared, mov, init)
+                out[s : s + step] = flow.permute(0, 2, 3, 1).to("cpu", torch.float32).numpy()
+        return out
+
+    def _estimate_batch(
+        self, prep: TorchPreparedReference, mov: torch.Tensor, flow: torch.Tensor
+    ) -> torch.Tensor:
+        """Coarse-to-fine solve of ``mov`` (T, C, H, W) from ``flow`` (T, 2, H, W) on the device."""
+        p = self.params
+        h, w = prep.shape
+        shapes = prep.shapes
+        coarsest = len(shapes) - 1
+        pyramid = self._pyramid(mov, shapes, prep.finest)
+        flow = self._resize(flow, shapes[coarsest])
+        for lvl in range(coarsest, prep.finest - 1, -1):
+            lh, lw = shapes[lvl]
+            if flow.shape[-2:] != (lh, lw):
+                flow = self._resize(flow, (lh, lw))
+            hx, hy = w / lw, h / lh
+            scale = 1.0 if lvl == prep.finest else p.eta ** (-lvl / 2.0)
+            u, v = flow[:, 0], flow[:, 1]
+            ref = prep.images[lvl]
+            warped = warp_level(pyramid[lvl], ref, u, v, hx, hy)
+            pyramid[lvl] = None
+            if lh < 3 or lw < 3:
+                continue
+            J = motion_tensor(
+                ref, prep.derivs[lvl], warped, derivatives(warped, hx, hy), p.constancy_assumption
+            )
+            settings = SolverSettings(
+                p.alpha[0] * scale, p.alpha[1] * scale, hx, hy,
+                p.iterations, p.update_lag, p.a_data, p.a_smooth, p.omega,
+            )  # fmt: skip
+            U, V = sor_solve(J, prep.weights[lvl], u, v, settings)
+            del J
+            du, dv = U.sub_(u), V.sub_(v)
+            if lh > 5 and lw > 5:
+                du, dv = median5(du), median5(dv)
+            flow = torch.stack((u + du, v + dv), dim=1)
+        if flow.shape[-2:] != (h, w):
+            flow = self._resize(flow, (h, w))
+        return flow
