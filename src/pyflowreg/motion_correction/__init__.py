@@ -1,0 +1,29 @@
+"""The motion-correction pipeline: options, file-to-file and in-memory registration.
+
+>>> from pyflowreg.motion_correction import OFOptions, compensate_recording
+>>> from pyflowreg.motion_correction.compensate_recording import RegistrationConfig
+>>> options = OFOptions(input_file="rec.h5", output_path="results", quality_setting="fast")
+>>> compensate_recording(options, config=RegistrationConfig(n_jobs=4))  # doctest: +SKIP
+"""
+
+from .compensate_arr import compensate_arr
+from .compensate_recording import (
+    BatchResult,
+    RegistrationConfig,
+    RegistrationError,
+    RegistrationResult,
+    compensate_recording,
+)
+from .live import FlowRegLive
+from .options import OFOptions
+
+__all__ = [
+    "BatchResult",
+    "FlowRegLive",
+    "OFOptions",
+    "RegistrationConfig",
+    "RegistrationError",
+    "RegistrationResult",
+    "compensate_arr",
+    "compensate_recording",
+]

@@ -1,0 +1,214 @@
+"""The registration loop shared by ``compensate_recording`` and ``compensate_arr``.
+
+reader -> reference -> normalisation and pre-filter (with temporal halo) -> executor,
+batch by batch -> sink. The sink decides what happens to the results (files,
+in-memory arrays); this module never touches the file system itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..executors.base import WarpSettings
+from ._source import FrameSource, batch_ranges
+from .initialization import InitialFlowPlanner
+from .reference import (
+    as_reference_image,
+    compute_reference,
+    normalization_range,
+    prepared_reference_image,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    """What ``batch_callback`` receives after every batch.
+
+    Attributes
+    ----------
+    start : int
+        Index of the first frame of the batch in the recording.
+    registered : ndarray, shape (n, H, W, C)
+        Registered frames, output dtype.
+    w : ndarray, shape (n, H, W, 2), float32
+        Displacement fields, ``w[..., 0] = u`` (x), ``w[..., 1] = v`` (y), in pixels.
+    batch : int
+        Index of the batch (0-based).
+    """
+
+    start: int
+    registered: np.ndarray
+    w: np.ndarray
+    batch: int = 0
+
+
+class Sink(Protocol):
+    """Receives the results of the loop, batch by batch."""
+
+    def start(self, reference: np.ndarray) -> None: ...
+
+    def add(self, start: int, raw: np.ndarray, registered: np.ndarray, w: np.ndarray) -> None: ...
+
+    def reference_changed(self, reference: np.ndarray) -> None: ...
+
+
+@dataclass
+class RunState:
+    """Bookkeeping of one run; ``stage`` names what is being done (for error messages)."""
+
+    stage: str = "starting"
+    reference: np.ndarray | None = None
+    n_frames: int = 0
+    n_workers: int = 1
+    flow_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def output_dtype(options, input_dtype: np.dtype) -> np.dtype:
+    """``options.output_dtype`` or the input dtype, in native byte order."""
+    dtype = np.dtype(options.output_dtype) if options.output_dtype else np.dtype(input_dtype)
+    return dtype.newbyteorder("=")
+
+
+def executor_maker(
+    executor_cls: type,
+    backend_factory: Callable,
+    options,
+    n_jobs: int,
+    executor_kwargs: dict | None = None,
+) -> Callable:
+    """``make(params, dtype) -> Executor`` for the run's executor class and flow backend."""
+
+    def make(params, dtype):
+        settings = WarpSettings(options.interpolation_method, np.dtype(dtype))
+        return executor_cls(
+            n_jobs,
+            backend_factory,
+            params,
+            dict(options.backend_params),
+            settings,
+            **(executor_kwargs or {}),
+        )
+
+    return make
+
+
+def _weight(options) -> np.ndarray | None:
+    return None if options.weight is None else np.asarray(options.weight, dtype=np.float64)
+
+
+def raw_reference(reader, options, reference, make_executor, name: str) -> np.ndarray:
+    """The raw ``(H, W, C)`` float32 reference: given, from the options, or computed."""
+    n_frames = int(reader.shape[0])
+    frame_shape = tuple(int(s) for s in reader.shape[1:])
+    if reference is not None:
+        return as_reference_image(reference, frame_shape)
+    if options.reference_is_image:
+        return as_reference_image(options.reference_frames, frame_shape)
+    indices = options.resolved_reference_frames(n_frames)
+    logger.info("computing the reference from %d frames of %s", len(indices), name)
+    return compute_reference(
+        reader,
+        indices,
+        sigma=options.sigma_for_channels(frame_shape[2]),
+        channel_normalization=options.channel_normalization,
+        params=options.flow_parameters(),
+        weight=_weight(options),
+        make_executor=make_executor,
+        chunk_size=options.buffer_size,
+        name=name,
+    )
+
+
+def run_registration(
+    reader,
+    options,
+    make_executor: Callable,
+    sink: Sink,
+    state: RunState,
+    *,
+    reference=None,
+    progress: Callable[[int, int], None] | None = None,
+    batch_callback: Callable[[BatchResult], None] | None = None,
+    name: str = "input",
+) -> None:
+    """Register every frame of ``reader`` and hand the results to ``sink``.
+
+    Parameters
+    ----------
+    reader : VideoReader
+        ``shape`` ``(T, H, W, C)``, ``dtype``, ``read(start, stop)``.
+    options : OFOptions
+    make_executor : callable
+        ``make(params, dtype) -> Executor``.
+    sink : Sink
+    state : RunState
+        Filled in as the run goes (stage, reference, frames done, workers, flow time).
+    reference : ndarray or path, optional
+        A given reference image (overrides ``options.reference_frames``).
+    progress : callable, optional
+        ``progress(done, total)`` after every batch.
+    batch_callback : callable, optional
+        ``batch_callback(BatchResult)`` after every batch.
+    name : str
+        The input's name in messages.
+    """
+    n_frames, _, _, n_channels = (int(s) for s in reader.shape)
+    sigma = options.sigma_for_channels(n_channels)
+    weight = _weight(options)
+    params = options.flow_parameters()
+    dtype = output_dtype(options, reader.dtype)
+
+    state.stage = "computing the reference"
+    ref_raw = raw_reference(reader, options, reference, make_executor, name)
+    state.reference = ref_raw
+    low, high = normalization_range(ref_raw, options.channel_normalization)
+    ref_pre = prepared_reference_image(ref_raw, low, high, sigma)
+    sink.start(ref_raw)
+
+    source = FrameSource(reader, low, high, sigma, name=name)
+    batches = batch_ranges(n_frames, options.buffer_size)
+    state.stage = "starting the executor"
+    with make_executor(params, dtype) as executor:
+        state.n_workers = int(getattr(executor, "n_workers", 1))
+        executor.set_reference(ref_pre, weight)
+        planner = InitialFlowPlanner(
+            source,
+            executor,
+            batches,
+            ref_pre,
+            chain=options.update_initialization_w,
+            cc=options.cc_initialization,
+            cc_hw=options.cc_hw,
+        )
+        for b, (start, stop) in enumerate(batches):
+            state.stage = f"batch {b + 1}/{len(batches)} (frames {start}-{stop - 1})"
+            uv = planner.next()
+            raw, filtered = source.read(start, stop)
+            tic = time.perf_counter()
+            registered, w = executor.process_batch(raw, filtered, uv, start)
+            state.flow_seconds += time.perf_counter() - tic
+            planner.observe(w)
+            sink.add(start, raw, registered, w)
+            state.n_frames = stop
+            if batch_callback is not None:
+                batch_callback(BatchResult(start, registered, w, b))
+            if options.update_reference:
+                ref_raw = registered.mean(axis=0, dtype=np.float64).astype(np.float32)
+                ref_pre = prepared_reference_image(ref_raw, low, high, sigma)
+                executor.set_reference(ref_pre, weight)
+                planner.set_reference(ref_pre)
+                sink.reference_changed(ref_raw)
+            if progress is not None:
+                progress(stop, n_frames)
+            logger.debug("registered frames %d-%d of %s", start, stop - 1, name)
+        state.flow_seconds += planner.executor_seconds
+    state.stage = "finishing"

@@ -1,0 +1,159 @@
+"""Frames of a recording, read in bounded chunks, normalised and pre-filtered.
+
+:class:`FrameSource` is how the pipeline sees a recording: ``read(start, stop)``
+returns the raw frames of that range and their normalised, Gaussian-filtered
+float32 copy. The temporal part of the filter needs frames on both sides of the
+range (ALGORITHM.md: "a temporal σ that actually filters must see frames across
+batch boundaries"), so the source reads ``halo`` extra frames on each side,
+filters the extended block and cuts the halo off again. Because the halo covers
+the whole kernel, the filtered frames do not depend on how the video is cut into
+batches: batch by batch gives exactly what filtering the whole video at once
+would give. The reader is never asked for more than ``stop - start + 2 * halo``
+frames at once.
+
+A source may cover a subset of the frames (``indices``, e.g. the reference
+frames); its frames are then numbered ``0 .. len(indices) - 1`` and the temporal
+filter treats them as one contiguous clip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core import preprocess
+
+
+def sigma_per_channel(sigma, n_channels: int) -> np.ndarray:
+    """Gaussian pre-filter widths as a ``(C, 3)`` float array of ``(σy, σx, σt)``.
+
+    Parameters
+    ----------
+    sigma : array_like, shape (3,) or (C, 3)
+        One triple for all channels, or one per channel.
+    n_channels : int
+    """
+    arr = np.asarray(sigma, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = np.broadcast_to(arr, (n_channels, arr.shape[0]))
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"sigma must have shape (3,) or (C, 3), got {np.shape(sigma)}")
+    if arr.shape[0] == 1 and n_channels > 1:
+        arr = np.broadcast_to(arr, (n_channels, 3))
+    if arr.shape[0] != n_channels:
+        raise ValueError(
+            f"sigma has {arr.shape[0]} rows but the video has {n_channels} channels; "
+            "give one (σy, σx, σt) triple or one per channel"
+        )
+    return np.ascontiguousarray(arr)
+
+
+def preprocess_frames(raw: np.ndarray, low, high, sigma: np.ndarray) -> np.ndarray:
+    """Normalise ``(T, H, W, C)`` frames with ``(low, high)`` and apply the Gaussian filter."""
+    video = preprocess.normalize(raw, low, high)
+    return preprocess.gaussian_filter_video(np.ascontiguousarray(video, np.float32), sigma)
+
+
+def preprocess_image(image: np.ndarray, low, high, sigma: np.ndarray) -> np.ndarray:
+    """Normalise and spatially filter one ``(H, W, C)`` image (the reference); float32."""
+    spatial = np.array(sigma, dtype=np.float64, copy=True)
+    spatial[:, 2] = 0.0  # a single image has no time axis to filter
+    return preprocess_frames(image[None], low, high, spatial)[0]
+
+
+class FrameSource:
+    """Read ranges of frames with their normalised, pre-filtered copy.
+
+    Parameters
+    ----------
+    reader : VideoReader
+        Anything with ``shape`` ``(T, H, W, C)`` and ``read(start, stop)``.
+    low, high : float or ndarray, shape (C,)
+        Raw intensities mapped to 0 and 1 (from the raw reference).
+    sigma : ndarray, shape (C, 3)
+        Gaussian pre-filter ``(σy, σx, σt)`` per channel.
+    indices : sequence of int, optional
+        Frames of the reader that make up this source (default: all, in order).
+    name : str
+        Used in error messages (file name or "array").
+    """
+
+    def __init__(self, reader, low, high, sigma: np.ndarray, *, indices=None, name: str = "input"):
+        self.reader = reader
+        self.low = low
+        self.high = high
+        self.sigma = np.asarray(sigma, dtype=np.float64)
+        self.halo = int(preprocess.temporal_halo(self.sigma))
+        self.name = name
+        n_total = int(reader.shape[0])
+        if indices is None:
+            self.indices = None
+            self._len = n_total
+        else:
+            idx = np.asarray(indices, dtype=np.int64).ravel()
+            if idx.size and (idx.min() < 0 or idx.max() >= n_total):
+                raise ValueError(
+                    f"frame indices must lie in [0, {n_total}), got {idx.min()}..{idx.max()}"
+                )
+            self.indices = idx
+            self._len = int(idx.size)
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.reader.shape[1:])  # type: ignore[return-value]
+
+    def frame_index(self, i: int) -> int:
+        """Index in the recording of this source's frame ``i``."""
+        return int(i) if self.indices is None else int(self.indices[i])
+
+    def read_raw(self, start: int, stop: int) -> np.ndarray:
+        """Raw frames ``start .. stop - 1`` of this source, ``(n, H, W, C)`` reader dtype."""
+        if self.indices is None:
+            raw = np.asarray(self.reader.read(start, stop))
+        else:
+            raw = self._read_indices(self.indices[start:stop])
+        self._check_finite(raw, start)
+        return raw
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw frames of ``[start, stop)`` and their pre-processed float32 copy.
+
+        Returns
+        -------
+        raw : ndarray, shape (n, H, W, C), reader dtype
+        filtered : ndarray, shape (n, H, W, C), float32
+        """
+        lo = max(0, start - self.halo)
+        hi = min(len(self), stop + self.halo)
+        block = self.read_raw(lo, hi)
+        filtered = preprocess_frames(block, self.low, self.high, self.sigma)
+        cut = slice(start - lo, start - lo + (stop - start))
+        return block[cut], np.ascontiguousarray(filtered[cut])
+
+    def _read_indices(self, idx: np.ndarray) -> np.ndarray:
+        """Read arbitrary frame indices as few contiguous ranges."""
+        if idx.size == 0:
+            return np.asarray(self.reader.read(0, 0))
+        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+        parts = [
+            np.asarray(self.reader.read(int(run[0]), int(run[-1]) + 1))
+            for run in np.split(idx, breaks)
+        ]
+        return np.concatenate(parts, axis=0)
+
+    def _check_finite(self, raw: np.ndarray, start: int) -> None:
+        if not np.issubdtype(raw.dtype, np.floating) or raw.size == 0:
+            return
+        bad = ~np.isfinite(raw.reshape(raw.shape[0], -1)).all(axis=1)
+        if bad.any():
+            frame = self.frame_index(start + int(np.argmax(bad)))
+            raise ValueError(f"frame {frame} of {self.name} contains NaN or inf values")
+
+
+def batch_ranges(n_frames: int, buffer_size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` cutting ``n_frames`` into batches of ``buffer_size``."""
+    if buffer_size < 1:
+        raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
+    return [(s, min(s + buffer_size, n_frames)) for s in range(0, n_frames, buffer_size)]

@@ -1,0 +1,372 @@
+"""Motion correction of a recording, file to file, in batches of bounded memory.
+
+``compensate_recording(options)`` reads the recording named by ``options.input_file``
+(one file, one file per channel, or an in-memory array), computes or loads the
+reference, normalises every frame by the raw reference's min/max and pre-filters it
+(the temporal part of the filter reads a halo of frames across batch boundaries),
+registers batches of ``options.buffer_size`` frames with the executor chosen by
+:func:`pyflowreg._runtime.get_runtime`, and streams the results to the output folder.
+
+Outputs in ``options.output_path`` (``<ext>`` from ``options.output_format``):
+
+``compensated.<ext>``
+    The registered video, dtype of the input unless ``options.output_dtype`` (integers
+    rounded and clipped, never wrapped), averaged over ``bin_size`` frames.
+``w.<ext>`` (``save_w``)
+    Displacement fields ``(T, H, W, 2)`` float32, written as a two-channel video:
+    channel 0 is ``u`` (x, columns), channel 1 is ``v`` (y, rows). HDF5, MAT, NPY and
+    Zarr hold it as one ``(T, H, W, 2)`` array, TIFF as a stack of two-sample pages,
+    each as the format's writer stores a two-channel video.
+``valid_mask.<ext>`` (``save_valid_mask``)
+    ``(T, H, W, 1)`` uint8: 1 where the frame was sampled inside its bounds
+    (``0 <= x + u <= W - 1`` and ``0 <= y + v <= H - 1``), 0 where the border was extended.
+``statistics.npz``, ``reference.tif`` (``save_meta_info``)
+    Per-frame statistics (see :mod:`.statistics`) and the raw reference, float32
+    ``(H, W)`` or ``(H, W, C)``.
+``options.json``, ``run.json``
+    The options (arrays omitted) and the run: ``frames``, ``seconds``,
+    ``frames_per_second``, ``flow_seconds``, ``executor``, ``n_workers``,
+    ``flow_backend``, ``versions`` (python, numpy, numba, pyflowreg), ``start_time``,
+    ``end_time``.
+
+With the ``ARRAY`` output format the registered video (and ``w``) are returned in the
+:class:`RegistrationResult` instead; ``NULL`` discards them.
+
+Every output is written under a temporary name (``.compensated.h5.partial``) and moved
+into place only when the whole run completed; a failed or interrupted run removes its
+temporary files and raises :class:`RegistrationError` naming the batch and the cause.
+
+Initial flow of each batch (see :mod:`.initialization`): batch 0 starts from the mean
+flow of the first ``min(20, T)`` frames estimated from zero flow; batch ``b >= 1``
+starting at frame ``s_b`` from the mean flow of frames ``[s_b - 20, s_b)`` estimated
+from batch ``b - 1``'s initial flow. This depends only on frames before the batch, so
+every batch's initial field is fixed before the batch runs and batches are independent
+(an executor may run them in parallel and reproduce the result bit for bit).
+``update_initialization_w=False`` starts every batch from zeros; ``cc_initialization``
+adds a phase-correlation rigid shift; ``update_reference`` rebuilds the reference from
+each batch's mean registered frame (which makes batches sequential).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .._runtime import get_runtime
+from ._engine import BatchResult, RunState, executor_maker, output_dtype, run_registration
+from ._outputs import AtomicOutputs, BinnedWriter, valid_mask
+from .statistics import StatisticsAccumulator
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BatchResult",
+    "RegistrationConfig",
+    "RegistrationError",
+    "RegistrationResult",
+    "compensate_recording",
+]
+
+
+@dataclass
+class RegistrationConfig:
+    """How a recording is run: executor, number of workers, verbosity.
+
+    Parameters
+    ----------
+    n_jobs : int, default -1
+        Workers; ``-1`` means all cores. The sequential executor ignores it.
+    verbose : bool, default False
+        Show a progress bar and log at INFO level.
+    parallelization : str, optional
+        ``"sequential"``, ``"threading"``, ``"multiprocessing"``, another registered
+        executor, or ``None`` to pick the best available one.
+    """
+
+    n_jobs: int = -1
+    verbose: bool = False
+    parallelization: Optional[str] = None  # noqa: UP045 - the spec's spelling
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, (int, np.integer)):
+            raise TypeError(f"n_jobs must be an int, got {type(self.n_jobs).__name__}")
+        if self.n_jobs == 0 or self.n_jobs < -1:
+            raise ValueError(f"n_jobs must be -1 or >= 1, got {self.n_jobs}")
+        if not isinstance(self.verbose, (bool, np.bool_)):
+            raise TypeError(f"verbose must be a bool, got {type(self.verbose).__name__}")
+        if self.parallelization is not None and not isinstance(self.parallelization, str):
+            raise TypeError(
+                f"parallelization must be a str or None, got {type(self.parallelization).__name__}"
+            )
+
+    def executor_kwargs(self, executor: str) -> dict[str, Any]:
+        """Extra keyword arguments for the constructor of ``executor`` (none by default)."""
+        return {}
+
+
+@dataclass
+class RegistrationResult:
+    """What :func:`compensate_recording` did.
+
+    Attributes
+    ----------
+    output_path : Path
+        The output folder.
+    files : dict of str to Path
+        Outputs by name: ``compensated``, ``w``, ``valid_mask``, ``statistics``,
+        ``reference``, ``options``, ``run`` (those that were written).
+    reference : ndarray, shape (H, W, C), float32
+        The raw reference the recording was registered to (the first one, with
+        ``update_reference``).
+    statistics : dict of str to ndarray
+        Per-frame statistics (see :mod:`pyflowreg.motion_correction.statistics`).
+    n_frames : int
+    seconds : float
+        Wall time of the run.
+    executor : str
+        Name of the executor that ran it.
+    registered, w : ndarray or None
+        The registered video ``(T', H, W, C)`` and fields ``(T, H, W, 2)`` with the
+        ``ARRAY`` output format; None otherwise.
+    """
+
+    output_path: Path
+    files: dict[str, Path]
+    reference: np.ndarray
+    statistics: dict[str, np.ndarray]
+    n_frames: int
+    seconds: float
+    executor: str
+    registered: np.ndarray | None = field(default=None, repr=False)
+    w: np.ndarray | None = field(default=None, repr=False)
+
+
+class RegistrationError(RuntimeError):
+    """A run failed; the message names the batch (frames) and the cause."""
+
+
+class _FileSink:
+    """Writers and statistics of one run, behind :class:`AtomicOutputs`."""
+
+    def __init__(self, outputs: AtomicOutputs, options, shape, dtype: np.dtype) -> None:
+        self.options = options
+        fmt, ext = options.output_format, options.output_extension
+        self.in_memory = fmt == "ARRAY"
+        self.to_files = fmt not in ("ARRAY", "NULL")
+        self.video = self.w = self.mask = None
+        self._video_parts: list[np.ndarray] = []
+        self._w_parts: list[np.ndarray] = []
+        if self.to_files:
+            writer = outputs.video_writer("compensated", options.output_file.name, fmt)
+            self.video = BinnedWriter(writer, options.bin_size, dtype)
+            if options.save_w:
+                self.w = outputs.video_writer("w", "w" + ext, fmt)
+            if options.save_valid_mask:
+                self.mask = outputs.video_writer("valid_mask", "valid_mask" + ext, fmt)
+        elif self.in_memory:
+            self.video = BinnedWriter(_ListWriter(self._video_parts), options.bin_size, dtype)
+        self.stats: StatisticsAccumulator | None = None
+
+    def start(self, reference: np.ndarray) -> None:
+        if self.options.save_meta_info:
+            self.stats = StatisticsAccumulator(reference)
+
+    def add(self, start: int, raw, registered, w) -> None:
+        if self.video is not None:
+            self.video.write(registered)
+        if self.w is not None:
+            self.w.write(w)
+        elif self.in_memory and self.options.save_w:
+            self._w_parts.append(w)
+        if self.mask is not None:
+            self.mask.write(valid_mask(w)[..., None])
+        if self.stats is not None:
+            self.stats.add(raw, registered, w)
+
+    def reference_changed(self, reference: np.ndarray) -> None:
+        if self.stats is not None:
+            self.stats.set_reference(reference)
+
+    def finish(self) -> None:
+        if self.video is not None:
+            self.video.flush()
+
+    def arrays(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        video = np.concatenate(self._video_parts) if self._video_parts else None
+        w = np.concatenate(self._w_parts) if self._w_parts else None
+        return video, w
+
+
+class _ListWriter:
+    """A writer that keeps the frames in a list (the ``ARRAY`` output format)."""
+
+    def __init__(self, parts: list) -> None:
+        self.parts = parts
+
+    def write(self, frames: np.ndarray) -> None:
+        self.parts.append(np.array(frames))
+
+
+def _open_input(options):
+    """Reader of ``options.input_file`` and its name for messages."""
+    from ..io import open_reader
+
+    options.check_input_exists()
+    source = options.input_file
+    kwargs = {} if options.dataset_name is None else {"dataset_name": options.dataset_name}
+    if isinstance(source, np.ndarray):
+        return open_reader(source), f"array {source.shape}"
+    if isinstance(source, tuple):
+        return open_reader(list(source), **kwargs), ", ".join(str(p) for p in source)
+    return open_reader(source, **kwargs), str(source)
+
+
+def compensate_recording(
+    options,
+    reference_frame=None,
+    config: RegistrationConfig | None = None,
+    *,
+    progress_callback=None,
+    batch_callback=None,
+) -> RegistrationResult:
+    """Register a recording to a reference and write the outputs (see module docstring).
+
+    Parameters
+    ----------
+    options : OFOptions
+        Input, output and model options.
+    reference_frame : ndarray or path, optional
+        Reference image ``(H, W)`` or ``(H, W, C)``; overrides ``options.reference_frames``.
+    config : RegistrationConfig, optional
+        Executor and workers; ``None`` is ``RegistrationConfig()``.
+    progress_callback : callable, optional
+        ``progress_callback(done_frames, total_frames)`` after every batch.
+    batch_callback : callable, optional
+        ``batch_callback(BatchResult)`` after every batch (registered frames and fields).
+
+    Returns
+    -------
+    RegistrationResult
+
+    Examples
+    --------
+    >>> from pyflowreg.motion_correction import OFOptions, compensate_recording
+    >>> options = OFOptions(input_file="rec.h5", output_path="results", quality_setting="fast")
+    >>> result = compensate_recording(options)  # doctest: +SKIP
+    >>> result.files["compensated"]  # doctest: +SKIP
+    PosixPath('results/compensated.h5')
+    """
+    config = RegistrationConfig() if config is None else config
+    if not isinstance(config, RegistrationConfig):
+        raise TypeError(f"config must be a RegistrationConfig, got {type(config).__name__}")
+    verbose = bool(options.verbose or config.verbose)
+    runtime = get_runtime()
+    executor_name = runtime.select_executor(
+        config.parallelization, options.flow_backend, stacklevel=3
+    )
+    executor_cls = runtime.get_executor_class(executor_name)
+    factory = runtime.get_flow_backend(options.flow_backend).load()
+    make_executor = executor_maker(
+        executor_cls, factory, options, config.n_jobs, config.executor_kwargs(executor_name)
+    )
+    reader, name = _open_input(options)
+    start_time = _dt.datetime.now().astimezone()
+    tic = time.perf_counter()
+    state = RunState()
+    outputs = AtomicOutputs(Path(options.output_path))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=reader.shape[0], unit="frame", desc="registering", disable=not verbose)
+    try:
+        with reader:
+            dtype = output_dtype(options, reader.dtype)
+            sink = _FileSink(outputs, options, reader.shape, dtype)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(done - bar.n)
+                if progress_callback is not None:
+                    progress_callback(done, total)
+
+            run_registration(
+                reader,
+                options,
+                make_executor,
+                sink,
+                state,
+                reference=reference_frame,
+                progress=progress,
+                batch_callback=batch_callback,
+                name=name,
+            )
+            sink.finish()
+            seconds = time.perf_counter() - tic
+            statistics = sink.stats.result() if sink.stats is not None else {}
+            _write_meta(outputs, options, state, statistics, executor_name, seconds, start_time)
+            files = outputs.commit()
+    except KeyboardInterrupt:
+        outputs.abort()
+        logger.warning("registration of %s interrupted during %s", name, state.stage)
+        raise
+    except Exception as exc:
+        outputs.abort()
+        raise RegistrationError(
+            f"motion correction of {name} failed during {state.stage}: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        bar.close()
+    registered, w = sink.arrays()
+    logger.info("registered %d frames of %s in %.1f s", state.n_frames, name, seconds)
+    return RegistrationResult(
+        output_path=Path(options.output_path),
+        files=files,
+        reference=state.reference,
+        statistics=statistics,
+        n_frames=state.n_frames,
+        seconds=seconds,
+        executor=executor_name,
+        registered=registered,
+        w=w,
+    )
+
+
+def _write_meta(outputs, options, state, statistics, executor, seconds, start_time) -> None:
+    if options.save_meta_info:
+        outputs.write_npz("statistics", "statistics.npz", statistics)
+        outputs.write_tiff("reference", "reference.tif", state.reference)
+    outputs.write_json("options", "options.json", options.to_dict(arrays="omit"))
+    outputs.write_json(
+        "run",
+        "run.json",
+        {
+            "frames": state.n_frames,
+            "seconds": seconds,
+            "frames_per_second": state.n_frames / seconds if seconds > 0 else None,
+            "flow_seconds": state.flow_seconds,
+            "executor": executor,
+            "n_workers": state.n_workers,
+            "flow_backend": options.flow_backend,
+            "versions": _versions(),
+            "start_time": start_time.isoformat(timespec="seconds"),
+            "end_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        },
+    )
+
+
+def _versions() -> dict[str, str]:
+    import numba
+
+    from .. import __version__
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "pyflowreg": __version__,
+    }

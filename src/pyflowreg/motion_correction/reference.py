@@ -1,0 +1,248 @@
+"""The reference frame: computed from the recording, or given; and rigid pre-alignment.
+
+Computed reference (ALGORITHM.md, "Reference"): the frames at
+``options.resolved_reference_frames(T)`` (clipped to the video, never padded) are
+normalised by their own joint/per-channel min/max, smoothed more strongly than the
+frames (σ + (1, 1, 0.5)) and averaged; every frame is then registered to that mean
+with ``alpha + 2`` (zero initial flow), and the *raw* frames warped by those fields
+are averaged. The frames are streamed in chunks of ``buffer_size``, so memory does not
+grow with the number of reference frames. A given array or image file is used as is.
+
+:func:`phase_correlation_shift` is the rigid pre-alignment of ``cc_initialization``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..core.preprocess import reference_range
+from ._source import FrameSource, batch_ranges, preprocess_image
+
+#: Extra smoothing of the reference frames, added to the per-channel (σy, σx, σt).
+REFERENCE_EXTRA_SIGMA = np.array([1.0, 1.0, 0.5])
+#: Added to alpha (both axes) when registering the reference frames to their mean.
+REFERENCE_EXTRA_ALPHA = 2.0
+
+
+def as_reference_image(reference, frame_shape: tuple[int, int, int]) -> np.ndarray:
+    """A given reference (array or image file) as a ``(H, W, C)`` float32 image.
+
+    Parameters
+    ----------
+    reference : ndarray or str or Path
+        ``(H, W)``, ``(H, W, C)``, or a file readable by :func:`pyflowreg.io.open_reader`
+        (a file with several frames gives their mean).
+    frame_shape : (H, W, C)
+        Shape of the frames of the recording.
+    """
+    if isinstance(reference, (str, Path)):
+        path = Path(reference)
+        if not path.exists():
+            raise FileNotFoundError(f"reference file not found: {path}")
+        from ..io import open_reader
+
+        with open_reader(path) as reader:
+            frames = np.asarray(reader.read(0, reader.shape[0]), dtype=np.float64)
+        ref = frames.mean(axis=0)
+    else:
+        ref = np.asarray(reference)
+        if not np.issubdtype(ref.dtype, np.number) or np.issubdtype(ref.dtype, np.complexfloating):
+            raise TypeError(f"reference must be a real numeric array, got dtype {ref.dtype}")
+    if ref.ndim == 2:
+        ref = ref[..., None]
+    if ref.shape != tuple(frame_shape):
+        if ref.shape[:2] == tuple(frame_shape[:2]) and ref.shape[2] == 1:
+            ref = np.repeat(ref, frame_shape[2], axis=2)
+        else:
+            raise ValueError(
+                f"reference has shape {ref.shape} but the frames are (H, W, C) = {frame_shape}"
+            )
+    ref = ref.astype(np.float32)
+    if not np.isfinite(ref).all():
+        raise ValueError("reference contains NaN or inf values")
+    return ref
+
+
+def normalization_range(
+    reference: np.ndarray, mode: str = "joint"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw intensities mapped to 0 and 1: min and max of the raw reference.
+
+    Parameters
+    ----------
+    reference : ndarray, shape (H, W, C) or (T, H, W, C)
+    mode : {"joint", "separate"}
+        One range for all channels, or one per channel.
+
+    Returns
+    -------
+    low, high : ndarray, shape (C,), float64
+        ``high > low`` always (a constant channel gets ``high = low + 1``).
+    """
+    if mode not in ("joint", "separate"):
+        raise ValueError(
+            f"channel_normalization must be one of ['joint', 'separate'], got {mode!r}"
+        )
+    ref = np.asarray(reference)
+    ref = ref.reshape(-1, 1, ref.shape[-1])
+    return reference_range(ref, separate=mode == "separate")
+
+
+def compute_reference(
+    reader,
+    indices,
+    *,
+    sigma: np.ndarray,
+    channel_normalization: str,
+    params,
+    weight,
+    make_executor: Callable,
+    chunk_size: int,
+    name: str = "input",
+) -> np.ndarray:
+    """Reference image from frames of the recording (see module docstring).
+
+    Parameters
+    ----------
+    reader : VideoReader
+        The recording, ``shape`` ``(T, H, W, C)``.
+    indices : sequence of int
+        Frames to build the reference from (already clipped to the video).
+    sigma : ndarray, shape (C, 3)
+        Pre-filter of the frames; the reference frames get ``sigma + (1, 1, 0.5)``.
+    channel_normalization : {"joint", "separate"}
+    params : FlowParameters
+        Parameters of the run; the reference registration uses ``alpha + 2``.
+    weight : ndarray or None
+        Channel weights or spatial weight map, as for the frames.
+    make_executor : callable
+        ``make_executor(params, dtype)`` returns an executor (context manager) whose
+        ``process_batch`` warps raw frames to ``dtype``.
+    chunk_size : int
+        Frames per read (``buffer_size``).
+
+    Returns
+    -------
+    ndarray, shape (H, W, C), float32
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size == 0:
+        raise ValueError("reference_frames selects no frame of the video")
+    smooth = np.asarray(sigma, dtype=np.float64) + REFERENCE_EXTRA_SIGMA
+    probe = FrameSource(reader, 0.0, 1.0, smooth, indices=indices, name=name)
+    chunks = batch_ranges(len(probe), chunk_size)
+    if len(probe) == 1:
+        return probe.read_raw(0, 1)[0].astype(np.float32)
+
+    low, high = _streamed_range(probe, chunks, channel_normalization)
+    source = FrameSource(reader, low, high, smooth, indices=indices, name=name)
+    total = np.zeros(source.frame_shape, np.float64)
+    for start, stop in chunks:
+        total += source.read(start, stop)[1].sum(axis=0, dtype=np.float64)
+    target = (total / len(source)).astype(np.float32)
+
+    alpha = tuple(a + REFERENCE_EXTRA_ALPHA for a in params.alpha)
+    ref_params = replace(params, alpha=alpha)
+    h, w = source.frame_shape[:2]
+    zeros = np.zeros((h, w, 2), np.float32)
+    total[:] = 0.0
+    with make_executor(ref_params, np.float32) as executor:
+        executor.set_reference(target, weight)
+        for start, stop in chunks:
+            raw, filtered = source.read(start, stop)
+            registered, _ = executor.process_batch(raw, filtered, zeros, source.frame_index(start))
+            total += np.asarray(registered).sum(axis=0, dtype=np.float64)
+    return (total / len(source)).astype(np.float32)
+
+
+def _streamed_range(source: FrameSource, chunks, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Min/max (joint or per channel) of all raw frames of ``source``, chunk by chunk."""
+    lows, highs = [], []
+    for start, stop in chunks:
+        raw = source.read_raw(start, stop).reshape(-1, source.frame_shape[2])
+        lows.append(raw.min(axis=0))
+        highs.append(raw.max(axis=0))
+    extremes = np.stack([np.min(lows, axis=0), np.max(highs, axis=0)])[:, None, None, :]
+    return normalization_range(extremes, mode)
+
+
+def prepared_reference_image(reference: np.ndarray, low, high, sigma: np.ndarray) -> np.ndarray:
+    """Normalised, spatially pre-filtered ``(H, W, C)`` float32 copy of a raw reference."""
+    return preprocess_image(np.asarray(reference, dtype=np.float32), low, high, sigma)
+
+
+def phase_correlation_shift(
+    reference: np.ndarray, moving: np.ndarray, max_size: int = 256
+) -> tuple[float, float]:
+    """Rigid shift ``(u, v)`` that aligns ``moving`` to ``reference`` (phase correlation).
+
+    Both images are averaged over channels, reduced by block averaging until their
+    longer side is at most ``max_size`` px, multiplied by a Hann window, and the peak of
+    the normalised cross-power spectrum is located to sub-pixel precision (parabola
+    through the peak and its neighbours). The result uses the warp convention of
+    ALGORITHM.md: warping ``moving`` by the constant field ``(u, v)`` aligns it with
+    ``reference``, i.e. ``moving(y + v, x + u) ≈ reference(y, x)``.
+
+    Parameters
+    ----------
+    reference, moving : ndarray, shape (H, W) or (H, W, C)
+    max_size : int
+        Longest side, in px, of the copies the correlation is computed on (``cc_hw``).
+
+    Returns
+    -------
+    (u, v) : tuple of float
+        Shift along x (columns) and y (rows), in full-resolution pixels.
+    """
+    if max_size < 8:
+        raise ValueError(f"cc_hw must be >= 8, got {max_size}")
+    ref = _gray(reference)
+    mov = _gray(moving)
+    if ref.shape != mov.shape:
+        raise ValueError(f"reference {ref.shape} and moving {mov.shape} differ in shape")
+    factor = int(np.ceil(max(ref.shape) / max_size))
+    ref, mov = _block_mean(ref, factor), _block_mean(mov, factor)
+    window = np.outer(np.hanning(ref.shape[0]), np.hanning(ref.shape[1]))
+    f_ref = np.fft.fft2((ref - ref.mean()) * window)
+    f_mov = np.fft.fft2((mov - mov.mean()) * window)
+    cross = f_mov * np.conj(f_ref)
+    cross /= np.maximum(np.abs(cross), 1e-12)
+    surface = np.real(np.fft.ifft2(cross))
+    peak = np.unravel_index(int(np.argmax(surface)), surface.shape)
+    shift = [_subpixel_peak(surface, peak, axis) for axis in (0, 1)]
+    dy, dx = (((s + n / 2) % n) - n / 2 for s, n in zip(shift, surface.shape, strict=True))
+    return float(dx * factor), float(dy * factor)
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float64)
+    return image.mean(axis=2) if image.ndim == 3 else image
+
+
+def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    if factor <= 1:
+        return image
+    h, w = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
+    return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+def _subpixel_peak(surface: np.ndarray, peak: tuple[int, int], axis: int) -> float:
+    """Peak position along ``axis`` refined by a parabola through three samples."""
+    n = surface.shape[axis]
+    i = peak[axis]
+    if n < 3:
+        return float(i)
+
+    def at(k: int) -> float:
+        index = list(peak)
+        index[axis] = k % n
+        return float(surface[tuple(index)])
+
+    left, centre, right = at(i - 1), at(i), at(i + 1)
+    denom = left - 2.0 * centre + right
+    offset = 0.5 * (left - right) / denom if denom < 0 else 0.0
+    return i + float(np.clip(offset, -0.5, 0.5))
