@@ -166,7 +166,12 @@ def test_prepared_reference_is_reusable_and_deterministic():
     "ref, mov, exc, match",
     [
         (np.zeros((32, 32)), np.full((32, 32), np.nan), ValueError, "moving contains NaN"),
-        (np.full((32, 32), np.inf), np.zeros((32, 32)), ValueError, "reference contains NaN or inf"),
+        (
+            np.full((32, 32), np.inf),
+            np.zeros((32, 32)),
+            ValueError,
+            "reference contains NaN or inf",
+        ),
         (np.zeros((32, 32)), np.zeros((32, 33)), ValueError, "does not match the reference"),
         (np.zeros((32, 32)), np.zeros((32, 32, 2)), ValueError, "does not match the reference"),
         (np.zeros((1, 1)), np.zeros((1, 1)), ValueError, "at least 3x3 pixels"),

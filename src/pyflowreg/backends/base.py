@@ -41,7 +41,9 @@ class FlowBackend(abc.ABC):
         """Precompute everything that depends on the reference only."""
 
     @abc.abstractmethod
-    def estimate(self, prepared: Any, frames: np.ndarray, uv: np.ndarray | None = None) -> np.ndarray:
+    def estimate(
+        self, prepared: Any, frames: np.ndarray, uv: np.ndarray | None = None
+    ) -> np.ndarray:
         """Displacement fields ``(T, H, W, 2)`` float32 for ``frames`` ``(T, H, W, C)``."""
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -55,7 +55,9 @@ def _channel_first(frame: np.ndarray, name: str, dtype) -> np.ndarray:
     if arr.ndim != 3:
         raise ValueError(f"{name} must be (H, W) or (H, W, C), got shape {arr.shape}")
     if min(arr.shape[:2]) < MIN_SIDE:
-        raise ValueError(f"{name} must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got {arr.shape[:2]}")
+        raise ValueError(
+            f"{name} must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got {arr.shape[:2]}"
+        )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return np.ascontiguousarray(np.moveaxis(arr, -1, 0), dtype=dtype)

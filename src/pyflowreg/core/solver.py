@@ -127,7 +127,9 @@ def _sweep_robust(U, V, u, v, A, psi, cx, cy, omega):
 
 
 @njit(cache=True, nogil=True)
-def sor_solve(J, wts, u, v, alpha_x, alpha_y, hx, hy, iterations, update_lag, a_data, a_smooth, omega):
+def sor_solve(
+    J, wts, u, v, alpha_x, alpha_y, hx, hy, iterations, update_lag, a_data, a_smooth, omega
+):
     """Solve one level for the total flow; returns ``(U, V)`` (h, w).
 
     ``J`` (C, 6, h, w) motion tensors, ``wts`` (C, h, w) data weights, ``u``, ``v`` the flow on

@@ -1,0 +1,202 @@
+"""Numba kernels against slow, obvious NumPy references (docs/numerics.md)."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from pyflowreg.core.pyramid import axis_depth, cubic_taps, level_shapes, resize
+from pyflowreg.core.solver import median5, sor_solve
+from pyflowreg.core.tensors import GC, GRAY, derivatives, motion_tensor
+from pyflowreg.core.warp import warp
+
+
+def naive_keys(d):
+    d = abs(d)
+    a = -0.5
+    if d <= 1:
+        return (a + 2) * d**3 - (a + 3) * d**2 + 1
+    if d < 2:
+        return a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
+    return 0.0
+
+
+def naive_resize_1d(x, n):
+    out = np.zeros(n)
+    for i in range(n):
+        s = (i + 0.5) * len(x) / n - 0.5
+        x0 = int(np.floor(s))
+        for k in range(-1, 3):
+            out[i] += naive_keys(s - (x0 + k)) * x[min(max(x0 + k, 0), len(x) - 1)]
+    return out
+
+
+def naive_solver(J, wts, u, v, ax, ay, hx, hy, iterations, lag, a_data, a_smooth, omega):
+    """Red-black SOR written pixel by pixel from docs/numerics.md (float64)."""
+    U, V = u.copy(), v.copy()
+    h, w = u.shape
+    A = np.zeros((5, h, w))
+    psi = np.ones((h, w))
+
+    def neumann(a):
+        a[0, :], a[-1, :] = a[1, :], a[-2, :]
+        a[:, 0], a[:, -1] = a[:, 1], a[:, -2]
+
+    for it in range(iterations):
+        if it % lag == 0:
+            du, dv = U - u, V - v
+            A[:] = 0
+            for k in range(J.shape[0]):
+                j11, j22, j33, j12, j13, j23 = J[k]
+                s2 = j11 * du**2 + j22 * dv**2 + 2 * j12 * du * dv + 2 * j13 * du
+                s2 = np.maximum(s2 + 2 * j23 * dv + j33, 0)
+                p = wts[k] * a_data * (s2 + 1e-5) ** (a_data - 1)
+                A += p * np.stack([j11, j22, j12, j13, j23])
+            A[:, [0, -1], :] = 0
+            A[:, :, [0, -1]] = 0
+            if a_smooth < 1:
+                neumann(U)
+                neumann(V)
+                g = np.zeros((h, w))
+                for i in range(1, h - 1):
+                    for j in range(1, w - 1):
+                        ux = (U[i, j + 1] - U[i, j - 1]) / (2 * hx)
+                        uy = (U[i + 1, j] - U[i - 1, j]) / (2 * hy)
+                        vx = (V[i, j + 1] - V[i, j - 1]) / (2 * hx)
+                        vy = (V[i + 1, j] - V[i - 1, j]) / (2 * hy)
+                        g[i, j] = ux**2 + uy**2 + vx**2 + vy**2
+                psi = a_smooth * (g + 1e-5) ** (a_smooth - 1)
+                neumann(psi)
+        for color in (0, 1):
+            neumann(U)
+            neumann(V)
+            for i in range(1, h - 1):
+                for j in range(1, w - 1):
+                    if (i + j) % 2 != color:
+                        continue
+                    nb = [(i, j - 1, ax / hx**2), (i, j + 1, ax / hx**2)]
+                    nb += [(i - 1, j, ay / hy**2), (i + 1, j, ay / hy**2)]
+                    c = [0.5 * (psi[i, j] + psi[a, b]) * f for a, b, f in nb]
+                    S = sum(c)
+                    su = sum(ci * U[a, b] for ci, (a, b, _) in zip(c, nb))
+                    us = su + A[0, i, j] * u[i, j] - A[2, i, j] * (V[i, j] - v[i, j]) - A[3, i, j]
+                    U[i, j] = (1 - omega) * U[i, j] + omega * us / (S + A[0, i, j])
+                    sv = sum(ci * V[a, b] for ci, (a, b, _) in zip(c, nb))
+                    vs = sv + A[1, i, j] * v[i, j] - A[2, i, j] * (U[i, j] - u[i, j]) - A[4, i, j]
+                    V[i, j] = (1 - omega) * V[i, j] + omega * vs / (S + A[1, i, j])
+    neumann(U)
+    neumann(V)
+    return U, V
+
+
+@pytest.mark.parametrize("a_smooth", [1.0, 0.6])
+def test_level_solver_matches_naive_reference(a_smooth):
+    rng = np.random.default_rng(0)
+    h, w = 9, 11
+    f1 = ndimage.gaussian_filter(rng.random((1, h, w)), 1)
+    f2 = ndimage.gaussian_filter(rng.random((1, h, w)), 1)
+    J = motion_tensor(f1, derivatives(f1, 1.3, 1.1), f2, derivatives(f2, 1.3, 1.1), GC)
+    wts = np.ones((1, h, w))
+    u = rng.normal(size=(h, w)) * 0.1
+    v = rng.normal(size=(h, w)) * 0.1
+    args = (J, wts, u, v, 1.5, 2.0, 1.3, 1.1, 7, 3, 0.45, a_smooth, 1.95)
+    U, V = sor_solve(*args)
+    Un, Vn = naive_solver(*args)
+    np.testing.assert_allclose(U, Un, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(V, Vn, rtol=1e-9, atol=1e-11)
+
+
+def test_motion_tensor_matches_formulas():
+    rng = np.random.default_rng(1)
+    f1, f2 = rng.random((2, 1, 7, 8))
+    hx, hy = 1.25, 2.0
+    d1, d2 = derivatives(f1, hx, hy), derivatives(f2, hx, hy)
+    # first derivatives: central differences with symmetric padding
+    fp = np.pad(f1[0], 1, mode="symmetric")
+    np.testing.assert_allclose(d1[0, 0], (fp[1:-1, 2:] - fp[1:-1, :-2]) / (2 * hx))
+    np.testing.assert_allclose(d1[1, 0], (fp[2:, 1:-1] - fp[:-2, 1:-1]) / (2 * hy))
+    J = motion_tensor(f1, d1, f2, d2, GC)
+    fxx, fyy, fxy = [(d1[k, 0] + d2[k, 0]) / 2 for k in (2, 3, 4)]
+    fxt, fyt = d2[0, 0] - d1[0, 0], d2[1, 0] - d1[1, 0]
+    rx, ry = 1 / (fxx**2 + fxy**2 + 1e-6), 1 / (fxy**2 + fyy**2 + 1e-6)
+    expected = [
+        rx * fxx**2 + ry * fxy**2, rx * fxy**2 + ry * fyy**2, rx * fxt**2 + ry * fyt**2,
+        rx * fxx * fxy + ry * fxy * fyy, rx * fxx * fxt + ry * fxy * fyt,
+        rx * fxy * fxt + ry * fyy * fyt,
+    ]  # fmt: skip
+    for k, e in enumerate(expected):
+        np.testing.assert_allclose(J[0, k, 1:-1, 1:-1], e[1:-1, 1:-1], rtol=1e-10)
+        assert not J[0, k, 0].any() and not J[0, k, :, -1].any()
+    Jg = motion_tensor(f1, d1, f2, d2, GRAY)
+    fx = (d1[0, 0] + d2[0, 0]) / 2
+    np.testing.assert_allclose(Jg[0, 4, 1:-1, 1:-1], (fx * (f2[0] - f1[0]))[1:-1, 1:-1])
+
+
+def test_median_matches_scipy():
+    rng = np.random.default_rng(2)
+    for shape in [(5, 5), (17, 23), (64, 40)]:
+        a = rng.normal(size=shape).astype(np.float32)
+        np.testing.assert_array_equal(median5(a), ndimage.median_filter(a, 5, mode="reflect"))
+
+
+def test_resize_matches_naive_cubic():
+    rng = np.random.default_rng(3)
+    img = rng.random((1, 13, 17))
+    out = resize(img, (10, 21))
+    rows = np.stack([naive_resize_1d(img[0, :, j], 10) for j in range(17)], axis=1)
+    expected = np.stack([naive_resize_1d(rows[i], 21) for i in range(10)])
+    np.testing.assert_allclose(out[0], expected, rtol=1e-12)
+    idx, wts = cubic_taps(8, 8)
+    np.testing.assert_allclose(wts.sum(axis=1), 1.0)
+    assert np.array_equal(resize(img, (13, 17)), img)
+
+
+def test_pyramid_geometry():
+    assert axis_depth(512, 0.8) == 17  # 512 * 0.8**17 = 11.5 >= 10 > 512 * 0.8**18
+    assert axis_depth(9, 0.8) == 0
+    shapes = level_shapes((64, 512), 0.8, 100)
+    assert len(shapes) == 18
+    assert shapes[0] == (64, 512)
+    assert shapes[8][0] == shapes[17][0] == round(64 * 0.8**8)  # the short axis stops
+    assert shapes[17][1] == round(512 * 0.8**17)
+    assert len(level_shapes((512, 512), 0.8, 5)) == 5
+
+
+def test_warp_methods_against_scipy_and_round_trip():
+    rng = np.random.default_rng(4)
+    img = ndimage.gaussian_filter(rng.random((40, 50)), 2)
+    w = np.zeros((40, 50, 2))
+    w[..., 0], w[..., 1] = 2.0, -1.0  # sample at (y - 1, x + 2)
+    for method, order in [("nearest", 0), ("linear", 1)]:
+        ref = ndimage.shift(img, (1.0, -2.0), order=order, mode="nearest")
+        np.testing.assert_allclose(warp(img, w, method=method), ref, atol=1e-6)
+    # integer shifts are exact for the cubic kernel too
+    np.testing.assert_allclose(warp(img, w)[2:-2, 2:-3], img[1:-3, 4:-1], atol=1e-6)
+    # sub-pixel round trip: shift forth and back, compare away from the borders
+    w[..., 0], w[..., 1] = 0.37, -0.61
+    there = warp(img, w)
+    back = warp(there, -w)
+    assert np.abs(back - img)[5:-5, 5:-5].max() < 2e-3
+
+
+def test_warp_shapes_dtypes_and_fill():
+    img = np.arange(6 * 7, dtype=np.uint16).reshape(6, 7) * 1000
+    w = np.zeros((6, 7, 2), np.float32)
+    w[..., 0] = 0.5
+    out = warp(img, w)
+    assert out.dtype == np.uint16 and out.shape == img.shape
+    # cubic overshoot is clipped, not wrapped around
+    spike = np.zeros((6, 7), np.uint16)
+    spike[3, 3] = 65535
+    assert warp(spike, w).max() <= 65535 and warp(spike, w)[3, 2] < 60000
+    assert warp(spike, w).min() == 0
+    video = np.stack([img, img + 1])[..., None]  # (T, H, W, C)
+    assert warp(video, w).shape == video.shape
+    assert warp(np.stack([img, img]), np.stack([w, w])).shape == (2, 6, 7)
+    w[..., 0] = 100.0
+    assert np.all(warp(img.astype(np.float32), w, fill=np.nan) != warp(img.astype(np.float32), w))
+    with pytest.raises(ValueError, match="method must be one of"):
+        warp(img, w, method="spline")
+    with pytest.raises(ValueError, match="does not match the field size"):
+        warp(img, np.zeros((5, 7, 2)))
+    with pytest.raises(ValueError, match="w contains NaN"):
+        warp(img, np.full((6, 7, 2), np.nan))
