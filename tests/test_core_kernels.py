@@ -77,10 +77,10 @@ def naive_solver(J, wts, u, v, ax, ay, hx, hy, iterations, lag, a_data, a_smooth
                     nb += [(i - 1, j, ay / hy**2), (i + 1, j, ay / hy**2)]
                     c = [0.5 * (psi[i, j] + psi[a, b]) * f for a, b, f in nb]
                     S = sum(c)
-                    su = sum(ci * U[a, b] for ci, (a, b, _) in zip(c, nb))
+                    su = sum(ci * U[a, b] for ci, (a, b, _) in zip(c, nb, strict=False))
                     us = su + A[0, i, j] * u[i, j] - A[2, i, j] * (V[i, j] - v[i, j]) - A[3, i, j]
                     U[i, j] = (1 - omega) * U[i, j] + omega * us / (S + A[0, i, j])
-                    sv = sum(ci * V[a, b] for ci, (a, b, _) in zip(c, nb))
+                    sv = sum(ci * V[a, b] for ci, (a, b, _) in zip(c, nb, strict=False))
                     vs = sv + A[1, i, j] * v[i, j] - A[2, i, j] * (U[i, j] - u[i, j]) - A[4, i, j]
                     V[i, j] = (1 - omega) * V[i, j] + omega * vs / (S + A[1, i, j])
     neumann(U)
@@ -145,7 +145,7 @@ def test_resize_matches_naive_cubic():
     rows = np.stack([naive_resize_1d(img[0, :, j], 10) for j in range(17)], axis=1)
     expected = np.stack([naive_resize_1d(rows[i], 21) for i in range(10)])
     np.testing.assert_allclose(out[0], expected, rtol=1e-12)
-    idx, wts = cubic_taps(8, 8)
+    _idx, wts = cubic_taps(8, 8)
     np.testing.assert_allclose(wts.sum(axis=1), 1.0)
     assert np.array_equal(resize(img, (13, 17)), img)
 

@@ -1,4 +1,4 @@
-"""Intensity normalisation and Gaussian pre-filtering of frames (ALGORITHM.md, 'Around the solver')."""
+"""Intensity normalisation and Gaussian pre-filtering of frames (see ALGORITHM.md)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def normalize(video: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarra
 def temporal_halo(sigma: np.ndarray) -> int:
     """Frames needed on each side of a batch for the temporal part of the pre-filter."""
     sigma_t = float(np.max(np.asarray(sigma, dtype=np.float64)[..., 2])) if np.size(sigma) else 0.0
-    return int(math.ceil(4.0 * sigma_t - 0.5)) if sigma_t > 0 else 0
+    return math.ceil(4.0 * sigma_t - 0.5) if sigma_t > 0 else 0
 
 
 def gaussian_filter_video(video: np.ndarray, sigma: np.ndarray) -> np.ndarray:

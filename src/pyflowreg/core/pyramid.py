@@ -18,7 +18,7 @@ def axis_depth(n: int, eta: float) -> int:
     """Largest ``k`` with ``n * eta**k >= 10`` (0 for axes shorter than 10 px)."""
     if n <= 10:
         return 0
-    k = int(math.floor(math.log(10.0 / n) / math.log(eta)))
+    k = math.floor(math.log(10.0 / n) / math.log(eta))
     # guard against rounding of the logarithms
     while k > 0 and n * eta**k < 10.0:
         k -= 1
@@ -34,8 +34,8 @@ def level_shapes(shape: tuple[int, int], eta: float, levels: int) -> list[tuple[
     n_levels = min(int(levels), max(depth_y, depth_x) + 1)
     out = []
     for i in range(n_levels):
-        h = max(1, int(round(rows * eta ** min(i, depth_y))))
-        w = max(1, int(round(cols * eta ** min(i, depth_x))))
+        h = max(1, round(rows * eta ** min(i, depth_y)))
+        w = max(1, round(cols * eta ** min(i, depth_x)))
         out.append((h, w))
     return out
 
@@ -44,7 +44,7 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     """Normalised 1-D Gaussian taps of radius ``ceil(3 sigma)`` (float64)."""
     if sigma <= 0:
         return np.ones(1)
-    radius = max(1, int(math.ceil(3.0 * sigma)))
+    radius = max(1, math.ceil(3.0 * sigma))
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)
     return k / k.sum()
@@ -174,7 +174,7 @@ def downsample(img: np.ndarray, shape: tuple[int, int], first: tuple[bool, bool]
     docs/numerics.md for the blur widths).
     """
     out = img
-    for axis, (n_src, n_dst) in enumerate(zip(img.shape[1:], shape)):
+    for axis, (n_src, n_dst) in enumerate(zip(img.shape[1:], shape, strict=False)):
         if n_src == n_dst:
             continue
         ratio = n_src / n_dst

@@ -49,7 +49,7 @@ def derivatives(f, hx, hy):
     """``(5, C, h, w)`` stack of ``f_x, f_y, f_xx, f_yy, f_xy`` of ``f`` (C, h, w)."""
     fx = _dx(f, hx)
     fy = _dy(f, hy)
-    out = np.empty((5,) + f.shape, f.dtype)
+    out = np.empty((5, *f.shape), f.dtype)
     out[0] = fx
     out[1] = fy
     out[2] = _dx(fx, hx)

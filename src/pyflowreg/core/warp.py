@@ -117,8 +117,8 @@ def _warp_frame(img, u, v, method, use_fill, fill):
                     out[ch, i, j] = (1.0 - ty) * top + ty * bot
             else:
                 # round half away from zero, then clamp
-                yn = clamp(int(math.floor(y + 0.5)) if y >= 0 else int(math.ceil(y - 0.5)), h)
-                xn = clamp(int(math.floor(x + 0.5)) if x >= 0 else int(math.ceil(x - 0.5)), w)
+                yn = clamp(math.floor(y + 0.5) if y >= 0 else math.ceil(y - 0.5), h)
+                xn = clamp(math.floor(x + 0.5) if x >= 0 else math.ceil(x - 0.5), w)
                 for ch in range(c):
                     out[ch, i, j] = img[ch, yn, xn]
     return out
