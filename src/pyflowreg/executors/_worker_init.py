@@ -1,0 +1,30 @@
+"""Start-up of executor worker processes.
+
+This module imports only the standard library, so that :func:`bootstrap` can limit the threads of
+BLAS, OpenMP and Numba in a fresh worker *before* NumPy or Numba are imported there.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+#: Environment of worker processes: one thread each, the pool provides the parallelism.
+THREAD_LIMITS: dict[str, str] = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+}
+
+
+def bootstrap(env: dict[str, str], payload: bytes) -> None:
+    """Process-pool initializer: set ``env``, then unpickle and call ``(init, args)``.
+
+    ``payload`` is ``pickle.dumps((init, args))``; unpickling it is what imports the heavy
+    modules, so it happens after the environment is set.
+    """
+    os.environ.update(env)
+    init, args = pickle.loads(payload)
+    init(*args)

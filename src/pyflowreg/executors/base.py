@@ -1,0 +1,291 @@
+"""The executor contract and the per-frame work every executor shares.
+
+An executor turns a batch of frames into registered frames and displacement fields::
+
+    with ThreadingExecutor(4, FlowregBackend, params, {}, WarpSettings("cubic", np.uint16)) as ex:
+        ex.set_reference(reference)                      # (H, W, C) float32, once per reference
+        registered, w = ex.process_batch(raw, filtered, uv, first_index=0)
+
+Every executor calls :func:`register_frame` on each frame, so the same inputs give bit-identical
+outputs whichever executor runs them.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..core.params import FlowParameters
+from ..core.warp import warp
+
+WARP_METHODS = ("cubic", "linear", "nearest")
+
+
+class WarpSettings(NamedTuple):
+    """How the raw frames are warped into the output.
+
+    Attributes
+    ----------
+    method : {"cubic", "linear", "nearest"}
+        Interpolation of the final warp.
+    dtype : numpy.dtype
+        Output dtype of the registered frames; integer outputs are rounded and clipped.
+    fill : float or None
+        Value for samples outside the frame; ``None`` replicates the border.
+    """
+
+    method: str = "cubic"
+    dtype: np.dtype = np.dtype(np.float32)
+    fill: float | None = None
+
+    def validated(self) -> WarpSettings:
+        """A copy with ``dtype`` as a :class:`numpy.dtype`, or ValueError/TypeError."""
+        if self.method not in WARP_METHODS:
+            raise ValueError(f"method must be one of {list(WARP_METHODS)}, got {self.method!r}")
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError as exc:
+            raise TypeError(f"dtype must be a numpy dtype, got {self.dtype!r}") from exc
+        if dtype.kind not in "uif":
+            raise ValueError(f"dtype must be an integer or float dtype, got {dtype}")
+        fill = None if self.fill is None else float(self.fill)
+        return WarpSettings(self.method, dtype, fill)
+
+
+def resolve_n_jobs(n_jobs: int) -> int:
+    """Number of workers for ``n_jobs`` (``-1``: all cores available to this process)."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)):
+        raise TypeError(f"n_jobs must be an int, got {type(n_jobs).__name__}")
+    if n_jobs == -1:
+        if hasattr(os, "sched_getaffinity"):
+            return max(1, len(os.sched_getaffinity(0)))
+        return max(1, os.cpu_count() or 1)
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be -1 or >= 1, got {n_jobs}")
+    return int(n_jobs)
+
+
+def cast_frames(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` as ``dtype``; float to integer rounds and clips to the dtype's range."""
+    dtype = np.dtype(dtype)
+    if values.dtype == dtype:
+        return values
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        if values.dtype.kind == "f":
+            values = np.rint(values)
+        return np.clip(values, info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def register_frame(
+    backend: Any,
+    prepared: Any,
+    raw_frame: np.ndarray,
+    filtered_frame: np.ndarray,
+    uv: np.ndarray,
+    warp_settings: WarpSettings,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flow and registered frame for one frame: the work unit of every executor.
+
+    Parameters
+    ----------
+    backend : FlowBackend
+        The flow backend (``estimate(prepared, frames, uv)``).
+    prepared : object
+        ``backend.prepare_reference(...)`` of the current reference.
+    raw_frame : ndarray, (H, W, C)
+        The frame as read, any real dtype; this is what gets warped.
+    filtered_frame : ndarray, (H, W, C) float32
+        The normalised, pre-filtered frame the flow is estimated from.
+    uv : ndarray, (H, W, 2) float32
+        Initial displacement field in pixels.
+    warp_settings : WarpSettings
+        Interpolation, output dtype and fill value of the final warp.
+
+    Returns
+    -------
+    registered : ndarray, (H, W, C), ``warp_settings.dtype``
+    w : ndarray, (H, W, 2) float32
+        ``w[..., 0] = u`` (columns), ``w[..., 1] = v`` (rows), in pixels.
+    """
+    w = np.asarray(backend.estimate(prepared, filtered_frame[None], uv)[0], dtype=np.float32)
+    out_dtype = warp_settings.dtype
+    if raw_frame.dtype == out_dtype:
+        source = raw_frame
+    else:
+        source = raw_frame.astype(np.result_type(raw_frame.dtype, out_dtype, np.float32))
+    warped = warp(source, w, method=warp_settings.method, fill=warp_settings.fill)
+    return cast_frames(warped, out_dtype), w
+
+
+class Executor(abc.ABC):
+    """Base class of the parallelization executors (a context manager).
+
+    Parameters
+    ----------
+    n_jobs : int
+        Number of workers; ``-1`` means all cores. Ignored by the sequential executor.
+    backend_factory : callable
+        ``(FlowParameters, backend_params) -> FlowBackend``, e.g. ``FlowregBackend``.
+    flow_params : FlowParameters
+        Model parameters of the flow solve.
+    backend_params : dict
+        Backend options (e.g. ``{"device": "cuda"}``).
+    warp_settings : WarpSettings
+        Interpolation, output dtype and fill value of the final warp.
+    """
+
+    #: Registry name of the executor.
+    name: str = ""
+
+    def __init__(
+        self,
+        n_jobs: int,
+        backend_factory: Callable[..., Any],
+        flow_params: FlowParameters,
+        backend_params: dict | None,
+        warp_settings: WarpSettings,
+    ) -> None:
+        if not callable(backend_factory):
+            raise TypeError(
+                f"backend_factory must be callable, got {type(backend_factory).__name__}"
+            )
+        if not isinstance(flow_params, FlowParameters):
+            raise TypeError(f"flow_params must be FlowParameters, got {type(flow_params).__name__}")
+        if not isinstance(warp_settings, WarpSettings):
+            raise TypeError(
+                f"warp_settings must be WarpSettings, got {type(warp_settings).__name__}"
+            )
+        self.n_workers = resolve_n_jobs(n_jobs)
+        self.backend_factory = backend_factory
+        self.flow_params = flow_params
+        self.backend_params = dict(backend_params or {})
+        self.warp_settings = warp_settings.validated()
+        self._backend: Any = None
+        self._prepared: Any = None
+        self._frame_shape: tuple[int, int, int] | None = None
+        self._closed = False
+
+    @property
+    def backend(self) -> Any:
+        """The flow backend of this process (created on first use)."""
+        if self._backend is None:
+            self._backend = self.backend_factory(self.flow_params, self.backend_params)
+        return self._backend
+
+    def set_reference(self, reference: np.ndarray, weight: np.ndarray | None = None) -> None:
+        """Prepare ``reference`` (H, W, C) float32 for the following batches.
+
+        Call once per reference, and again whenever the reference changes.
+        """
+        self._check_open()
+        reference = np.asarray(reference, dtype=np.float32)
+        if reference.ndim != 3:
+            raise ValueError(f"reference must have shape (H, W, C), got {reference.shape}")
+        self._prepared = self.backend.prepare_reference(reference, weight)
+        self._frame_shape = reference.shape
+        self._reference_changed(self._prepared)
+
+    def process_batch(
+        self,
+        raw: np.ndarray,
+        filtered: np.ndarray,
+        uv: np.ndarray | None,
+        first_index: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Register a batch of frames against the current reference.
+
+        Parameters
+        ----------
+        raw : ndarray, (T, H, W, C)
+            Frames as read, any real dtype; these are warped.
+        filtered : ndarray, (T, H, W, C) float32
+            Normalised, pre-filtered frames the flow is estimated from.
+        uv : ndarray, (H, W, 2) float32, or None
+            Initial field shared by the batch (None: zeros).
+        first_index : int
+            Index of ``raw[0]`` in the recording (used in error messages).
+
+        Returns
+        -------
+        registered : ndarray, (T, H, W, C), ``warp_settings.dtype``
+        w : ndarray, (T, H, W, 2) float32
+            In input order.
+        """
+        self._check_open()
+        if self._prepared is None:
+            raise RuntimeError("set_reference() must be called before process_batch()")
+        raw = np.asarray(raw)
+        filtered = np.asarray(filtered, dtype=np.float32)
+        h, w, c = self._frame_shape
+        if raw.ndim != 4 or raw.shape[1:] != (h, w, c):
+            raise ValueError(f"raw must have shape (T, {h}, {w}, {c}), got {raw.shape}")
+        if raw.dtype.kind not in "uif":
+            raise TypeError(f"raw must have a real numeric dtype, got {raw.dtype}")
+        if filtered.shape != raw.shape:
+            raise ValueError(
+                f"filtered must have the shape of raw {raw.shape}, got {filtered.shape}"
+            )
+        if uv is None:
+            uv = np.zeros((h, w, 2), np.float32)
+        uv = np.ascontiguousarray(uv, dtype=np.float32)
+        if uv.shape != (h, w, 2):
+            raise ValueError(f"uv must have shape {(h, w, 2)}, got {uv.shape}")
+        n = raw.shape[0]
+        if n == 0:
+            return (
+                np.empty((0, h, w, c), self.warp_settings.dtype),
+                np.empty((0, h, w, 2), np.float32),
+            )
+        registered = np.empty((n, h, w, c), self.warp_settings.dtype)
+        flow = np.empty((n, h, w, 2), np.float32)
+        self._run_batch(raw, filtered, uv, int(first_index), registered, flow)
+        return registered, flow
+
+    @abc.abstractmethod
+    def _run_batch(
+        self,
+        raw: np.ndarray,
+        filtered: np.ndarray,
+        uv: np.ndarray,
+        first_index: int,
+        registered: np.ndarray,
+        flow: np.ndarray,
+    ) -> None:
+        """Fill ``registered[i]`` and ``flow[i]`` for every frame ``i`` of the batch."""
+
+    def _reference_changed(self, prepared: Any) -> None:  # noqa: B027 - optional hook
+        """Hook: the prepared reference changed (executors with workers share it here)."""
+
+    def _frame_error(self, index: int, exc: BaseException) -> RuntimeError:
+        return RuntimeError(
+            f"registering frame {index} failed ({self.name} executor): {type(exc).__name__}: {exc}"
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the {self.name} executor is closed")
+
+    def close(self) -> None:
+        """Release workers, pools, shared memory and the backend (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._prepared = None
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n_workers={self.n_workers})"

@@ -1,0 +1,257 @@
+"""Executors: identical results whatever the executor, errors that say which frame, clean
+shared memory, no hang when a worker dies."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyflowreg._runtime import get_runtime
+from pyflowreg.backends.cpu import FlowregBackend
+from pyflowreg.core import FlowParameters, warp
+from pyflowreg.executors import (
+    MultiprocessingExecutor,
+    SequentialExecutor,
+    ThreadingExecutor,
+    WarpSettings,
+    register_frame,
+    resolve_n_jobs,
+)
+from pyflowreg.executors.base import cast_frames
+from pyflowreg.executors.shared import PREFIX, ArraySlot, SharedTree, attach_tree
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/_plugins.py, as a plug-in
+import _plugins
+
+EXECUTORS = ["sequential", "threading", "multiprocessing"]
+PARAMS = FlowParameters(min_level=0, iterations=3)
+SHM = Path("/dev/shm")
+
+
+def our_blocks() -> list[str]:
+    """Shared-memory blocks created by this process (Linux: they show up in /dev/shm)."""
+    if not SHM.is_dir():
+        return []
+    return sorted(p.name for p in SHM.iterdir() if p.name.startswith(f"{PREFIX}{os.getpid()}_"))
+
+
+@pytest.fixture
+def recording():
+    """A seeded, tiny recording: raw uint16 frames, their float32 'filtered' version and two
+    references, (T, H, W, C) = (6, 32, 48, 1)."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[:32, :48]
+    base = 0.5 + 0.25 * np.sin(x / 4.0) * np.cos(y / 5.0)
+    frames = []
+    for t in range(6):
+        shifted = 0.5 + 0.25 * np.sin((x + 0.3 * t) / 4.0) * np.cos((y - 0.2 * t) / 5.0)
+        frames.append(shifted + 0.01 * rng.standard_normal(base.shape))
+    filtered = np.stack(frames)[..., None].astype(np.float32)
+    raw = np.round(filtered * 4000).astype(np.uint16)
+    refs = [base[..., None].astype(np.float32), filtered[2].copy()]
+    return raw, filtered, refs
+
+
+def run(name, factory, recording, n_jobs=2, backend_params=None, dtype=np.uint16, **kwargs):
+    """Two references, three batches of different lengths (incl. a growing one)."""
+    raw, filtered, refs = recording
+    uv = np.full((32, 48, 2), 0.25, np.float32)
+    cls = get_runtime().get_executor_class(name)
+    settings = WarpSettings("cubic", np.dtype(dtype))
+    outputs = []
+    with cls(n_jobs, factory, PARAMS, backend_params or {}, settings, **kwargs) as ex:
+        ex.set_reference(refs[0])
+        outputs.append(ex.process_batch(raw[:4], filtered[:4], None, 0))
+        outputs.append(ex.process_batch(raw[4:], filtered[4:], uv, 4))
+        if name == "multiprocessing":
+            assert len(our_blocks()) == 2  # one reference block, one batch block
+        ex.set_reference(refs[1])
+        outputs.append(ex.process_batch(raw, filtered, uv, 0))
+    return outputs
+
+
+@pytest.mark.parametrize("name", EXECUTORS)
+@pytest.mark.parametrize("factory", [FlowregBackend, _plugins.make_shift_backend])
+def test_every_executor_equals_sequential(name, factory, recording):
+    expected = run("sequential", factory, recording)
+    got = run(name, factory, recording)
+    for (reg, w), (reg_exp, w_exp) in zip(got, expected, strict=True):
+        assert reg.dtype == np.uint16 and w.dtype == np.float32
+        assert np.array_equal(reg, reg_exp)
+        assert np.array_equal(w, w_exp)
+    assert our_blocks() == []
+
+
+def test_register_frame_is_flow_then_warp(recording):
+    raw, filtered, refs = recording
+    backend = FlowregBackend(PARAMS, {})
+    prepared = backend.prepare_reference(refs[0])
+    uv = np.zeros((32, 48, 2), np.float32)
+    settings = WarpSettings("linear", np.dtype(np.float32))
+    registered, w = register_frame(backend, prepared, raw[3], filtered[3], uv, settings)
+    w_expected = backend.estimate(prepared, filtered[3:4], uv)[0]
+    assert np.array_equal(w, w_expected)
+    assert np.abs(w).max() > 0.05  # the frames move: a real flow, not zeros
+    assert registered.dtype == np.float32
+    expected = warp(raw[3].astype(np.float32), w_expected, method="linear")
+    assert np.array_equal(registered, expected)
+    assert not np.array_equal(registered, np.round(registered))  # no integer round trip
+
+
+def test_outputs_in_float_from_integer_frames(recording):
+    (reg, w), *_ = run("threading", FlowregBackend, recording, dtype=np.float32)
+    assert reg.dtype == np.float32 and reg.shape == (4, 32, 48, 1) and w.shape == (4, 32, 48, 2)
+
+
+def test_cast_frames_rounds_and_clips():
+    values = np.array([-3.2, 0.5, 1.5, 254.6, 300.0], np.float32)
+    assert cast_frames(values, np.dtype(np.uint8)).tolist() == [0, 0, 2, 255, 255]
+    assert cast_frames(np.array([70000], np.int32), np.dtype(np.uint16)).tolist() == [65535]
+    assert cast_frames(values, np.dtype(np.float64)).dtype == np.float64
+
+
+def test_n_jobs():
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert resolve_n_jobs(-1) == cores
+    assert resolve_n_jobs(3) == 3
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match=re.escape(f"n_jobs must be -1 or >= 1, got {bad}")):
+            resolve_n_jobs(bad)
+    with pytest.raises(TypeError, match="n_jobs must be an int, got bool"):
+        resolve_n_jobs(True)
+    settings = WarpSettings()
+    assert SequentialExecutor(8, FlowregBackend, PARAMS, {}, settings).n_workers == 1
+    assert ThreadingExecutor(3, FlowregBackend, PARAMS, {}, settings).n_workers == 3
+    with pytest.raises(ValueError, match="n_jobs must be -1 or >= 1, got 0"):
+        MultiprocessingExecutor(0, FlowregBackend, PARAMS, {}, settings)
+
+
+def test_contract_errors(recording):
+    raw, filtered, refs = recording
+    with pytest.raises(ValueError, match=r"method must be one of \['cubic', 'linear', 'nearest'\]"):
+        WarpSettings("bilinear").validated()
+    ex = SequentialExecutor(1, FlowregBackend, PARAMS, {}, WarpSettings())
+    with pytest.raises(RuntimeError, match=r"set_reference\(\) must be called"):
+        ex.process_batch(raw, filtered, None)
+    ex.set_reference(refs[0])
+    with pytest.raises(ValueError, match=re.escape("raw must have shape (T, 32, 48, 1)")):
+        ex.process_batch(raw[:, :16], filtered[:, :16], None)
+    with pytest.raises(ValueError, match=re.escape("uv must have shape (32, 48, 2)")):
+        ex.process_batch(raw, filtered, np.zeros((32, 48), np.float32))
+    reg, w = ex.process_batch(raw[:0], filtered[:0], None)
+    assert reg.shape == (0, 32, 48, 1) and w.shape == (0, 32, 48, 2)
+    ex.close()
+    with pytest.raises(RuntimeError, match="the sequential executor is closed"):
+        ex.set_reference(refs[0])
+
+
+@pytest.mark.parametrize("name", EXECUTORS)
+def test_frame_error_names_the_frame(name, recording):
+    raw, filtered, refs = recording
+    filtered = filtered.copy()
+    filtered[4, 0, 0, 0] = _plugins.POISON
+    cls = get_runtime().get_executor_class(name)
+    with cls(2, _plugins.ShiftBackend, PARAMS, {}, WarpSettings()) as ex:
+        ex.set_reference(refs[0])
+        message = re.escape(f"registering frame 14 failed ({name} executor)")
+        with pytest.raises(RuntimeError, match=message) as info:
+            ex.process_batch(raw, filtered, None, first_index=10)
+        # the original error (and, from a worker, its traceback text) is chained
+        err = info.value
+        assert isinstance(err.__cause__, ValueError)
+        assert str(err.__cause__) == "poisoned frame"
+        if name == "multiprocessing":
+            assert 'raise ValueError("poisoned frame")' in str(err.__cause__.__cause__)
+    assert our_blocks() == []
+
+
+def test_error_inside_with_block_releases_shared_memory(recording):
+    raw, filtered, refs = recording
+    with pytest.raises(KeyboardInterrupt):
+        with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, WarpSettings()) as ex:
+            ex.set_reference(refs[0])
+            ex.process_batch(raw[:2], filtered[:2], None)
+            assert len(our_blocks()) == 2
+            raise KeyboardInterrupt
+    assert our_blocks() == []
+
+
+@pytest.mark.timeout(60)
+def test_killed_worker_raises_instead_of_hanging(recording):
+    raw, filtered, refs = recording
+    settings = WarpSettings()
+    params = {"die_in_worker": True}
+    with MultiprocessingExecutor(2, _plugins.ShiftBackend, PARAMS, params, settings) as ex:
+        ex.set_reference(refs[0])
+        with pytest.raises(RuntimeError, match="a multiprocessing worker died unexpectedly"):
+            ex.process_batch(raw, filtered, None, first_index=100)
+        with pytest.raises(RuntimeError, match="a worker died earlier"):
+            ex.process_batch(raw, filtered, None)
+    assert our_blocks() == []
+
+
+def test_workers_limit_their_threads(recording):
+    raw, filtered, refs = recording
+    params = {"probe_threads": True}
+    with MultiprocessingExecutor(2, _plugins.ShiftBackend, PARAMS, params, WarpSettings()) as ex:
+        ex.set_reference(refs[0])
+        _, w = ex.process_batch(raw[:2], filtered[:2], None)
+    assert np.all(w[..., 0] == 1)  # NUMBA_NUM_THREADS was set before numba was imported
+    assert np.all(w[..., 1] == 1)
+
+
+def test_unpicklable_factory_is_refused_for_processes():
+    def local_factory(params, backend_params):
+        return FlowregBackend(params, backend_params)
+
+    with pytest.raises(TypeError, match="must be picklable to reach multiprocessing workers"):
+        MultiprocessingExecutor(2, local_factory, PARAMS, {}, WarpSettings())
+
+
+def test_shared_tree_round_trip():
+    rng = np.random.default_rng(0)
+    tree = _plugins.ShiftPrepared(
+        rng.random((5, 7, 2), dtype=np.float32),
+        0.25,
+        [np.arange(6, dtype=np.int64).reshape(2, 3), {"k": (np.ones(3, np.uint8), "text")}],
+        np.empty((0, 4)),
+    )
+    owner = SharedTree(tree)
+    try:
+        assert owner.name.startswith(f"{PREFIX}{os.getpid()}_")
+        attached = attach_tree(owner.name)
+        got = attached.tree
+        assert type(got) is _plugins.ShiftPrepared
+        assert np.array_equal(got.reference, tree.reference)
+        assert got.mean == 0.25
+        assert np.array_equal(got.levels[0], tree.levels[0]) and type(got.levels) is list
+        assert got.levels[1]["k"][1] == "text"
+        assert np.array_equal(got.levels[1]["k"][0], np.ones(3, np.uint8))
+        assert got.empty.shape == (0, 4)
+        assert not got.reference.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            got.reference[0, 0, 0] = 1.0
+        del got
+        attached.close()
+        slots = SharedTree({"out": ArraySlot((3, 4), np.dtype(np.float64))})
+        slots.views()["out"][...] = 2.0
+        reader = attach_tree(slots.name)
+        assert reader.tree["out"].sum() == 24.0
+        reader.close()
+        slots.close()
+    finally:
+        owner.close()
+    assert our_blocks() == []
+    with pytest.raises(TypeError, match="arrays of Python objects"):
+        SharedTree([np.array([object()])])
+
+
+def test_executor_settings_pickle():
+    settings = WarpSettings("nearest", np.dtype(np.int16), 0.0)
+    assert pickle.loads(pickle.dumps(settings)) == settings
