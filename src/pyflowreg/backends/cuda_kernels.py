@@ -1,0 +1,471 @@
+"""CUDA kernels (numba) of the flow engine; the numerics are those of docs/numerics.md.
+
+Importing this module imports :mod:`numba.cuda`; :mod:`pyflowreg.backends.cuda_backend` imports it
+only when a :class:`~pyflowreg.backends.cuda_backend.CudaBackend` is created.
+
+Layouts (all float32, C-contiguous):
+
+- images and image stacks ``(N, h, w)`` with ``N = frames * channels`` (frame-major);
+- flow ``(2, B, h, w)``: ``[0]`` = u (columns, x), ``[1]`` = v (rows, y), full-resolution pixels;
+- motion tensors ``J`` ``(B, C, 6, h, w)``: J11, J22, J33, J12, J13, J23;
+- lagged data weights ``A`` ``(5, B, h, w)``: A11, A22, A12, A13, A23;
+- reference derivatives ``(5, C, h, w)``: f_x, f_y, f_xx, f_yy, f_xy (interior pixels only).
+
+Two-dimensional kernels use a ``(columns, rows, stack)`` grid; the solver kernels give one thread
+to each pair of horizontally adjacent interior pixels (one red, one black), so a half-sweep reads
+rows contiguously and the lagged-weight refresh of both pixels fuses into the red half-sweep.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float32
+
+EPS = np.float32(1e-5)
+TENSOR_EPS = np.float32(1e-6)
+HALF = np.float32(0.5)
+ONE = np.float32(1.0)
+TWO = np.float32(2.0)
+ZERO = np.float32(0.0)
+
+
+# -- layout -----------------------------------------------------------------------------------
+
+
+@cuda.jit
+def to_planar(src, dst, channel_major):
+    """``src`` (B, H, W, C) -> ``dst`` (B*C, H, W): row ``b*C + c``, or ``c*B + b`` if
+    ``channel_major`` (used for flow fields, giving the ``(2, B, H, W)`` layout)."""
+    j, i, b = cuda.grid(3)
+    n_b, h, w, n_c = src.shape
+    if j < w and i < h and b < n_b:
+        for c in range(n_c):
+            row = c * n_b + b if channel_major else b * n_c + c
+            dst[row, i, j] = src[b, i, j, c]
+
+
+@cuda.jit
+def interleave_flow(flow, out):
+    """``flow`` (2, B, H, W) -> ``out`` (B, H, W, 2)."""
+    j, i, b = cuda.grid(3)
+    _, n_b, h, w = flow.shape
+    if j < w and i < h and b < n_b:
+        out[b, i, j, 0] = flow[0, b, i, j]
+        out[b, i, j, 1] = flow[1, b, i, j]
+
+
+@cuda.jit
+def broadcast_flow(src, dst):
+    """``src`` (2, 1, h, w) -> every frame of ``dst`` (2, B, h, w)."""
+    j, i, b = cuda.grid(3)
+    _, n_b, h, w = dst.shape
+    if j < w and i < h and b < n_b:
+        dst[0, b, i, j] = src[0, 0, i, j]
+        dst[1, b, i, j] = src[1, 0, i, j]
+
+
+# -- pyramid ----------------------------------------------------------------------------------
+
+
+@cuda.jit(device=True, inline=True)
+def _mirror(i, n):
+    """Symmetric (edge-including) index: -1 -> 0, -2 -> 1, n -> n-1 (any distance)."""
+    if n == 1:
+        return 0
+    period = 2 * n
+    i = i % period
+    if i < 0:
+        i += period
+    if i >= n:
+        i = period - 1 - i
+    return i
+
+
+@cuda.jit
+def blur_rows(src, dst, taps):
+    """Gaussian ``taps`` along axis 1 of ``src`` (N, h, w), symmetric borders."""
+    j, i, n = cuda.grid(3)
+    n_img, h, w = src.shape
+    if j < w and i < h and n < n_img:
+        r = taps.shape[0] // 2
+        acc = ZERO
+        for k in range(taps.shape[0]):
+            acc += taps[k] * src[n, _mirror(i + k - r, h), j]
+        dst[n, i, j] = acc
+
+
+@cuda.jit
+def blur_cols(src, dst, taps):
+    """Gaussian ``taps`` along axis 2 of ``src`` (N, h, w), symmetric borders."""
+    j, i, n = cuda.grid(3)
+    n_img, h, w = src.shape
+    if j < w and i < h and n < n_img:
+        r = taps.shape[0] // 2
+        acc = ZERO
+        for k in range(taps.shape[0]):
+            acc += taps[k] * src[n, i, _mirror(j + k - r, w)]
+        dst[n, i, j] = acc
+
+
+@cuda.jit
+def resize_rows(src, dst, idx, wts):
+    """Cubic resampling of axis 1: ``dst[n, i] = sum_k wts[i, k] * src[n, idx[i, k]]``."""
+    j, i, n = cuda.grid(3)
+    n_img, h, w = dst.shape
+    if j < w and i < h and n < n_img:
+        dst[n, i, j] = (
+            wts[i, 0] * src[n, idx[i, 0], j]
+            + wts[i, 1] * src[n, idx[i, 1], j]
+            + wts[i, 2] * src[n, idx[i, 2], j]
+            + wts[i, 3] * src[n, idx[i, 3], j]
+        )
+
+
+@cuda.jit
+def resize_cols(src, dst, idx, wts):
+    """Cubic resampling of axis 2: ``dst[n, :, j] = sum_k wts[j, k] * src[n, :, idx[j, k]]``."""
+    j, i, n = cuda.grid(3)
+    n_img, h, w = dst.shape
+    if j < w and i < h and n < n_img:
+        dst[n, i, j] = (
+            wts[j, 0] * src[n, i, idx[j, 0]]
+            + wts[j, 1] * src[n, i, idx[j, 1]]
+            + wts[j, 2] * src[n, i, idx[j, 2]]
+            + wts[j, 3] * src[n, i, idx[j, 3]]
+        )
+
+
+# -- warp and motion tensors ------------------------------------------------------------------
+
+
+@cuda.jit(device=True, inline=True)
+def _clamp(i, n):
+    return 0 if i < 0 else (n - 1 if i >= n else i)
+
+
+@cuda.jit(device=True, inline=True)
+def _keys(t):
+    """Keys (a = -0.5) weights of the taps at offsets -1, 0, 1, 2 for a sample at ``t``."""
+    t2 = t * t
+    t3 = t2 * t
+    return (
+        -0.5 * t3 + t2 - 0.5 * t,
+        1.5 * t3 - 2.5 * t2 + 1.0,
+        -1.5 * t3 + 2.0 * t2 + 0.5 * t,
+        0.5 * t3 - 0.5 * t2,
+    )
+
+
+@cuda.jit
+def warp_level(moving, ref, flow, out, n_channels, hx, hy):
+    """Bicubic backward warp of ``moving`` (B*C, h, w) by ``flow`` (2, B, h, w) into ``out``;
+    samples outside the level take the reference ``ref`` (C, h, w). Positions in float64."""
+    j, i, b = cuda.grid(3)
+    _, n_b, h, w = flow.shape
+    if j >= w or i >= h or b >= n_b:
+        return
+    y = i + flow[1, b, i, j] / hy
+    x = j + flow[0, b, i, j] / hx
+    if y < 0.0 or y > h - 1 or x < 0.0 or x > w - 1:
+        for c in range(n_channels):
+            out[b * n_channels + c, i, j] = ref[c, i, j]
+        return
+    y0 = math.floor(y)
+    x0 = math.floor(x)
+    wy0, wy1, wy2, wy3 = _keys(y - y0)
+    wx0, wx1, wx2, wx3 = _keys(x - x0)
+    yi = int(y0)
+    xi = int(x0)
+    xm, xa, xb, xc = _clamp(xi - 1, w), _clamp(xi, w), _clamp(xi + 1, w), _clamp(xi + 2, w)
+    ym, ya, yb, yc = _clamp(yi - 1, h), _clamp(yi, h), _clamp(yi + 1, h), _clamp(yi + 2, h)
+    for c in range(n_channels):
+        n = b * n_channels + c
+        r0 = wx0 * moving[n, ym, xm] + wx1 * moving[n, ym, xa] + wx2 * moving[n, ym, xb]
+        r1 = wx0 * moving[n, ya, xm] + wx1 * moving[n, ya, xa] + wx2 * moving[n, ya, xb]
+        r2 = wx0 * moving[n, yb, xm] + wx1 * moving[n, yb, xa] + wx2 * moving[n, yb, xb]
+        r3 = wx0 * moving[n, yc, xm] + wx1 * moving[n, yc, xa] + wx2 * moving[n, yc, xb]
+        r0 += wx3 * moving[n, ym, xc]
+        r1 += wx3 * moving[n, ya, xc]
+        r2 += wx3 * moving[n, yb, xc]
+        r3 += wx3 * moving[n, yc, xc]
+        out[n, i, j] = wy0 * r0 + wy1 * r1 + wy2 * r2 + wy3 * r3
+
+
+@cuda.jit(device=True, inline=True)
+def _fx(f, n, i, j, w, sx):
+    """Central x-difference with one-pixel symmetric padding."""
+    return (f[n, i, _clamp(j + 1, w)] - f[n, i, _clamp(j - 1, w)]) * sx
+
+
+@cuda.jit(device=True, inline=True)
+def _fy(f, n, i, j, h, sy):
+    """Central y-difference with one-pixel symmetric padding."""
+    return (f[n, _clamp(i + 1, h), j] - f[n, _clamp(i - 1, h), j]) * sy
+
+
+@cuda.jit
+def derivatives(img, out, sx, sy):
+    """``out`` (5, N, h, w) = f_x, f_y, f_xx, f_yy, f_xy of ``img`` (N, h, w) on interior
+    pixels (``sx = 1 / (2 h_x)``, ``sy = 1 / (2 h_y)``); the border is left untouched."""
+    j, i, n = cuda.grid(3)
+    n_img, h, w = img.shape
+    if j < 1 or i < 1 or j >= w - 1 or i >= h - 1 or n >= n_img:
+        return
+    out[0, n, i, j] = _fx(img, n, i, j, w, sx)
+    out[1, n, i, j] = _fy(img, n, i, j, h, sy)
+    out[2, n, i, j] = (_fx(img, n, i, j + 1, w, sx) - _fx(img, n, i, j - 1, w, sx)) * sx
+    out[3, n, i, j] = (_fy(img, n, i + 1, j, h, sy) - _fy(img, n, i - 1, j, h, sy)) * sy
+    out[4, n, i, j] = (_fx(img, n, i + 1, j, w, sx) - _fx(img, n, i - 1, j, w, sx)) * sy
+
+
+@cuda.jit
+def motion_tensor(ref, ref_d, warped, J, sx, sy, gradient_constancy):
+    """Motion tensors ``J`` (B, C, 6, h, w) of the warped frames ``warped`` (B*C, h, w)
+    against the reference ``ref`` (C, h, w) with derivatives ``ref_d`` (5, C, h, w).
+    Gradient constancy when ``gradient_constancy`` else gray value; the outer frame is 0."""
+    j, i, n = cuda.grid(3)
+    n_b, n_c, _, h, w = J.shape
+    if j >= w or i >= h or n >= n_b * n_c:
+        return
+    b = n // n_c
+    c = n - b * n_c
+    if i == 0 or j == 0 or i == h - 1 or j == w - 1:
+        for k in range(6):
+            J[b, c, k, i, j] = ZERO
+        return
+    fx2 = _fx(warped, n, i, j, w, sx)
+    fy2 = _fy(warped, n, i, j, h, sy)
+    if gradient_constancy:
+        fxx2 = (_fx(warped, n, i, j + 1, w, sx) - _fx(warped, n, i, j - 1, w, sx)) * sx
+        fyy2 = (_fy(warped, n, i + 1, j, h, sy) - _fy(warped, n, i - 1, j, h, sy)) * sy
+        fxy2 = (_fx(warped, n, i + 1, j, w, sx) - _fx(warped, n, i - 1, j, w, sx)) * sy
+        fxx = HALF * (ref_d[2, c, i, j] + fxx2)
+        fyy = HALF * (ref_d[3, c, i, j] + fyy2)
+        fxy = HALF * (ref_d[4, c, i, j] + fxy2)
+        fxt = fx2 - ref_d[0, c, i, j]
+        fyt = fy2 - ref_d[1, c, i, j]
+        rx = ONE / (fxx * fxx + fxy * fxy + TENSOR_EPS)
+        ry = ONE / (fxy * fxy + fyy * fyy + TENSOR_EPS)
+        J[b, c, 0, i, j] = rx * fxx * fxx + ry * fxy * fxy
+        J[b, c, 1, i, j] = rx * fxy * fxy + ry * fyy * fyy
+        J[b, c, 2, i, j] = rx * fxt * fxt + ry * fyt * fyt
+        J[b, c, 3, i, j] = rx * fxx * fxy + ry * fxy * fyy
+        J[b, c, 4, i, j] = rx * fxx * fxt + ry * fxy * fyt
+        J[b, c, 5, i, j] = rx * fxy * fxt + ry * fyy * fyt
+    else:
+        fx = HALF * (ref_d[0, c, i, j] + fx2)
+        fy = HALF * (ref_d[1, c, i, j] + fy2)
+        ft = warped[n, i, j] - ref[c, i, j]
+        J[b, c, 0, i, j] = fx * fx
+        J[b, c, 1, i, j] = fy * fy
+        J[b, c, 2, i, j] = ft * ft
+        J[b, c, 3, i, j] = fx * fy
+        J[b, c, 4, i, j] = fx * ft
+        J[b, c, 5, i, j] = fy * ft
+
+
+# -- level solver -----------------------------------------------------------------------------
+
+
+@cuda.jit(device=True, inline=True)
+def _refresh_pixel(UV, uv, A, J, wts, b, i, j, a_data, a_exp):
+    """Lagged data weights ``A = sum_c w_c psi_c J_c`` at one pixel from its increments."""
+    du = UV[0, b, i, j] - uv[0, b, i, j]
+    dv = UV[1, b, i, j] - uv[1, b, i, j]
+    a11 = ZERO
+    a22 = ZERO
+    a12 = ZERO
+    a13 = ZERO
+    a23 = ZERO
+    for c in range(J.shape[1]):
+        j11 = J[b, c, 0, i, j]
+        j22 = J[b, c, 1, i, j]
+        j12 = J[b, c, 3, i, j]
+        j13 = J[b, c, 4, i, j]
+        j23 = J[b, c, 5, i, j]
+        s2 = j11 * du * du + j22 * dv * dv + TWO * (j12 * du * dv + j13 * du + j23 * dv)
+        s2 += J[b, c, 2, i, j]
+        if s2 < ZERO:
+            s2 = ZERO
+        psi = wts[c, i, j] * a_data * math.pow(s2 + EPS, a_exp)
+        a11 += psi * j11
+        a22 += psi * j22
+        a12 += psi * j12
+        a13 += psi * j13
+        a23 += psi * j23
+    A[0, b, i, j] = a11
+    A[1, b, i, j] = a22
+    A[2, b, i, j] = a12
+    A[3, b, i, j] = a13
+    A[4, b, i, j] = a23
+
+
+@cuda.jit(device=True, inline=True)
+def _smooth_pixel(UV, psi, b, i, j, h, w, sx, sy, a_smooth, a_exp):
+    """Robust smoothness weight from central differences of the total flow (Neumann ghosts)."""
+    jl = j - 1 if j > 1 else 1
+    jr = j + 1 if j < w - 2 else w - 2
+    iu = i - 1 if i > 1 else 1
+    id_ = i + 1 if i < h - 2 else h - 2
+    ux = (UV[0, b, i, jr] - UV[0, b, i, jl]) * sx
+    uy = (UV[0, b, id_, j] - UV[0, b, iu, j]) * sy
+    vx = (UV[1, b, i, jr] - UV[1, b, i, jl]) * sx
+    vy = (UV[1, b, id_, j] - UV[1, b, iu, j]) * sy
+    psi[b, i, j] = a_smooth * math.pow(ux * ux + uy * uy + vx * vx + vy * vy + EPS, a_exp)
+
+
+@cuda.jit(device=True, inline=True)
+def _relax_pixel(UV, uv, A, psi, b, i, j, h, w, robust, cx, cy, omega):
+    """Over-relaxed Gauss-Seidel update of U then V at one interior pixel.
+
+    Neighbour indices are clamped to the interior, which reads exactly what the Neumann copy
+    into the ghost frame before each half-sweep would hold."""
+    jl = j - 1 if j > 1 else 1
+    jr = j + 1 if j < w - 2 else w - 2
+    iu = i - 1 if i > 1 else 1
+    id_ = i + 1 if i < h - 2 else h - 2
+    if robust:
+        p = psi[b, i, j]
+        cl = HALF * (p + psi[b, i, jl]) * cx
+        cr = HALF * (p + psi[b, i, jr]) * cx
+        cu = HALF * (p + psi[b, iu, j]) * cy
+        cd = HALF * (p + psi[b, id_, j]) * cy
+    else:
+        cl = cx
+        cr = cx
+        cu = cy
+        cd = cy
+    s = cl + cr + cu + cd
+    a11 = A[0, b, i, j]
+    a22 = A[1, b, i, j]
+    a12 = A[2, b, i, j]
+    u0 = uv[0, b, i, j]
+    v0 = uv[1, b, i, j]
+    up = UV[0, b, i, j]
+    vp = UV[1, b, i, j]
+    su = cl * UV[0, b, i, jl] + cr * UV[0, b, i, jr] + cu * UV[0, b, iu, j] + cd * UV[0, b, id_, j]
+    u_star = (su + a11 * u0 - a12 * (vp - v0) - A[3, b, i, j]) / (s + a11)
+    up = (ONE - omega) * up + omega * u_star
+    UV[0, b, i, j] = up
+    sv = cl * UV[1, b, i, jl] + cr * UV[1, b, i, jr] + cu * UV[1, b, iu, j] + cd * UV[1, b, id_, j]
+    v_star = (sv + a22 * v0 - a12 * (up - u0) - A[4, b, i, j]) / (s + a22)
+    UV[1, b, i, j] = (ONE - omega) * vp + omega * v_star
+
+
+@cuda.jit(device=True, inline=True)
+def _pair_step(UV, uv, A, J, wts, psi, b, i, k, h, w, colour, refresh, robust, coef):
+    """Work of one thread in a half-sweep: the pixel pair ``(i, 1 + 2k)``, ``(i, 2 + 2k)``.
+
+    With ``refresh`` (red half-sweep of a refresh sweep) the lagged data weights of both pixels
+    are recomputed first; then the pixel of ``colour`` is relaxed."""
+    cx, cy, omega, a_data, a_exp = coef[0], coef[1], coef[2], coef[3], coef[4]
+    j1 = 1 + 2 * k
+    j2 = j1 + 1
+    if refresh:
+        _refresh_pixel(UV, uv, A, J, wts, b, i, j1, a_data, a_exp)
+        if j2 < w - 1:
+            _refresh_pixel(UV, uv, A, J, wts, b, i, j2, a_data, a_exp)
+    j = j1 if (i + j1) % 2 == colour else j2
+    if j < w - 1:
+        _relax_pixel(UV, uv, A, psi, b, i, j, h, w, robust, cx, cy, omega)
+
+
+@cuda.jit
+def sor_half(UV, uv, A, J, wts, psi, colour, refresh, robust, coef):
+    """One half-sweep (pixels with ``(i + j) % 2 == colour``) over all frames.
+
+    Grid ``(pairs, interior rows, frames)``. ``UV`` (2, B, h, w) is updated in place; ``uv`` is
+    the flow on entry, ``psi`` (B, h, w) the robust smoothness weights (read if ``robust``),
+    ``coef`` (float32) = cx, cy, omega, a_data, a_data - 1."""
+    k, r, b = cuda.grid(3)
+    _, n_b, h, w = UV.shape
+    i = r + 1
+    if k < (w - 1) // 2 and i < h - 1 and b < n_b:
+        _pair_step(UV, uv, A, J, wts, psi, b, i, k, h, w, colour, refresh, robust, coef)
+
+
+@cuda.jit
+def smooth_weights(UV, psi, sx, sy, a_smooth, a_exp):
+    """Robust smoothness weights ``psi`` (B, h, w) on interior pixels."""
+    j, i, b = cuda.grid(3)
+    _, n_b, h, w = UV.shape
+    if 0 < j < w - 1 and 0 < i < h - 1 and b < n_b:
+        _smooth_pixel(UV, psi, b, i, j, h, w, sx, sy, a_smooth, a_exp)
+
+
+@cuda.jit
+def sor_level_block(UV, uv, A, J, wts, psi, iterations, update_lag, robust, coef, scoef):
+    """The whole solve of one small level, one thread block per frame.
+
+    Same arithmetic as :func:`sor_half` (+ :func:`smooth_weights`), with block barriers between
+    the phases instead of kernel launches. ``scoef`` = sx, sy, a_smooth, a_smooth - 1."""
+    b = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    h = UV.shape[2]
+    w = UV.shape[3]
+    n_pairs = (w - 1) // 2
+    n_items = (h - 2) * n_pairs
+    n_inner = (h - 2) * (w - 2)
+    for it in range(iterations):
+        refresh = it % update_lag == 0
+        if refresh and robust:
+            for p in range(tid, n_inner, nt):
+                i = 1 + p // (w - 2)
+                j = 1 + p % (w - 2)
+                _smooth_pixel(UV, psi, b, i, j, h, w, scoef[0], scoef[1], scoef[2], scoef[3])
+            cuda.syncthreads()
+        for colour in range(2):
+            for item in range(tid, n_items, nt):
+                i = 1 + item // n_pairs
+                k = item % n_pairs
+                _pair_step(
+                    UV, uv, A, J, wts, psi, b, i, k, h, w, colour, refresh and colour == 0,
+                    robust, coef,
+                )  # fmt: skip
+            cuda.syncthreads()
+
+
+@cuda.jit
+def increments(UV, uv, du):
+    """``du = UV - uv`` (2, B, h, w) after the final Neumann copy into UV's ghost frame."""
+    j, i, n = cuda.grid(3)
+    _, n_b, h, w = UV.shape
+    if j < w and i < h and n < 2 * n_b:
+        c = n // n_b
+        b = n - c * n_b
+        ii = 1 if i < 1 else (h - 2 if i > h - 2 else i)
+        jj = 1 if j < 1 else (w - 2 if j > w - 2 else j)
+        du[c, b, i, j] = UV[c, b, ii, jj] - uv[c, b, i, j]
+
+
+@cuda.jit
+def median_update(du, uv, use_median):
+    """``uv += median5x5(du)`` (symmetric borders), or ``uv += du`` without ``use_median``."""
+    j, i, n = cuda.grid(3)
+    _, n_b, h, w = du.shape
+    if j >= w or i >= h or n >= 2 * n_b:
+        return
+    c = n // n_b
+    b = n - c * n_b
+    if not use_median:
+        uv[c, b, i, j] += du[c, b, i, j]
+        return
+    buf = cuda.local.array(25, float32)
+    m = 0
+    for di in range(-2, 3):
+        ii = _mirror(i + di, h)
+        for dj in range(-2, 3):
+            buf[m] = du[c, b, ii, _mirror(j + dj, w)]
+            m += 1
+    for t in range(13):  # partial selection sort: buf[12] becomes the 13th smallest
+        best = t
+        for s in range(t + 1, 25):
+            if buf[s] < buf[best]:
+                best = s
+        tmp = buf[t]
+        buf[t] = buf[best]
+        buf[best] = tmp
+    uv[c, b, i, j] += buf[12]
