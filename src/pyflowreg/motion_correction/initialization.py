@@ -114,9 +114,11 @@ class InitialFlowPlanner:
 
     def window(self, b: int) -> tuple[int, int]:
         """Frames ``[start, stop)`` whose flows give the initial field of batch ``b``."""
-        start = self.batches[b][0]
-        if b == 0 or not self.chain:
-            return start, min(start + N_INIT_FRAMES, self.batches[b][1])
+        start, stop = self.batches[b]
+        if not self.chain:
+            return start, min(start + N_INIT_FRAMES, stop)
+        if b == 0:
+            return 0, min(N_INIT_FRAMES, len(self.source))
         return max(0, start - N_INIT_FRAMES), start
 
     def next(self) -> np.ndarray:

@@ -31,6 +31,9 @@ from .reference import (
     prepared_reference_image,
 )
 
+#: A 3-D reference whose last axis is longer than this is a stack of frames, not an image.
+MAX_CHANNELS = 4
+
 
 class FlowRegLive:
     """Register a stream of frames against a reference, one frame at a time.
@@ -95,15 +98,17 @@ class FlowRegLive:
         Parameters
         ----------
         frames_or_image : ndarray
-            ``(H, W)`` image, ``(T, H, W, C)`` frames, or 3-D: ``(T, H, W)`` frames unless
-            ``frames=False`` (then one ``(H, W, C)`` image).
+            ``(H, W)`` image, ``(T, H, W, C)`` frames, or 3-D: one ``(H, W, C)`` image when
+            the last axis has at most 4 entries (channels), else ``(T, H, W)`` frames.
         frames : bool, optional
-            Force the reading of a 3-D array.
+            Force the reading of a 3-D array (True: frames, False: one image).
         """
         data = np.asarray(frames_or_image)
         if data.dtype.kind not in "uif":
             raise TypeError(f"reference must have a real numeric dtype, got {data.dtype}")
-        is_frames = data.ndim == 4 or (data.ndim == 3 and frames is not False)
+        if frames is None:
+            frames = data.ndim == 4 or (data.ndim == 3 and data.shape[-1] > MAX_CHANNELS)
+        is_frames = data.ndim == 4 or (data.ndim == 3 and bool(frames))
         if data.ndim not in (2, 3, 4) or (data.ndim == 2 and frames):
             raise ValueError(
                 f"reference must be (H, W), (H, W, C), (T, H, W) or (T, H, W, C), got {data.shape}"

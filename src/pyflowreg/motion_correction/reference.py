@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from ..core.preprocess import reference_range
 from ._source import FrameSource, batch_ranges, preprocess_image
@@ -176,22 +177,30 @@ def prepared_reference_image(reference: np.ndarray, low, high, sigma: np.ndarray
 
 
 def phase_correlation_shift(
-    reference: np.ndarray, moving: np.ndarray, max_size: int = 256
+    reference: np.ndarray, moving: np.ndarray, max_size: int = 256, *, refinements: int = 2
 ) -> tuple[float, float]:
     """Rigid shift ``(u, v)`` that aligns ``moving`` to ``reference`` (phase correlation).
 
-    Both images are averaged over channels, reduced by block averaging until their
-    longer side is at most ``max_size`` px, multiplied by a Hann window, and the peak of
-    the normalised cross-power spectrum is located to sub-pixel precision (parabola
-    through the peak and its neighbours). The result uses the warp convention of
-    ALGORITHM.md: warping ``moving`` by the constant field ``(u, v)`` aligns it with
-    ``reference``, i.e. ``moving(y + v, x + u) ≈ reference(y, x)``.
+    Both images are averaged over channels and reduced by block averaging until their
+    longer side is at most ``max_size`` px. Each is multiplied by a Hann window, and the
+    peak of the cross-power spectrum, whitened by ``|F_ref F_mov|^(1/2)`` (half-way
+    between plain and phase-only correlation: a sharp peak that a parabola still fits
+    without bias), is located to sub-pixel precision by a parabola through the peak and
+    its neighbours. The window biases shifts that are large compared with the frame, so
+    the estimate is refined ``refinements`` times by shifting ``moving`` back (Fourier
+    shift) and adding the residual shift (about 0.01 px on smooth images).
+
+    The result uses the warp convention of ALGORITHM.md: warping ``moving`` by the
+    constant field ``(u, v)`` aligns it with ``reference``, i.e.
+    ``moving(y + v, x + u) ≈ reference(y, x)``.
 
     Parameters
     ----------
     reference, moving : ndarray, shape (H, W) or (H, W, C)
     max_size : int
         Longest side, in px, of the copies the correlation is computed on (``cc_hw``).
+    refinements : int
+        Extra correlation rounds on the back-shifted image.
 
     Returns
     -------
@@ -208,14 +217,26 @@ def phase_correlation_shift(
     ref, mov = _block_mean(ref, factor), _block_mean(mov, factor)
     window = np.outer(np.hanning(ref.shape[0]), np.hanning(ref.shape[1]))
     f_ref = np.fft.fft2((ref - ref.mean()) * window)
-    f_mov = np.fft.fft2((mov - mov.mean()) * window)
+    f_mov_plain = np.fft.fft2(mov)
+    total = np.zeros(2)
+    current = mov
+    for _ in range(1 + max(0, int(refinements))):
+        total += _correlation_peak(f_ref, current, window)
+        shifted = ndimage.fourier_shift(f_mov_plain, -total)
+        current = np.real(np.fft.ifft2(shifted))
+    dy, dx = total
+    return float(dx * factor), float(dy * factor)
+
+
+def _correlation_peak(f_ref: np.ndarray, moving: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """``(dy, dx)`` of the correlation peak of ``moving`` against ``f_ref`` (see above)."""
+    f_mov = np.fft.fft2((moving - moving.mean()) * window)
     cross = f_mov * np.conj(f_ref)
-    cross /= np.maximum(np.abs(cross), 1e-12)
+    cross /= np.sqrt(np.maximum(np.abs(cross), 1e-12))
     surface = np.real(np.fft.ifft2(cross))
     peak = np.unravel_index(int(np.argmax(surface)), surface.shape)
     shift = [_subpixel_peak(surface, peak, axis) for axis in (0, 1)]
-    dy, dx = (((s + n / 2) % n) - n / 2 for s, n in zip(shift, surface.shape, strict=True))
-    return float(dx * factor), float(dy * factor)
+    return np.array([((s + n / 2) % n) - n / 2 for s, n in zip(shift, surface.shape, strict=True)])
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
