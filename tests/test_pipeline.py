@@ -226,7 +226,9 @@ def test_initial_flow_rule_with_boundary_pass():
     for start, _ in batches[1:]:
         expected.append(expected[-1] + video[max(0, start - 20) : start].mean())
     np.testing.assert_allclose([p[0, 0, 0] for p in planned], expected, rtol=1e-6)
-    assert [(c[0], c[1]) for c in spy.calls] == [(0, 20), (0, 15), (10, 20), (25, 20)]
+    # windows [0, 20), [0, 15), [10, 30), [25, 45), read in chunks of at most 15 frames
+    calls = [(c[0], c[1]) for c in spy.calls]
+    assert calls == [(0, 15), (15, 5), (0, 15), (10, 15), (25, 5), (25, 15), (40, 5)]
 
 
 def test_observed_tail_equals_boundary_pass():
@@ -383,3 +385,46 @@ def test_live_reference_from_frames_and_updates(recording):
             live.register(np.zeros((8, 8)))
     with pytest.raises(ValueError, match="reference_update_rate must be in"):
         FlowRegLive(reference_update_rate=2.0)
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def test_compute_reference_follows_the_model(recording):
+    from dataclasses import replace
+
+    from pyflowreg.backends.cpu import FlowregBackend
+    from pyflowreg.core import warp
+    from pyflowreg.executors.sequential import SequentialExecutor
+    from pyflowreg.motion_correction._engine import executor_maker
+    from pyflowreg.motion_correction.reference import compute_reference
+
+    options = fast_options()
+    video = recording.video[:7]
+    sigma = options.sigma_for_channels(1)
+    reader = ArrayReader(video)
+    reference = compute_reference(
+        reader,
+        np.arange(1, 7),
+        sigma=sigma,
+        channel_normalization="joint",
+        params=options.flow_parameters(),
+        weight=None,
+        make_executor=executor_maker(SequentialExecutor, FlowregBackend, options, 1),
+        chunk_size=4,
+    )
+    assert max(stop - start for start, stop in reader.calls) <= 4 + 2 * 4
+    # the model, on the whole clip at once
+    frames = video[1:7]
+    low, high = reference_range(frames.reshape(-1, 1, 1))
+    filtered = gaussian_filter_video(
+        normalize(frames, low, high), sigma + np.array([1.0, 1.0, 0.5])
+    )
+    target = filtered.mean(axis=0)
+    params = replace(options.flow_parameters(), alpha=(3.5, 3.5))
+    prepared = prepare_reference(target, params)
+    warped = [
+        warp(f, estimate(prepared, g, None), "cubic") for f, g in zip(frames, filtered, strict=True)
+    ]
+    np.testing.assert_allclose(reference, np.mean(warped, axis=0), rtol=1e-4, atol=1e-5)
+    assert reference.shape == (40, 40, 1) and reference.dtype == np.float32

@@ -150,16 +150,28 @@ class InitialFlowPlanner:
         """
         return [self.next() for _ in range(self._next_batch, len(self.batches))]
 
+    def _chunks(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """The window cut into reads of at most one batch length."""
+        size = max(b[1] - b[0] for b in self.batches)
+        return [(s, min(s + size, stop)) for s in range(start, stop, size)]
+
     def _mean_flow(self, start: int, stop: int, seed: np.ndarray) -> np.ndarray:
-        raw, filtered = self.source.read(start, stop)
-        tic = time.perf_counter()
-        _, w = self.executor.process_batch(raw, filtered, seed, self.source.frame_index(start))
-        self.executor_seconds += time.perf_counter() - tic
-        return np.asarray(w).mean(axis=0, dtype=np.float64).astype(np.float32)
+        fields = []
+        for a, b in self._chunks(start, stop):
+            raw, filtered = self.source.read(a, b)
+            tic = time.perf_counter()
+            _, w = self.executor.process_batch(raw, filtered, seed, self.source.frame_index(a))
+            self.executor_seconds += time.perf_counter() - tic
+            fields.append(np.asarray(w))
+        w = fields[0] if len(fields) == 1 else np.concatenate(fields)
+        return w.mean(axis=0, dtype=np.float64).astype(np.float32)
 
     def _rigid(self, start: int, stop: int) -> np.ndarray:
-        _, filtered = self.source.read(start, stop)
-        mean = filtered.mean(axis=0, dtype=np.float64)
+        total = None
+        for a, b in self._chunks(start, stop):
+            part = self.source.read(a, b)[1].sum(axis=0, dtype=np.float64)
+            total = part if total is None else total + part
+        mean = total / (stop - start)
         u, v = phase_correlation_shift(self.reference, mean, self.cc_hw)
         uv = np.empty(self._shape, np.float32)
         uv[..., 0] = u
