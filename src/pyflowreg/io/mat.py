@@ -1,0 +1,261 @@
+"""MATLAB ``.mat`` videos: v5 (scipy.io) and v7.3 (HDF5, via h5py).
+
+Axis orders are given as MATLAB shows them (``size(x)``): by default ``(H, W)`` for a frame,
+``(H, W, T)`` for a video and ``(H, W, T, C)`` for a multi-channel video, i.e. ``axis_order`` of
+``"YX"``, ``"YXT"`` and ``"YXTC"``. MATLAB stores arrays column-major, so in a v7.3 file an
+``(H, W, T)`` variable is an HDF5 dataset of shape ``(T, W, H)``; the reader undoes this.
+
+v5 files are read whole into memory by :func:`scipy.io.loadmat` (fine for small files); v7.3 files
+are read frame range by frame range.
+
+The writer produces v7.3 files MATLAB opens with ``load``/``matfile``: an HDF5 file with a 512-byte
+user block holding the ``MATLAB 7.3 MAT-file`` header, ``MATLAB_class`` attributes, and by default
+one ``(H, W, T)`` variable per channel named ``ch1, ch2, ...`` (``layout="stacked"``: one
+``(H, W, T, C)`` variable).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import h5py
+import numpy as np
+import scipy.io
+
+from pyflowreg.io.arrays import ArraySourceReader, select_datasets
+from pyflowreg.io.base import (
+    PathType,
+    VideoReader,
+    check_input_path,
+    corrupt_file_error,
+)
+from pyflowreg.io.hdf5 import HDF5Writer, list_datasets, open_h5
+
+__all__ = ["MAT5Reader", "MAT73Reader", "MATWriter", "is_mat73", "open_mat"]
+
+MATLAB_ORDERS = {2: "YX", 3: "YXT", 4: "YXTC"}
+_H5_ORDERS = {n: o[::-1] for n, o in MATLAB_ORDERS.items()}
+_MATLAB_CLASSES = {
+    "f8": "double",
+    "f4": "single",
+    "i1": "int8",
+    "u1": "uint8",
+    "i2": "int16",
+    "u2": "uint16",
+    "i4": "int32",
+    "u4": "uint32",
+    "i8": "int64",
+    "u8": "uint64",
+}
+_NUMERIC = {*_MATLAB_CLASSES.values(), "logical"}
+_USERBLOCK = 512
+_MAT5_ERRORS = (ValueError, OSError, EOFError, struct.error, NotImplementedError)
+_SKIP_GROUPS = ("#refs#", "#subsystem#")
+
+
+def is_mat73(path: PathType) -> bool:
+    """True if ``path`` is a v7.3 (HDF5-based) MAT file."""
+    return h5py.is_hdf5(path)
+
+
+def _reversed_order(axis_order: str | None) -> str | None:
+    return None if axis_order is None else axis_order[::-1]
+
+
+class MAT5Reader(ArraySourceReader):
+    """Read a video variable from a v5 (or v4/v6/v7) MAT file, loaded whole into memory.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.mat`` file.
+    variable_name : str, optional
+        The variable; default: ``ch1, ch2, ...`` if present, else a common name (``mov``,
+        ``data``, ...), else the largest 3-D/4-D numeric variable.
+    variable_names : sequence of str, optional
+        One variable per channel.
+    axis_order : str, optional
+        MATLAB order of the variable, letters from ``"TYXC"`` (default ``"YXT"``/``"YXTC"``).
+    bin_size : int
+        Temporal binning, see :class:`~pyflowreg.io.base.VideoReader`.
+    """
+
+    format_name: ClassVar[str] = "MAT"
+
+    def __init__(
+        self,
+        path: PathType,
+        *,
+        variable_name: str | None = None,
+        variable_names: Sequence[str] | None = None,
+        axis_order: str | None = None,
+        bin_size: int = 1,
+    ) -> None:
+        path = check_input_path(path)
+        try:
+            found = scipy.io.whosmat(str(path))
+        except _MAT5_ERRORS as exc:
+            raise corrupt_file_error(path, exc) from exc
+        shapes = {name: tuple(shape) for name, shape, cls in found if cls in _NUMERIC}
+        names = select_datasets(
+            shapes, path, dataset_name=variable_name, dataset_names=variable_names, what="variable"
+        )
+        try:
+            loaded = scipy.io.loadmat(str(path), variable_names=names)
+        except _MAT5_ERRORS as exc:
+            raise corrupt_file_error(path, exc) from exc
+        super().__init__(
+            path,
+            [loaded[n] for n in names],
+            axis_order,
+            bin_size=bin_size,
+            options={"variable_names": names, "axis_order": axis_order},
+            default_orders=MATLAB_ORDERS,
+        )
+        self.variable_names = names
+
+
+class MAT73Reader(ArraySourceReader):
+    """Read a video variable from a v7.3 MAT file (HDF5), one frame range at a time.
+
+    Parameters are those of :class:`MAT5Reader`; ``axis_order`` is MATLAB's order, reversed
+    internally to match the HDF5 view.
+    """
+
+    format_name: ClassVar[str] = "MAT"
+
+    def __init__(
+        self,
+        path: PathType,
+        *,
+        variable_name: str | None = None,
+        variable_names: Sequence[str] | None = None,
+        axis_order: str | None = None,
+        bin_size: int = 1,
+    ) -> None:
+        path = check_input_path(path)
+        self._file = open_h5(path)
+        try:
+            shapes = list_datasets(self._file, skip=_SKIP_GROUPS)
+            names = select_datasets(
+                {k: v[::-1] for k, v in shapes.items()},
+                path,
+                dataset_name=variable_name,
+                dataset_names=variable_names,
+                what="variable",
+            )
+            super().__init__(
+                path,
+                [self._file[n] for n in names],
+                _reversed_order(axis_order),
+                bin_size=bin_size,
+                options={"variable_names": names, "axis_order": axis_order},
+                default_orders=_H5_ORDERS,
+            )
+        except BaseException:
+            self._file.close()
+            raise
+        self.variable_names = names
+
+    def _read_raw(self, start: int, stop: int) -> np.ndarray:
+        try:
+            return super()._read_raw(start, stop)
+        except OSError as exc:
+            raise corrupt_file_error(self.path, exc) from exc
+
+    def _close(self) -> None:
+        super()._close()
+        self._file.close()
+
+
+def open_mat(path: PathType, **kwargs: Any) -> VideoReader:
+    """Open a MAT file with :class:`MAT73Reader` (v7.3) or :class:`MAT5Reader` (older)."""
+    path = check_input_path(path)
+    cls = MAT73Reader if is_mat73(path) else MAT5Reader
+    return cls(path, **kwargs)
+
+
+def matlab_header(created: str | None = None) -> bytes:
+    """The 128-byte header MATLAB writes at the start of a v7.3 MAT file's user block."""
+    created = created or time.strftime("%a %b %d %H:%M:%S %Y")
+    text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {created} HDF5 schema 1.00 ."
+    return text.encode("ascii").ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM"
+
+
+class MATWriter(HDF5Writer):
+    """Append frames to a v7.3 MAT file that MATLAB can ``load``.
+
+    Parameters
+    ----------
+    path : path-like
+        Output ``.mat`` file.
+    layout : {"channels", "stacked"}
+        ``"channels"``: one ``(H, W, T)`` variable per channel (``variable_names``, default
+        ``ch1, ch2, ...``). ``"stacked"``: one ``(H, W, T, C)`` variable ``variable_name``.
+    variable_name : str
+        Variable name for ``layout="stacked"``.
+    variable_names : sequence of str, optional
+        Variable names for ``layout="channels"``.
+    compression, compression_opts, chunk_frames, expected_frames
+        As for :class:`~pyflowreg.io.hdf5.HDF5Writer`.
+    """
+
+    format_name: ClassVar[str] = "MAT"
+    userblock_size: ClassVar[int] = _USERBLOCK
+
+    def __init__(
+        self,
+        path: PathType,
+        *,
+        layout: str = "channels",
+        variable_name: str = "data",
+        variable_names: Sequence[str] | None = None,
+        compression: str | None = None,
+        compression_opts: Any = None,
+        chunk_frames: int | None = None,
+        expected_frames: int | None = None,
+    ) -> None:
+        super().__init__(
+            path,
+            layout=layout,
+            dataset_name=variable_name,
+            dataset_names=variable_names,
+            compression=compression,
+            compression_opts=compression_opts,
+            chunk_frames=chunk_frames,
+            expected_frames=expected_frames,
+        )
+
+    @property
+    def time_axis(self) -> int:
+        return 0 if self.layout == "channels" else 1
+
+    def _stored_frame_shapes(self, frame_shape: tuple[int, int, int]) -> list[tuple[int, ...]]:
+        h, w, c = frame_shape
+        return [(w, h)] * c if self.layout == "channels" else [(c, w, h)]
+
+    def _stored_blocks(self, frames: np.ndarray) -> list[np.ndarray]:
+        if self.layout == "channels":
+            return [frames[..., i].transpose(0, 2, 1) for i in range(frames.shape[3])]
+        return [frames.transpose(3, 0, 2, 1)]
+
+    def _setup(self, frame_shape: tuple[int, int, int], dtype: np.dtype) -> None:
+        if dtype.str[1:] not in _MATLAB_CLASSES:
+            raise TypeError(
+                f"MAT files cannot hold dtype {dtype}; use one of "
+                f"{sorted({np.dtype(k).name for k in _MATLAB_CLASSES})}"
+            )
+        super()._setup(frame_shape, dtype)
+
+    def _decorate(self, dataset: h5py.Dataset) -> None:
+        dataset.attrs["MATLAB_class"] = np.bytes_(_MATLAB_CLASSES[dataset.dtype.str[1:]])
+
+    def _close(self) -> None:
+        wrote = self._file is not None
+        super()._close()
+        if wrote:
+            with open(self.path, "r+b") as fh:
+                fh.write(matlab_header())

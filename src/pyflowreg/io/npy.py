@@ -1,0 +1,109 @@
+"""NumPy ``.npy`` videos: memory-mapped reads, streaming appends.
+
+The writer streams frames straight into the target file behind a header of fixed, reserved
+length that says ``T = 0`` until :meth:`NPYWriter.close` rewrites it with the final shape. Memory
+use is one batch, whatever the video length; no side file is created; a file from an interrupted
+run loads as an empty ``(0, H, W, C)`` array instead of looking complete.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import IO, ClassVar
+
+import numpy as np
+
+from pyflowreg.io.arrays import ArraySourceReader
+from pyflowreg.io.base import PathType, VideoWriter, check_input_path, corrupt_file_error
+
+__all__ = ["NPYReader", "NPYWriter"]
+
+_MAGIC = b"\x93NUMPY"
+_ALIGN = 64
+_MAX_T = 2**63 - 1  # widest placeholder, reserves room for any final frame count
+
+
+class NPYReader(ArraySourceReader):
+    """Read a video stored with :func:`numpy.save`, memory-mapped (only read frames are loaded).
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.npy`` file: ``(T, H, W)``, ``(T, H, W, C)`` or one frame ``(H, W)``.
+    axis_order : str, optional
+        Storage order, letters from ``"TYXC"``.
+    bin_size : int
+        Temporal binning, see :class:`~pyflowreg.io.base.VideoReader`.
+    """
+
+    format_name: ClassVar[str] = "NPY"
+
+    def __init__(self, path: PathType, *, axis_order: str | None = None, bin_size: int = 1) -> None:
+        path = check_input_path(path)
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise corrupt_file_error(path, exc) from exc
+        if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+            raise corrupt_file_error(path, "not a numeric .npy array")
+        super().__init__(
+            path, [array], axis_order, bin_size=bin_size, options={"axis_order": axis_order}
+        )
+
+
+def _header(dtype: np.dtype, shape: tuple[int, ...], length: int | None = None) -> bytes:
+    """NPY v1.0/v2.0 header for ``shape``, padded to ``length`` bytes (or to the alignment)."""
+    text = (
+        f"{{'descr': {np.lib.format.dtype_to_descr(dtype)!r}, 'fortran_order': False, "
+        f"'shape': {tuple(int(s) for s in shape)!r}, }}"
+    )
+    body = text.encode("latin1")
+    for version, size_format in (((1, 0), "<H"), ((2, 0), "<I")):
+        prefix_len = len(_MAGIC) + 2 + struct.calcsize(size_format)
+        total = length or -(-(prefix_len + len(body) + 1) // _ALIGN) * _ALIGN
+        header_len = total - prefix_len
+        if header_len < 2**16 or version == (2, 0):
+            padded = body + b" " * (header_len - len(body) - 1) + b"\n"
+            return _MAGIC + bytes(version) + struct.pack(size_format, header_len) + padded
+    raise AssertionError("unreachable")
+
+
+class NPYWriter(VideoWriter):
+    """Append frames to a ``.npy`` file holding a ``(T, H, W, C)`` array (C-order, native dtype).
+
+    Parameters
+    ----------
+    path : path-like
+        Output file, created (or overwritten) at the first write.
+    expected_frames : int, optional
+        Hint, unused by this format.
+    """
+
+    format_name: ClassVar[str] = "NPY"
+
+    def __init__(self, path: PathType, *, expected_frames: int | None = None) -> None:
+        super().__init__(path, expected_frames=expected_frames)
+        self._fh: IO[bytes] | None = None
+        self._header_len = 0
+
+    def _setup(self, frame_shape: tuple[int, int, int], dtype: np.dtype) -> None:
+        reserved = _header(dtype, (_MAX_T, *frame_shape))
+        self._header_len = len(reserved)
+        self._fh = open(self.path, "wb")  # closed in _close
+        self._fh.write(_header(dtype, (0, *frame_shape), self._header_len))
+
+    def _write(self, frames: np.ndarray) -> None:
+        self._fh.write(memoryview(frames).cast("B"))
+
+    def _close(self) -> None:
+        if self._fh is None:
+            return
+        try:
+            self._fh.flush()
+            self._fh.seek(0)
+            shape = (self.frames_written, *self._frame_shape)
+            self._fh.write(_header(self._dtype, shape, self._header_len))
+            self._fh.flush()
+        finally:
+            self._fh.close()
+            self._fh = None

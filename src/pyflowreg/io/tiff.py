@@ -1,0 +1,400 @@
+"""TIFF videos (tifffile): multi-page, ImageJ hyperstacks, ScanImage, BigTIFF.
+
+Reading maps every frame and channel to a TIFF page, then reads only the pages asked for: from a
+memory map when the data are uncompressed and contiguous, else page by page. The page layout comes
+from, in this order:
+
+1. ScanImage metadata (``SI.hChannels.channelSave`` = saved channels, ``SI.hStackManager.numSlices``
+   = planes), pages ordered time, plane, channel;
+2. the series axes tifffile reports (ImageJ ``T, Z, C, Y, X``; OME; tifffile's own shaped files);
+   ``T``, ``I`` and ``Q`` axes are time;
+3. ``n_channels=k`` for plain multi-page files whose pages alternate ``ch1, ch2, ..., chk``.
+
+Files with several planes need ``plane=`` to pick one (registration works on 2-D frames).
+
+Writing appends frame after frame to one open :class:`tifffile.TiffWriter`. uint8, uint16 and
+float32 videos become ImageJ hyperstacks (``T, C, Y, X``; Fiji opens them with the channel axis);
+other dtypes become tifffile "shaped" files with axes ``T, Z=1, C, Y, X``. :class:`TIFFReader`
+reads both back. Files are uncompressed, so they can be memory-mapped.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import numpy as np
+import tifffile
+
+from pyflowreg.io.base import (
+    PathType,
+    VideoReader,
+    VideoWriter,
+    check_input_path,
+    corrupt_file_error,
+    native_dtype,
+)
+
+__all__ = ["TIFFReader", "TIFFWriter", "scanimage_layout"]
+
+_ROLES = {"T": "T", "I": "T", "Q": "T", "Z": "Z", "C": "C"}
+_PAGE_AXES = set("YXS")
+_CORRUPT_WORDS = ("invalid", "corrupt", "truncat", "failed", "raised", "out of range")
+_IMAGEJ_DTYPES = {np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32)}
+_TIFF_ERRORS = (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError, KeyError)
+
+
+@contextmanager
+def _tifffile_log() -> Iterator[list[str]]:
+    """Collect the warnings tifffile logs (it reports damaged files by logging, not raising)."""
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = _Collect(logging.WARNING)
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def _find(frame_data: dict[str, Any], suffixes: tuple[str, ...]) -> Any:
+    for key, value in frame_data.items():
+        if key.endswith(suffixes):
+            return value
+    return None
+
+
+def scanimage_layout(tif: tifffile.TiffFile) -> tuple[int, int, bool] | None:
+    """``(n_channels, n_planes, planes_outer)`` from ScanImage metadata, or ``None``.
+
+    ``planes_outer`` is True for slow stacks (``numSlices > 1`` and ``framesPerSlice > 1``), whose
+    pages run plane, time, channel instead of time, plane, channel.
+    """
+    if not tif.is_scanimage:
+        return None
+    frame_data = dict((tif.scanimage_metadata or {}).get("FrameData") or {})
+    if not frame_data:
+        page = tif.pages[0]
+        for text in (page.software, page.description):
+            if text and "SI" in text:
+                try:
+                    parsed = tifffile.matlabstr2py(text)
+                except Exception:  # free-form text: best effort
+                    continue
+                if isinstance(parsed, dict):
+                    frame_data.update(parsed)
+    saved = _find(frame_data, ("hChannels.channelSave", "channelsSave"))
+    if saved is None:
+        return None
+    n_channels = len(np.atleast_1d(np.asarray(saved).ravel()))
+    slices = _find(frame_data, ("hStackManager.numSlices", "stackNumSlices"))
+    per_slice = _find(frame_data, ("hStackManager.framesPerSlice",))
+    try:
+        n_planes = max(int(slices), 1) if slices is not None else 1
+        per_slice = int(per_slice) if per_slice is not None else 1
+    except (TypeError, ValueError, OverflowError):  # framesPerSlice may be Inf
+        n_planes, per_slice = max(int(slices or 1), 1), 1
+    return n_channels, n_planes, n_planes > 1 and per_slice > 1
+
+
+class TIFFReader(VideoReader):
+    """Read a video from a TIFF file.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.tif``/``.tiff`` file.
+    n_channels : int, optional
+        Channels interleaved page by page in a plain multi-page file. Must match the file's
+        metadata if it has a channel axis.
+    plane : int, optional
+        Plane to read from a file with several planes (``Z``); required there.
+    series : int
+        tifffile series index.
+    memmap : bool
+        Memory-map uncompressed contiguous data (default); ``False`` always reads pages.
+    bin_size : int
+        Temporal binning, see :class:`~pyflowreg.io.base.VideoReader`.
+    """
+
+    format_name: ClassVar[str] = "TIFF"
+
+    def __init__(
+        self,
+        path: PathType,
+        *,
+        n_channels: int | None = None,
+        plane: int | None = None,
+        series: int = 0,
+        memmap: bool = True,
+        bin_size: int = 1,
+    ) -> None:
+        path = check_input_path(path)
+        options = {"n_channels": n_channels, "plane": plane, "series": series, "memmap": memmap}
+        super().__init__(path, bin_size=bin_size, options=options)
+        if n_channels is not None and n_channels < 1:
+            raise ValueError(f"n_channels must be >= 1, got {n_channels}")
+        self._tif: tifffile.TiffFile | None = None
+        self._mm: np.memmap | None = None
+        with _tifffile_log() as log:
+            try:
+                self._tif = tifffile.TiffFile(path)
+                self._open_series(series, n_channels, plane, memmap)
+            except _TIFF_ERRORS as exc:
+                self._close()
+                if isinstance(exc, _LayoutError):
+                    raise ValueError(f"'{path}': {exc}") from None
+                raise corrupt_file_error(path, exc) from exc
+        damage = [m for m in log if any(w in m.lower() for w in _CORRUPT_WORDS)]
+        if damage:
+            self._close()
+            raise corrupt_file_error(path, damage[0])
+
+    def _open_series(
+        self, series: int, n_channels: int | None, plane: int | None, memmap: bool
+    ) -> None:
+        tif = self._tif
+        if not 0 <= series < len(tif.series):
+            raise _LayoutError(f"series={series} does not exist; the file has {len(tif.series)}")
+        s = tif.series[series]
+        self._series = series
+        self._page_shape = tuple(s.keyframe.shape)
+        page_axes = s.keyframe.axes
+        if not set(page_axes) <= _PAGE_AXES:
+            raise _LayoutError(f"unsupported TIFF page axes {page_axes!r}")
+        axes, shape = s.get_axes(False), s.get_shape(False)
+        outer = [(a, n) for a, n in zip(axes, shape, strict=True) if a not in _PAGE_AXES]
+        n_pages = int(np.prod([n for _, n in outer], dtype=np.int64))
+        grid = self._page_grid(tif, outer, n_pages)
+        grid = self._apply_channels(grid, n_channels)
+        grid = self._apply_plane(grid, plane)
+        self._pages = grid  # (T, C_pages) page indices within the series
+        self._to_yxs = [page_axes.index(a) for a in "YX"] + (
+            [page_axes.index("S")] if "S" in page_axes else []
+        )
+        samples = self._page_shape[page_axes.index("S")] if "S" in page_axes else 1
+        h, w = (self._page_shape[page_axes.index(a)] for a in "YX")
+        self._raw_shape = (grid.shape[0], h, w, grid.shape[1] * samples)
+        self._raw_dtype = native_dtype(s.dtype)
+        self._check_extent(s, n_pages, memmap)
+
+    @staticmethod
+    def _page_grid(tif: tifffile.TiffFile, outer: list[tuple[str, int]], n: int) -> np.ndarray:
+        """Page indices arranged ``(T, Z, C)``."""
+        si = scanimage_layout(tif)
+        if si is not None:
+            c, z, planes_outer = si
+            t = n // (c * z)
+            if t == 0:
+                raise _LayoutError(
+                    f"ScanImage metadata says {c} channels x {z} planes, but only {n} pages"
+                )
+            if planes_outer:
+                return np.arange(t * z * c).reshape(z, t, c).transpose(1, 0, 2)
+            return np.arange(t * z * c).reshape(t, z, c)
+        for axis, size in outer:
+            if size > 1 and axis not in _ROLES:
+                raise _LayoutError(
+                    f"cannot map the TIFF axis {axis!r} (size {size}) to time, plane or channel"
+                )
+        roles = [_ROLES.get(a, "T") for a, _ in outer]
+        grid = np.arange(n).reshape([size for _, size in outer] or [1])
+        perm = [i for r in "TZC" for i, role in enumerate(roles) if role == r]
+        sizes = [
+            int(np.prod([outer[i][1] for i, role in enumerate(roles) if role == r])) for r in "TZC"
+        ]
+        return grid.transpose(perm).reshape(sizes) if outer else grid.reshape(1, 1, 1)
+
+    @staticmethod
+    def _apply_channels(grid: np.ndarray, n_channels: int | None) -> np.ndarray:
+        if n_channels is None or n_channels == grid.shape[2]:
+            return grid
+        if grid.shape[2] != 1:
+            raise _LayoutError(
+                f"the file has {grid.shape[2]} channels in its metadata, "
+                f"but n_channels={n_channels}"
+            )
+        if grid.shape[1] != 1:
+            raise _LayoutError("n_channels (interleaved pages) cannot be combined with planes")
+        flat = grid.ravel()
+        if flat.size % n_channels:
+            raise _LayoutError(
+                f"{flat.size} pages cannot be split into n_channels={n_channels} interleaved "
+                f"channels (not a multiple)"
+            )
+        return flat.reshape(-1, 1, n_channels)
+
+    @staticmethod
+    def _apply_plane(grid: np.ndarray, plane: int | None) -> np.ndarray:
+        n_planes = grid.shape[1]
+        if plane is None:
+            if n_planes > 1:
+                raise _LayoutError(
+                    f"the file holds {n_planes} planes; pass plane=0..{n_planes - 1} to read one"
+                )
+            return grid[:, 0, :]
+        if not 0 <= plane < n_planes:
+            raise _LayoutError(f"plane={plane} is out of range; the file has {n_planes} plane(s)")
+        return grid[:, plane, :]
+
+    def _check_extent(self, s: Any, n_pages: int, memmap: bool) -> None:
+        size = self._tif.filehandle.size
+        page_bytes = int(np.prod(self._page_shape)) * s.dtype.itemsize
+        if s.dataoffset is not None:
+            end = s.dataoffset + n_pages * page_bytes
+            if end > size:
+                raise ValueError(f"the data end at byte {end}, after the end of the file ({size})")
+            if memmap:
+                dtype = np.dtype(s.dtype).newbyteorder(self._tif.byteorder)
+                self._mm = np.memmap(
+                    self.path, dtype=dtype, mode="r", offset=s.dataoffset,
+                    shape=(n_pages, *self._page_shape),
+                )  # fmt: skip
+            return
+        last = s.pages[len(s.pages) - 1] if len(s.pages) else None
+        if len(s.pages) < n_pages and not s.is_multifile:
+            raise ValueError(f"{len(s.pages)} pages found, {n_pages} expected")
+        if last is not None and hasattr(last, "dataoffsets"):
+            end = max(o + c for o, c in zip(last.dataoffsets, last.databytecounts, strict=True))
+            if end > size:
+                raise ValueError(f"the last page ends at byte {end}, after the end of the file")
+
+    def _read_pages(self, pages: np.ndarray) -> np.ndarray:
+        if self._mm is not None:
+            if pages.size and np.array_equal(pages, np.arange(pages[0], pages[0] + pages.size)):
+                return np.array(self._mm[pages[0] : pages[0] + pages.size])
+            return self._mm[pages]
+        with _tifffile_log() as log:
+            try:
+                data = self._tif.asarray(key=pages.tolist(), series=self._series, maxworkers=1)
+            except _TIFF_ERRORS as exc:
+                raise corrupt_file_error(self.path, exc) from exc
+        if any(any(w in m.lower() for w in _CORRUPT_WORDS) for m in log):
+            raise corrupt_file_error(self.path, log[0])
+        return np.asarray(data).reshape(pages.size, *self._page_shape)
+
+    def _read_raw(self, start: int, stop: int) -> np.ndarray:
+        rows = self._pages[start:stop]
+        n, c_pages = rows.shape
+        _, h, w, c = self._raw_shape
+        if n == 0:
+            return np.empty((0, h, w, c), dtype=self._raw_dtype)
+        data = self._read_pages(rows.ravel())
+        data = data.transpose(0, *(1 + i for i in self._to_yxs))
+        if data.ndim == 3:
+            data = data[..., None]
+        data = data.reshape(n, c_pages, h, w, -1).transpose(0, 2, 3, 1, 4).reshape(n, h, w, c)
+        return np.ascontiguousarray(data, dtype=self._raw_dtype)
+
+    def _close(self) -> None:
+        self._mm = None
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+
+
+class _LayoutError(ValueError):
+    """The file is readable but its layout does not fit the request."""
+
+
+class TIFFWriter(VideoWriter):
+    """Append frames to a TIFF file.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file, created (or overwritten) at the first write.
+    imagej : bool, optional
+        ImageJ hyperstack (``T, C, Y, X``). Default: for uint8, uint16 and float32 (the dtypes
+        ImageJ supports); other dtypes are written as tifffile shaped files (``T, Z, C, Y, X``).
+    bigtiff : bool, optional
+        ``True``: always BigTIFF. ``False``: classic TIFF (ImageJ files over 4 GB use ImageJ's
+        own large-file layout; other files over 4 GB raise ``ValueError`` before writing past the
+        limit). ``None`` (default): BigTIFF when ``expected_frames`` says the file will exceed
+        4 GB, classic otherwise; with no ``expected_frames``, BigTIFF unless ImageJ.
+    expected_frames : int, optional
+        Number of frames that will be written, for the BigTIFF decision.
+    """
+
+    format_name: ClassVar[str] = "TIFF"
+    classic_limit: ClassVar[int] = 2**32 - 2**25  # 4 GB less room for the page directories
+
+    def __init__(
+        self,
+        path: PathType,
+        *,
+        imagej: bool | None = None,
+        bigtiff: bool | None = None,
+        expected_frames: int | None = None,
+    ) -> None:
+        super().__init__(path, expected_frames=expected_frames)
+        self.imagej = imagej
+        self.bigtiff = bigtiff
+        self._tw: tifffile.TiffWriter | None = None
+        self._pending: np.ndarray | None = None
+        self._bytes = 0
+
+    def _setup(self, frame_shape: tuple[int, int, int], dtype: np.dtype) -> None:
+        if self.imagej is None:
+            self.imagej = dtype in _IMAGEJ_DTYPES
+        elif self.imagej and dtype not in _IMAGEJ_DTYPES:
+            raise TypeError(
+                f"ImageJ TIFF cannot hold dtype {dtype}; use uint8, uint16 or float32, "
+                f"or imagej=False"
+            )
+        if self.bigtiff is None:
+            if self.expected_frames is not None:
+                size = self.expected_frames * int(np.prod(frame_shape)) * dtype.itemsize
+                self.bigtiff = size > self.classic_limit
+            else:
+                self.bigtiff = not self.imagej
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "writing nonconformant BigTIFF ImageJ")
+            self._tw = tifffile.TiffWriter(self.path, bigtiff=self.bigtiff, imagej=self.imagej)
+
+    def _put(self, block: np.ndarray) -> None:
+        if not self.bigtiff and not self.imagej:
+            if self._bytes + block.nbytes > self.classic_limit:
+                raise ValueError(
+                    f"'{self.path}' would exceed 4 GB, the limit of classic TIFF; "
+                    f"open the writer with bigtiff=True (or expected_frames=...)"
+                )
+        metadata = None if self.imagej else {"axes": "TZCYX"}
+        self._tw.write(block, contiguous=True, photometric="minisblack", metadata=metadata)
+        self._bytes += block.nbytes
+
+    def _write(self, frames: np.ndarray) -> None:
+        for frame in frames:
+            block = frame.transpose(2, 0, 1)[None]  # (1, C, H, W)
+            if self.imagej:
+                self._put(block)
+                continue
+            # Shaped files: the description written with the first frame is only updated later
+            # if more frames follow, so a lone frame is held back and written 5-D at close.
+            if self._pending is not None:
+                self._put(self._pending)
+                self._pending = None
+            if self._bytes == 0:
+                self._pending = block.copy()
+            else:
+                self._put(block)
+
+    def _close(self) -> None:
+        if self._tw is None:
+            return
+        try:
+            if self._pending is not None:
+                self._put(self._pending[None])
+                self._pending = None
+        finally:
+            self._tw.close()
+            self._tw = None
