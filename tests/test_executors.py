@@ -104,6 +104,29 @@ def test_register_frame_is_flow_then_warp(recording):
     assert not np.array_equal(registered, np.round(registered))  # no integer round trip
 
 
+class CountingBackend(_plugins.ShiftBackend):
+    """Records how many frames each ``estimate`` call gets."""
+
+    def __init__(self, params, backend_params=None):
+        super().__init__(params, backend_params)
+        self.calls = []
+
+    def estimate(self, prepared, frames, uv=None):
+        self.calls.append(len(frames))
+        return super().estimate(prepared, frames, uv)
+
+
+@pytest.mark.parametrize(
+    ("cls", "calls"), [(SequentialExecutor, [6]), (ThreadingExecutor, [1] * 6)]
+)
+def test_sequential_gives_the_backend_whole_batches(recording, cls, calls):
+    raw, filtered, refs = recording
+    with cls(2, CountingBackend, PARAMS, {}, WarpSettings()) as ex:
+        ex.set_reference(refs[0])
+        ex.process_batch(raw, filtered, None)
+        assert ex.backend.calls == calls
+
+
 def test_outputs_in_float_from_integer_frames(recording):
     (reg, w), *_ = run("threading", FlowregBackend, recording, dtype=np.float32)
     assert reg.dtype == np.float32 and reg.shape == (4, 32, 48, 1) and w.shape == (4, 32, 48, 2)
@@ -159,7 +182,9 @@ def test_frame_error_names_the_frame(name, recording):
     cls = get_runtime().get_executor_class(name)
     with cls(2, _plugins.ShiftBackend, PARAMS, {}, WarpSettings()) as ex:
         ex.set_reference(refs[0])
-        message = re.escape(f"registering frame 14 failed ({name} executor)")
+        # the sequential executor estimates a batch in one call: it names the batch's frames
+        frames = "frames 10..15" if name == "sequential" else "frame 14"
+        message = re.escape(f"registering {frames} failed ({name} executor)")
         with pytest.raises(RuntimeError, match=message) as info:
             ex.process_batch(raw, filtered, None, first_index=10)
         # the original error (and, from a worker, its traceback text) is chained

@@ -11,7 +11,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .base import Executor, WarpSettings, register_frame, resolve_n_jobs
+    from .base import (
+        Executor,
+        WarpSettings,
+        estimate_frames,
+        register_frame,
+        resolve_n_jobs,
+        warp_frame,
+    )
     from .processes import MultiprocessingExecutor
     from .sequential import SequentialExecutor
     from .threaded import ThreadingExecutor
@@ -20,6 +27,8 @@ _EXPORTS = {
     "Executor": ".base",
     "WarpSettings": ".base",
     "register_frame": ".base",
+    "estimate_frames": ".base",
+    "warp_frame": ".base",
     "resolve_n_jobs": ".base",
     "SequentialExecutor": ".sequential",
     "ThreadingExecutor": ".threaded",
@@ -32,8 +41,10 @@ __all__ = [
     "SequentialExecutor",
     "ThreadingExecutor",
     "WarpSettings",
+    "estimate_frames",
     "register_frame",
     "resolve_n_jobs",
+    "warp_frame",
 ]
 
 

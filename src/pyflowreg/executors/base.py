@@ -6,8 +6,11 @@ An executor turns a batch of frames into registered frames and displacement fiel
         ex.set_reference(reference)                      # (H, W, C) float32, once per reference
         registered, w = ex.process_batch(raw, filtered, uv, first_index=0)
 
-Every executor calls :func:`register_frame` on each frame, so the same inputs give bit-identical
-outputs whichever executor runs them.
+Every executor computes fields with :func:`estimate_frames` (the parallel ones one frame per
+call, the sequential one a whole batch per call, which is what the GPU backends need to batch on
+the device) and warps each frame with :func:`warp_frame`, so the same inputs give bit-identical
+outputs whichever executor runs them (for backends whose ``estimate`` treats frames
+independently, as every backend supporting parallel executors must).
 """
 
 from __future__ import annotations
@@ -82,6 +85,49 @@ def cast_frames(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
+def estimate_frames(
+    backend: Any, prepared: Any, filtered: np.ndarray, uv: np.ndarray
+) -> np.ndarray:
+    """Displacement fields of a block of frames (one ``backend.estimate`` call).
+
+    Parameters
+    ----------
+    backend : FlowBackend
+        The flow backend.
+    prepared : object
+        ``backend.prepare_reference(...)`` of the current reference.
+    filtered : ndarray, (n, H, W, C) float32
+        Normalised, pre-filtered frames.
+    uv : ndarray, (H, W, 2) float32
+        Initial displacement field in pixels, shared by the frames.
+
+    Returns
+    -------
+    ndarray, (n, H, W, 2) float32
+        ``w[..., 0] = u`` (columns), ``w[..., 1] = v`` (rows), in pixels.
+    """
+    w = np.asarray(backend.estimate(prepared, filtered, uv), dtype=np.float32)
+    expected = (*filtered.shape[:3], 2)
+    if w.shape != expected:
+        raise ValueError(f"flow backend returned fields of shape {w.shape}, expected {expected}")
+    return w
+
+
+def warp_frame(raw_frame: np.ndarray, w: np.ndarray, warp_settings: WarpSettings) -> np.ndarray:
+    """The registered frame: ``raw_frame`` (H, W, C) backward-warped by ``w`` (H, W, 2).
+
+    Warps in the raw dtype when it is the output dtype, otherwise in floating point, then casts
+    to ``warp_settings.dtype`` (integers rounded and clipped).
+    """
+    out_dtype = warp_settings.dtype
+    if raw_frame.dtype == out_dtype:
+        source = raw_frame
+    else:
+        source = raw_frame.astype(np.result_type(raw_frame.dtype, out_dtype, np.float32))
+    warped = warp(source, w, method=warp_settings.method, fill=warp_settings.fill)
+    return cast_frames(warped, out_dtype)
+
+
 def register_frame(
     backend: Any,
     prepared: Any,
@@ -90,7 +136,7 @@ def register_frame(
     uv: np.ndarray,
     warp_settings: WarpSettings,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Flow and registered frame for one frame: the work unit of every executor.
+    """Flow and registered frame for one frame: :func:`estimate_frames` then :func:`warp_frame`.
 
     Parameters
     ----------
@@ -111,16 +157,9 @@ def register_frame(
     -------
     registered : ndarray, (H, W, C), ``warp_settings.dtype``
     w : ndarray, (H, W, 2) float32
-        ``w[..., 0] = u`` (columns), ``w[..., 1] = v`` (rows), in pixels.
     """
-    w = np.asarray(backend.estimate(prepared, filtered_frame[None], uv)[0], dtype=np.float32)
-    out_dtype = warp_settings.dtype
-    if raw_frame.dtype == out_dtype:
-        source = raw_frame
-    else:
-        source = raw_frame.astype(np.result_type(raw_frame.dtype, out_dtype, np.float32))
-    warped = warp(source, w, method=warp_settings.method, fill=warp_settings.fill)
-    return cast_frames(warped, out_dtype), w
+    w = estimate_frames(backend, prepared, filtered_frame[None], uv)[0]
+    return warp_frame(raw_frame, w, warp_settings), w
 
 
 class Executor(abc.ABC):
@@ -262,9 +301,10 @@ class Executor(abc.ABC):
     def _reference_changed(self, prepared: Any) -> None:  # noqa: B027 - optional hook
         """Hook: the prepared reference changed (executors with workers share it here)."""
 
-    def _frame_error(self, index: int, exc: BaseException) -> RuntimeError:
+    def _frame_error(self, index: int, exc: BaseException, n_frames: int = 1) -> RuntimeError:
+        frames = f"frame {index}" if n_frames == 1 else f"frames {index}..{index + n_frames - 1}"
         return RuntimeError(
-            f"registering frame {index} failed ({self.name} executor): {type(exc).__name__}: {exc}"
+            f"registering {frames} failed ({self.name} executor): {type(exc).__name__}: {exc}"
         )
 
     def _check_open(self) -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Executor, register_frame
+from .base import Executor, estimate_frames, warp_frame
 
 
 class SequentialExecutor(Executor):
-    """Register frames one after the other (lowest memory, easiest to debug).
+    """Register a batch in the calling thread (lowest memory, easiest to debug).
 
-    ``n_jobs`` is validated but ignored: there is always one worker. The only executor the GPU
-    flow backends support.
+    The flow backend gets the whole batch in one ``estimate`` call (GPU backends batch it on the
+    device; the CPU backend loops over the frames); frames are then warped one by one. ``n_jobs``
+    is validated but ignored: there is always one worker. The only executor the GPU flow backends
+    support.
     """
 
     name = "sequential"
@@ -29,11 +31,13 @@ class SequentialExecutor(Executor):
         registered: np.ndarray,
         flow: np.ndarray,
     ) -> None:
-        backend, prepared, settings = self.backend, self._prepared, self.warp_settings
+        try:
+            # one call for the whole batch: GPU backends solve the frames as a tensor dimension
+            flow[...] = estimate_frames(self.backend, self._prepared, filtered, uv)
+        except Exception as exc:
+            raise self._frame_error(first_index, exc, raw.shape[0]) from exc
         for i in range(raw.shape[0]):
             try:
-                registered[i], flow[i] = register_frame(
-                    backend, prepared, raw[i], filtered[i], uv, settings
-                )
+                registered[i] = warp_frame(raw[i], flow[i], self.warp_settings)
             except Exception as exc:
                 raise self._frame_error(first_index + i, exc) from exc

@@ -1,0 +1,186 @@
+"""Throughput of the executors: frames/s, speed-up and peak memory per executor and n_jobs.
+
+Registers a synthetic recording (``pyflowreg.datasets.make_recording``) with every executor
+through ``compensate_arr`` (or, with ``--direct``, by driving the executors themselves on
+pre-normalised frames), and measures the start-up cost of the multiprocessing executor (pool,
+shared memory, worker imports and Numba cache loading) separately::
+
+    python benchmarks/executors.py                          # 512x512, 200 frames, balanced
+    python benchmarks/executors.py --size 128 --frames 40   # a quick check
+    python benchmarks/executors.py --n-jobs 1,2,4,8 --direct
+
+Peak RSS is sampled every 20 ms and includes worker processes (pages of shared memory touched by
+several processes are counted once per process, so this overstates multiprocessing slightly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+import numpy as np
+import psutil
+
+from pyflowreg._runtime import get_runtime
+from pyflowreg.core import FlowParameters
+from pyflowreg.datasets import make_recording
+from pyflowreg.executors import WarpSettings
+from pyflowreg.executors.base import resolve_n_jobs
+from pyflowreg.motion_correction import OFOptions, compensate_arr
+from pyflowreg.motion_correction.compensate_recording import RegistrationConfig
+
+EXECUTORS = ("sequential", "threading", "multiprocessing")
+
+
+class PeakRSS:
+    """Context manager: peak resident memory of this process plus its children, in MiB."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._process = psutil.Process()
+
+    def _total(self) -> int:
+        total = self._process.memory_info().rss
+        for child in self._process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass  # the child exited between listing and reading
+        return total
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._total())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self._total()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._total())
+
+    @property
+    def mib(self) -> float:
+        return self.peak / 2**20
+
+
+def normalised(video: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and reference scaled to about [0, 1] by the reference's range (float32)."""
+    low, high = float(reference.min()), float(reference.max())
+    scale = 1.0 / max(high - low, 1e-12)
+    return (
+        ((video - low) * scale).astype(np.float32),
+        ((reference - low) * scale).astype(np.float32),
+    )
+
+
+def run_pipeline(video, reference, options, executor: str, n_jobs: int) -> float:
+    config = RegistrationConfig(parallelization=executor, n_jobs=n_jobs)
+    start = time.perf_counter()
+    compensate_arr(video, reference, options, registration_config=config)
+    return time.perf_counter() - start
+
+
+def make_executor(name: str, n_jobs: int, params: FlowParameters, dtype: np.dtype):
+    runtime = get_runtime()
+    cls = runtime.get_executor_class(name)
+    factory = runtime.get_flow_backend("flowreg").load()
+    return cls(n_jobs, factory, params, {}, WarpSettings("cubic", dtype))
+
+
+def run_direct(video, filtered, reference, params, executor: str, n_jobs: int, buffer: int):
+    start = time.perf_counter()
+    uv = np.zeros((*video.shape[1:3], 2), np.float32)
+    with make_executor(executor, n_jobs, params, video.dtype) as ex:
+        ex.set_reference(reference)
+        for first in range(0, len(video), buffer):
+            stop = first + buffer
+            ex.process_batch(video[first:stop], filtered[first:stop], uv, first)
+    return time.perf_counter() - start
+
+
+def startup_cost(video, filtered, reference, params, n_jobs: int) -> tuple[float, float]:
+    """Seconds to a first finished batch of one frame per worker, and of a second such batch."""
+    n = resolve_n_jobs(n_jobs)
+    frames = np.resize(np.arange(len(video)), n)
+    uv = np.zeros((*video.shape[1:3], 2), np.float32)
+    start = time.perf_counter()
+    with make_executor("multiprocessing", n_jobs, params, video.dtype) as ex:
+        ex.set_reference(reference)
+        ex.process_batch(video[frames], filtered[frames], uv, 0)
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        ex.process_batch(video[frames], filtered[frames], uv, 0)
+        second = time.perf_counter() - start
+    return first, second
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=512, help="frame height and width (px)")
+    parser.add_argument("--frames", type=int, default=200, help="number of frames")
+    parser.add_argument("--quality", default="balanced", choices=["quality", "balanced", "fast"])
+    parser.add_argument("--buffer-size", type=int, default=50, help="frames per batch")
+    parser.add_argument("--n-jobs", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--executors", default=",".join(EXECUTORS), help="comma-separated names")
+    parser.add_argument("--direct", action="store_true", help="drive the executors directly")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    n_jobs_list = [int(n) for n in args.n_jobs.split(",")]
+    executors = [e for e in args.executors.split(",") if e]
+
+    rec = make_recording(args.frames, (args.size, args.size), seed=args.seed, dtype=np.uint16)
+    video, reference = rec.video, rec.reference
+    options = OFOptions(quality_setting=args.quality, buffer_size=args.buffer_size)
+    params = FlowParameters.from_quality(args.quality)
+    filtered, reference_n = normalised(video, reference)
+    mode = "executors only" if args.direct else "compensate_arr"
+    print(
+        f"{args.frames} frames of {args.size}x{args.size} uint16, quality={args.quality!r}, "
+        f"buffer_size={args.buffer_size}, {mode}; {resolve_n_jobs(-1)} cores available"
+    )
+
+    def measure(executor: str, n_jobs: int) -> float:
+        if args.direct:
+            return run_direct(
+                video, filtered, reference_n, params, executor, n_jobs, args.buffer_size
+            )
+        return run_pipeline(video, reference, options, executor, n_jobs)
+
+    # compile or load the Numba kernels once, outside the measurements
+    warm_up = RegistrationConfig(parallelization="sequential")
+    compensate_arr(video[:2], reference, options, registration_config=warm_up)
+
+    rows = []
+    for executor in executors:
+        for n_jobs in [1] if executor == "sequential" else n_jobs_list:
+            with PeakRSS() as memory:
+                seconds = measure(executor, n_jobs)
+            rows.append((executor, n_jobs, args.frames / seconds, memory.mib))
+    base = next((fps for name, _, fps, _ in rows if name == "sequential"), None)
+
+    print(f"\n{'executor':<16}{'n_jobs':>7}{'frames/s':>11}{'speed-up':>10}{'peak RSS MiB':>14}")
+    for executor, n_jobs, fps, mib in rows:
+        speedup = f"{fps / base:.2f}x" if base else "-"
+        print(f"{executor:<16}{n_jobs:>7}{fps:>11.2f}{speedup:>10}{mib:>14.0f}")
+
+    if "multiprocessing" in executors:
+        print("\nmultiprocessing start-up (pool + shared memory + worker imports/JIT load):")
+        for n_jobs in n_jobs_list:
+            first, second = startup_cost(video, filtered, reference_n, params, n_jobs)
+            print(
+                f"  n_jobs={n_jobs}: first batch of one frame per worker {first:.2f} s, "
+                f"next one {second:.2f} s -> start-up about {first - second:.2f} s"
+            )
+
+
+if __name__ == "__main__":
+    main()
