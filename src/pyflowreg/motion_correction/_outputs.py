@@ -104,6 +104,8 @@ class AtomicOutputs:
         self.close_writers()
         done = {}
         for key, (partial, final) in self._pending.items():
+            if not partial.exists():  # a writer that received no frame leaves no file
+                continue
             _remove(final)
             os.replace(partial, final)
             done[key] = final

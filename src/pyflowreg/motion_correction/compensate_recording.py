@@ -13,10 +13,12 @@ Outputs in ``options.output_path`` (``<ext>`` from ``options.output_format``):
     The registered video, dtype of the input unless ``options.output_dtype`` (integers
     rounded and clipped, never wrapped), averaged over ``bin_size`` frames.
 ``w.<ext>`` (``save_w``)
-    Displacement fields ``(T, H, W, 2)`` float32, written as a two-channel video:
-    channel 0 is ``u`` (x, columns), channel 1 is ``v`` (y, rows). HDF5, MAT, NPY and
-    Zarr hold it as one ``(T, H, W, 2)`` array, TIFF as a stack of two-sample pages,
-    each as the format's writer stores a two-channel video.
+    Displacement fields ``(T, H, W, 2)`` float32, a two-channel video: channel 0 is
+    ``u`` (x, columns), channel 1 is ``v`` (y, rows). HDF5: one dataset ``w``
+    ``(T, H, W, 2)``; NPY and Zarr: one ``(T, H, W, 2)`` array; MAT (v7.3): variables
+    ``u`` and ``v``, ``(H, W, T)`` each in MATLAB; TIFF: two channels per frame, as the
+    TIFF writer stores any two-channel video. Every one reads back as ``(T, H, W, 2)``
+    through :func:`pyflowreg.io.open_reader`.
 ``valid_mask.<ext>`` (``save_valid_mask``)
     ``(T, H, W, 1)`` uint8: 1 where the frame was sampled inside its bounds
     (``0 <= x + u <= W - 1`` and ``0 <= y + v <= H - 1``), 0 where the border was extended.
@@ -152,6 +154,18 @@ class RegistrationError(RuntimeError):
     """A run failed; the message names the batch (frames) and the cause."""
 
 
+#: Writer options of the displacement fields: one ``(T, H, W, 2)`` dataset ``w`` in HDF5,
+#: variables ``u`` and ``v`` (``(H, W, T)`` each) in MAT; other formats store two channels.
+_W_LAYOUT = {
+    "HDF5": {"layout": "stacked", "dataset_name": "w"},
+    "MAT": {"layout": "channels", "variable_names": ["u", "v"]},
+}
+_MASK_LAYOUT = {
+    "HDF5": {"layout": "channels", "dataset_names": ["valid_mask"]},
+    "MAT": {"layout": "channels", "variable_names": ["valid_mask"]},
+}
+
+
 class _FileSink:
     """Writers and statistics of one run, behind :class:`AtomicOutputs`."""
 
@@ -163,13 +177,25 @@ class _FileSink:
         self.video = self.w = self.mask = None
         self._video_parts: list[np.ndarray] = []
         self._w_parts: list[np.ndarray] = []
+        n_frames = int(shape[0])
         if self.to_files:
-            writer = outputs.video_writer("compensated", options.output_file.name, fmt)
+            n_out = -(-n_frames // options.bin_size)
+            writer = outputs.video_writer(
+                "compensated", options.output_file.name, fmt, expected_frames=n_out
+            )
             self.video = BinnedWriter(writer, options.bin_size, dtype)
             if options.save_w:
-                self.w = outputs.video_writer("w", "w" + ext, fmt)
+                self.w = outputs.video_writer(
+                    "w", "w" + ext, fmt, expected_frames=n_frames, **_W_LAYOUT.get(fmt, {})
+                )
             if options.save_valid_mask:
-                self.mask = outputs.video_writer("valid_mask", "valid_mask" + ext, fmt)
+                self.mask = outputs.video_writer(
+                    "valid_mask",
+                    "valid_mask" + ext,
+                    fmt,
+                    expected_frames=n_frames,
+                    **_MASK_LAYOUT.get(fmt, {}),
+                )
         elif self.in_memory:
             self.video = BinnedWriter(_ListWriter(self._video_parts), options.bin_size, dtype)
         self.stats: StatisticsAccumulator | None = None
