@@ -36,11 +36,11 @@ from .torch_kernels import (
     apply_axes,
     cascade_matrix,
     derivatives,
-    median5,
     motion_tensor,
     resize_matrix,
     warp_level,
 )
+from .torch_median import median5
 from .torch_solver import SolverSettings, sor_solve
 
 BACKEND_PARAMS = ("device", "dtype", "batch_frames")

@@ -20,7 +20,6 @@ from ..core.pyramid import cubic_taps, gaussian_kernel
 
 EPS = 1e-5  # Charbonnier epsilon (ALGORITHM.md)
 GRAD_EPS = 1e-6  # gradient-constancy normalisation
-MEDIAN_CHUNK = 1 << 26  # elements of the 25-fold unfolded median buffer per chunk
 
 
 # ----------------------------------------------------------------------------- resampling
@@ -36,7 +35,10 @@ def mirror_index(i: np.ndarray, n: int) -> np.ndarray:
 
 
 def resize_matrix(n_src: int, n_dst: int) -> np.ndarray:
-    """``(n_dst, n_src)`` float64 matrix of the centre-aligned Keys cubic resize (replicate border)."""
+    """``(n_dst, n_src)`` float64 matrix of the centre-aligned Keys cubic resize.
+
+    Source indices are clamped (replicate border); taps that hit the same index add up.
+    """
     idx, wts = cubic_taps(n_src, n_dst)
     mat = np.zeros((n_dst, n_src))
     np.add.at(mat, (np.repeat(np.arange(n_dst), 4), idx.ravel()), wts.ravel())
@@ -192,20 +194,3 @@ def motion_tensor(
     fy = (ref_d[1][inner] + warped_d[1][inner]) * 0.5
     ft = warped[inner] - ref[inner]
     return torch.stack((fx * fx, fy * fy, ft * ft, fx * fy, fx * ft, fy * ft))
-
-
-# ----------------------------------------------------------------------------- median
-
-
-def median5(x: torch.Tensor) -> torch.Tensor:
-    """5x5 median filter of ``x`` (T, h, w) with symmetric borders (-1 -> 0, -2 -> 1)."""
-    t, h, w = x.shape
-    iy = torch.as_tensor(mirror_index(np.arange(-2, h + 2), h), device=x.device)
-    ix = torch.as_tensor(mirror_index(np.arange(-2, w + 2), w), device=x.device)
-    out = torch.empty_like(x)
-    step = max(1, MEDIAN_CHUNK // (25 * h * w))
-    for s in range(0, t, step):
-        xp = x[s : s + step].index_select(1, iy).index_select(2, ix)
-        patches = xp.unfold(1, 5, 1).unfold(2, 5, 1).reshape(-1, h, w, 25)
-        out[s : s + step] = patches.median(dim=-1).values
-    return out

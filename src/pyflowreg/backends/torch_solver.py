@@ -39,6 +39,14 @@ def neumann_(a: torch.Tensor) -> None:
     a[:, :, -1] = a[:, :, -2]
 
 
+def _neumann4(a: torch.Tensor) -> None:
+    """Ghost-frame copy for a stacked ``(T, K, h, w)`` tensor."""
+    a[..., 0, :] = a[..., 1, :]
+    a[..., -1, :] = a[..., -2, :]
+    a[..., :, 0] = a[..., :, 1]
+    a[..., :, -1] = a[..., :, -2]
+
+
 def _interior(a: torch.Tensor) -> torch.Tensor:
     return a[:, 1:-1, 1:-1]
 
@@ -91,14 +99,29 @@ def sor_solve(
     u, v : Tensor
         Flow on entry ``(T, h, w)`` in full-resolution pixels.
     s : SolverSettings
+
+    Notes
+    -----
+    ``U`` and ``V`` live in one ``(T, 2, h, w)`` tensor so that one set of ghost copies and one
+    neighbour sum serve both. With ``K = omega * mask / (S + A11)`` and ``F = 1 - omega * mask``
+    the SOR step ``U <- (1 - omega) U + omega U*`` on the pixels of one colour reads
+    ``U <- F U + K (sum_q c_q U_q + A11 u + A12 v - A13) - K A12 V`` (likewise for ``V`` with the
+    new ``U``). With constant smoothness weights everything is divided by ``c_x`` beforehand.
     """
-    t, h, w = u.shape
-    U = u.clone()
-    V = v.clone()
+    h, w = u.shape[1:]
+    UV = torch.stack((u, v), dim=1)
     if h < 3 or w < 3:
-        return U, V
-    ui, vi = _interior(u), _interior(v)
-    Ui, Vi = _interior(U), _interior(V)
+        return UV[:, 0], UV[:, 1]
+    uvi = UV[..., 1:-1, 1:-1].clone()
+    ui, vi = uvi[:, 0], uvi[:, 1]
+    inner = UV[..., 1:-1, 1:-1]
+    Ui, Vi = inner[:, 0], inner[:, 1]
+    left, right, up, down = (
+        UV[..., 1:-1, :-2],
+        UV[..., 1:-1, 2:],
+        UV[..., :-2, 1:-1],
+        UV[..., 2:, 1:-1],
+    )
     cx = s.alpha_x / (s.hx * s.hx)
     cy = s.alpha_y / (s.hy * s.hy)
     rho = cy / cx
@@ -107,50 +130,47 @@ def sor_solve(
     jj = torch.arange(1, w - 1, device=u.device).view(1, -1)
     red = ((ii + jj) % 2 == 0).to(u.dtype)
     masks = (red, 1.0 - red)
-    nb = torch.empty_like(Ui)
+    keep = [1.0 - s.omega * m for m in masks]
+    nb = torch.empty_like(uvi)
     for it in range(s.iterations):
         if it % s.update_lag == 0:
             a11, a22, a12, a13, a23 = _data_weights(J, wts, Ui - ui, Vi - vi, s.a_data)
             if robust:
-                neumann_(U)
-                neumann_(V)
-                psi = _smooth_weights(U, V, s)
+                _neumann4(UV)
+                psi = _smooth_weights(UV[:, 0], UV[:, 1], s)
                 p = _interior(psi)
                 pl, pr, pu, pd = _neighbours(psi)
-                coef = ((p + pl).mul_(0.5 * cx), (p + pr).mul_(0.5 * cx))
-                coef += ((p + pu).mul_(0.5 * cy), (p + pd).mul_(0.5 * cy))
+                coef = [(p + q).mul_(0.5 * c).unsqueeze(1) for q, c in
+                        ((pl, cx), (pr, cx), (pu, cy), (pd, cy))]  # fmt: skip
                 S = coef[0] + coef[1] + coef[2] + coef[3]
-                scale = 1.0
+                S = S[:, 0]
             else:
-                # constant weights: everything is divided by cx so that the left/right
-                # neighbours enter with weight 1 and up/down with cy / cx
                 S = 2.0 + 2.0 * rho
-                scale = 1.0 / cx
-                a11, a22, a12, a13, a23 = (a * scale for a in (a11, a22, a12, a13, a23))
-            bu = (a11 * ui).addcmul_(a12, vi).sub_(a13)
-            bv = (a22 * vi).addcmul_(a12, ui).sub_(a23)
-            du_den = a11.add_(S)
-            dv_den = a22.add_(S)
-            ku = torch.reciprocal(du_den).mul_(s.omega)
-            kv = torch.reciprocal(dv_den).mul_(s.omega)
+                a11, a22, a12, a13, a23 = (a / cx for a in (a11, a22, a12, a13, a23))
+            b = torch.stack(
+                ((a11 * ui).addcmul_(a12, vi).sub_(a13), (a22 * vi).addcmul_(a12, ui).sub_(a23)),
+                dim=1,
+            )
+            ku = torch.reciprocal(a11.add_(S)).mul_(s.omega)
+            kv = torch.reciprocal(a22.add_(S)).mul_(s.omega)
             k_u = [ku * m for m in masks]
             k_v = [kv * m for m in masks]
+            ka_u = [k * a12 for k in k_u]
+            ka_v = [k * a12 for k in k_v]
         for color in (0, 1):
-            neumann_(U)
-            neumann_(V)
-            for X, Xi, b, den, k, other in (
-                (U, Ui, bu, du_den, k_u, Vi),
-                (V, Vi, bv, dv_den, k_v, Ui),
-            ):
-                left, right, up, down = _neighbours(X)
-                if robust:
-                    torch.mul(coef[0], left, out=nb)
-                    nb.addcmul_(coef[1], right).addcmul_(coef[2], up).addcmul_(coef[3], down)
-                else:
-                    torch.add(left, right, out=nb)
-                    nb.add_(up, alpha=rho).add_(down, alpha=rho)
-                nb.add_(b).addcmul_(a12, other, value=-1.0).addcmul_(den, Xi, value=-1.0)
-                Xi.addcmul_(k[color], nb)
-    neumann_(U)
-    neumann_(V)
-    return U, V
+            _neumann4(UV)
+            if robust:
+                torch.mul(coef[0], left, out=nb)
+                nb.addcmul_(coef[1], right).addcmul_(coef[2], up).addcmul_(coef[3], down)
+            else:
+                torch.add(left, right, out=nb)
+                nb.add_(up, alpha=rho).add_(down, alpha=rho)
+            nb.add_(b)
+            Ui.mul_(keep[color]).addcmul_(k_u[color], nb[:, 0]).addcmul_(
+                ka_u[color], Vi, value=-1.0
+            )
+            Vi.mul_(keep[color]).addcmul_(k_v[color], nb[:, 1]).addcmul_(
+                ka_v[color], Ui, value=-1.0
+            )
+    _neumann4(UV)
+    return UV[:, 0], UV[:, 1]
