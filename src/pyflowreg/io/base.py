@@ -317,10 +317,12 @@ class VideoWriter(ABC):
 
     The frame shape and dtype are fixed by the first :meth:`write`; later writes must have the same
     frame shape, and a different dtype is accepted only when it casts safely (``np.can_cast(...,
-    "safe")``). Data is stored in native byte order. File-backed writers create their file at the
-    first write (a writer closed before any write leaves no file), write only to the path they were
-    given, and have fully flushed and closed it when :meth:`close` returns, so the caller can
-    rename it.
+    "safe")``). Data is stored in native byte order; boolean frames are stored as uint8 0/1.
+
+    File-backed writers create their file at the first write (a writer closed before any write
+    leaves no file), write only to the path they were given (no side files), and have fully
+    flushed and closed it when :meth:`close` returns, so the caller can rename it. ``close`` is
+    idempotent and also runs when a ``with`` block exits with an error.
     """
 
     format_name: ClassVar[str] = ""
@@ -387,6 +389,8 @@ class VideoWriter(ABC):
             )
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"frames must be a numeric array, got dtype {arr.dtype}")
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8)
         if self._frame_shape is None:
             if min(arr.shape[1:]) < 1:
                 raise ValueError(f"frames must have H, W, C >= 1, got shape {arr.shape}")

@@ -159,6 +159,11 @@ class TIFFReader(VideoReader):
             self._close()
             raise corrupt_file_error(path, damage[0])
 
+    @property
+    def memory_mapped(self) -> bool:
+        """True when frames are read from a memory map (uncompressed, contiguous data)."""
+        return self._mm is not None
+
     def _open_series(
         self, series: int, n_channels: int | None, plane: int | None, memmap: bool
     ) -> None:
@@ -358,7 +363,7 @@ class TIFFWriter(VideoWriter):
             else:
                 self.bigtiff = not self.imagej
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "writing nonconformant BigTIFF ImageJ")
+            warnings.filterwarnings("ignore", ".*writing nonconformant BigTIFF ImageJ")
             self._tw = tifffile.TiffWriter(self.path, bigtiff=self.bigtiff, imagej=self.imagej)
 
     def _put(self, block: np.ndarray) -> None:
@@ -366,7 +371,7 @@ class TIFFWriter(VideoWriter):
             if self._bytes + block.nbytes > self.classic_limit:
                 raise ValueError(
                     f"'{self.path}' would exceed 4 GB, the limit of classic TIFF; "
-                    f"open the writer with bigtiff=True (or expected_frames=...)"
+                    f"open the writer with bigtiff=True"
                 )
         metadata = None if self.imagej else {"axes": "TZCYX"}
         self._tw.write(block, contiguous=True, photometric="minisblack", metadata=metadata)
