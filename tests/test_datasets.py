@@ -279,3 +279,16 @@ def test_make_pair_noise_and_seed():
         make_pair(noise=-1.0)
     with pytest.raises(ValueError, match=r"w must have shape \(64, 64, 2\)"):
         make_pair((64, 64), np.zeros((32, 32, 2)))
+
+
+# --- agreement with the engine's convention ------------------------------------------------------
+
+
+def test_core_warp_with_ground_truth_aligns_moving_to_reference():
+    core = pytest.importorskip("pyflowreg.core")
+    reference, moving, w = make_pair((64, 64), seed=3)
+    registered = core.warp(moving, w)
+    assert interior(np.abs(registered - reference)).max() < 1e-2
+    rec = make_recording(3, (64, 64), snr=np.inf, max_rigid=3.0, max_nonrigid=1.0, seed=4)
+    registered = core.warp(rec.video, rec.flow)
+    assert np.abs(registered - rec.clean)[:, 6:-6, 6:-6].max() < 1e-2 * rec.clean.max()

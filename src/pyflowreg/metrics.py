@@ -115,8 +115,9 @@ def crispness(image: ArrayLike) -> float:
 
     ``sum_c sqrt(sum_{y,x} (d_y I_c)^2 + (d_x I_c)^2)`` with ``np.gradient`` (central differences
     inside, one-sided at the edges) per channel ``c``. Motion blurs the mean image of a video, so a
-    better-registered video has a crisper mean image; compare values of images with the same size
-    and intensity scale only.
+    better-registered video has a crisper mean image. Compare values of images with the same size
+    and intensity scale only, and average enough frames: noise adds to the gradient too, so the mean
+    of a few noisy frames can look crisper than a well-registered but interpolation-smoothed one.
 
     Parameters
     ----------

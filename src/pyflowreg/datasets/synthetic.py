@@ -108,7 +108,13 @@ def make_recording(
     Noise: Poisson shot noise plus Gaussian read noise, per channel. The signal-to-noise ratio
     is ``SNR = mean clean signal / RMS noise``, both over all pixels and frames of the channel,
     signal measured above ``offset``; shot noise makes up ``SHOT_NOISE_FRACTION`` of the noise
-    variance at the mean intensity.
+    variance at the mean intensity (at SNR 5 the mean pixel collects about 31 photons). Shot noise
+    is drawn from the Poisson distribution where fewer than 10 photons are expected and from its
+    Gaussian approximation (same mean and variance) elsewhere, which is much faster.
+
+    Cost: about 20-35 ms per 512 x 512 frame and channel on one CPU core (mostly the cubic
+    resampling), and 16 bytes per pixel and frame for ``video``, ``clean`` and ``flow`` together
+    (float32, one channel).
 
     Parameters
     ----------
