@@ -88,6 +88,7 @@ def test_simulator_agrees_with_cpu(name, tmp_path):
         ({"device": "gpu"}, r'backend_params\["device"\] must be an index >= 0, "cuda" or'),
         ({"device": -1}, r"got -1"),
         ({"batch_frames": 0}, r'backend_params\["batch_frames"\] must be an integer >= 1, got 0'),
+        ({"block_level_pixels": -1}, r'"block_level_pixels"\] must be an integer >= 0, got -1'),
         ({"threads": 4}, r"\['threads'\] are not understood by the 'flowreg_cuda' backend"),
     ],
 )

@@ -162,11 +162,16 @@ class CudaBackend(FlowBackend):
                 f'backend_params["batch_frames"] must be an integer >= 1, got {batch!r}'
             )
         self.batch_frames = None if batch is None else int(batch)
-        self.block_level_pixels = int(self.backend_params.get("block_level_pixels", 4096))
+        block = self.backend_params.get("block_level_pixels", 4096)
+        if not isinstance(block, (int, np.integer)) or isinstance(block, bool) or block < 0:
+            raise ValueError(
+                f'backend_params["block_level_pixels"] must be an integer >= 0, got {block!r}'
+            )
+        self.block_level_pixels = int(block)
         cuda = _import_cuda()
-        self.simulator = bool(
-            getattr(cuda, "simulator", None) and "simulator" in cuda.__name__
-        ) or (os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1")
+        from numba.cuda import config as cuda_config
+
+        self.simulator = bool(cuda_config.ENABLE_CUDASIM)
         if not cuda.is_available():
             raise RuntimeError(
                 "flowreg_cuda: no CUDA device was found; NUMBA_ENABLE_CUDASIM=1 runs the (slow) "
@@ -184,7 +189,7 @@ class CudaBackend(FlowBackend):
         self._solver_threads = 32 if self.simulator else 256
         self._sweep_block = (8, 4, 1) if self.simulator else (32, 8, 1)
         self._tables: dict = {}
-        self._buffers: dict[int, _Buffers] = {}
+        self._buffers: dict[tuple, _Buffers] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ ZERO = np.float32(0.0)
 # -- layout -----------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def to_planar(src, dst, channel_major):
     """``src`` (B, H, W, C) -> ``dst`` (B*C, H, W): row ``b*C + c``, or ``c*B + b`` if
     ``channel_major`` (used for flow fields, giving the ``(2, B, H, W)`` layout)."""
@@ -46,7 +46,7 @@ def to_planar(src, dst, channel_major):
             dst[row, i, j] = src[b, i, j, c]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def interleave_flow(flow, out):
     """``flow`` (2, B, H, W) -> ``out`` (B, H, W, 2)."""
     j, i, b = cuda.grid(3)
@@ -56,7 +56,7 @@ def interleave_flow(flow, out):
         out[b, i, j, 1] = flow[1, b, i, j]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def broadcast_flow(src, dst):
     """``src`` (2, 1, h, w) -> every frame of ``dst`` (2, B, h, w)."""
     j, i, b = cuda.grid(3)
@@ -83,7 +83,7 @@ def _mirror(i, n):
     return i
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def blur_rows(src, dst, taps):
     """Gaussian ``taps`` along axis 1 of ``src`` (N, h, w), symmetric borders."""
     j, i, n = cuda.grid(3)
@@ -96,7 +96,7 @@ def blur_rows(src, dst, taps):
         dst[n, i, j] = acc
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def blur_cols(src, dst, taps):
     """Gaussian ``taps`` along axis 2 of ``src`` (N, h, w), symmetric borders."""
     j, i, n = cuda.grid(3)
@@ -109,7 +109,7 @@ def blur_cols(src, dst, taps):
         dst[n, i, j] = acc
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def resize_rows(src, dst, idx, wts):
     """Cubic resampling of axis 1: ``dst[n, i] = sum_k wts[i, k] * src[n, idx[i, k]]``."""
     j, i, n = cuda.grid(3)
@@ -123,7 +123,7 @@ def resize_rows(src, dst, idx, wts):
         )
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def resize_cols(src, dst, idx, wts):
     """Cubic resampling of axis 2: ``dst[n, :, j] = sum_k wts[j, k] * src[n, :, idx[j, k]]``."""
     j, i, n = cuda.grid(3)
@@ -158,7 +158,7 @@ def _keys(t):
     )
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def warp_level(moving, ref, flow, out, n_channels, hx, hy):
     """Bicubic backward warp of ``moving`` (B*C, h, w) by ``flow`` (2, B, h, w) into ``out``;
     samples outside the level take the reference ``ref`` (C, h, w). Positions in float64."""
@@ -205,7 +205,7 @@ def _fy(f, n, i, j, h, sy):
     return (f[n, _clamp(i + 1, h), j] - f[n, _clamp(i - 1, h), j]) * sy
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def derivatives(img, out, sx, sy):
     """``out`` (5, N, h, w) = f_x, f_y, f_xx, f_yy, f_xy of ``img`` (N, h, w) on interior
     pixels (``sx = 1 / (2 h_x)``, ``sy = 1 / (2 h_y)``); the border is left untouched."""
@@ -220,7 +220,7 @@ def derivatives(img, out, sx, sy):
     out[4, n, i, j] = (_fx(img, n, i + 1, j, w, sx) - _fx(img, n, i - 1, j, w, sx)) * sy
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def motion_tensor(ref, ref_d, warped, J, sx, sy, gradient_constancy):
     """Motion tensors ``J`` (B, C, 6, h, w) of the warped frames ``warped`` (B*C, h, w)
     against the reference ``ref`` (C, h, w) with derivatives ``ref_d`` (5, C, h, w).
@@ -372,7 +372,7 @@ def _pair_step(UV, uv, A, J, wts, psi, b, i, k, h, w, colour, refresh, robust, c
         _relax_pixel(UV, uv, A, psi, b, i, j, h, w, robust, cx, cy, omega)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def sor_half(UV, uv, A, J, wts, psi, colour, refresh, robust, coef):
     """One half-sweep (pixels with ``(i + j) % 2 == colour``) over all frames.
 
@@ -386,7 +386,7 @@ def sor_half(UV, uv, A, J, wts, psi, colour, refresh, robust, coef):
         _pair_step(UV, uv, A, J, wts, psi, b, i, k, h, w, colour, refresh, robust, coef)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def smooth_weights(UV, psi, sx, sy, a_smooth, a_exp):
     """Robust smoothness weights ``psi`` (B, h, w) on interior pixels."""
     j, i, b = cuda.grid(3)
@@ -395,7 +395,7 @@ def smooth_weights(UV, psi, sx, sy, a_smooth, a_exp):
         _smooth_pixel(UV, psi, b, i, j, h, w, sx, sy, a_smooth, a_exp)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def sor_level_block(UV, uv, A, J, wts, psi, iterations, update_lag, robust, coef, scoef):
     """The whole solve of one small level, one thread block per frame.
 
@@ -428,7 +428,7 @@ def sor_level_block(UV, uv, A, J, wts, psi, iterations, update_lag, robust, coef
             cuda.syncthreads()
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def increments(UV, uv, du):
     """``du = UV - uv`` (2, B, h, w) after the final Neumann copy into UV's ghost frame."""
     j, i, n = cuda.grid(3)
@@ -441,7 +441,7 @@ def increments(UV, uv, du):
         du[c, b, i, j] = UV[c, b, ii, jj] - uv[c, b, i, j]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def median_update(du, uv, use_median):
     """``uv += median5x5(du)`` (symmetric borders), or ``uv += du`` without ``use_median``."""
     j, i, n = cuda.grid(3)
