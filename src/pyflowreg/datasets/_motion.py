@@ -58,8 +58,13 @@ def rigid_trajectory(
 
 def _basis(coordinate: np.ndarray, length: int) -> np.ndarray:
     """Cosine modes ``cos(pi * i * (coordinate + 0.5) / length)``, shape (..., N_MODES)."""
-    modes = np.pi * np.arange(N_MODES) / length
-    return np.cos((np.asarray(coordinate, dtype=float)[..., None] + 0.5) * modes)
+    first = np.cos((np.asarray(coordinate, dtype=float) + 0.5) * (np.pi / length))
+    basis = np.empty((*first.shape, N_MODES))
+    basis[..., 0] = 1.0
+    basis[..., 1] = first
+    for i in range(2, N_MODES):  # Chebyshev recurrence: cos(i a) = 2 cos(a) cos((i-1) a) - ...
+        basis[..., i] = 2.0 * first * basis[..., i - 1] - basis[..., i - 2]
+    return basis
 
 
 class NonrigidField(NamedTuple):
@@ -97,9 +102,8 @@ class NonrigidField(NamedTuple):
     def at(self, t: int, py: np.ndarray, px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(u, v)`` of frame ``t`` at the points ``(py, px)`` (any equal shapes), in pixels."""
         by, bx = _basis(py, self.shape[0]), _basis(px, self.shape[1])
-        inner = np.einsum("cij,...j->...ci", self.coefficients[t], bx)
-        uv = np.einsum("...ci,...i->...c", inner, by)
-        return uv[..., 0], uv[..., 1]
+        u, v = (np.einsum("...i,...i->...", bx @ a.T, by) for a in self.coefficients[t])
+        return u, v
 
     def gradient_bound(self, t: int) -> float:
         """Upper bound of the Frobenius norm of the Jacobian of frame ``t``'s field."""
