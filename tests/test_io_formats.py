@@ -495,3 +495,19 @@ def test_real_allen_input_frames_h5():
     with open_reader(path, bin_size=5) as reader:
         assert reader.shape == (20, 100, 100, 1)
         np.testing.assert_allclose(reader[3][..., 0], expected[15:20].mean(axis=0), rtol=1e-6)
+
+
+def test_dataset_name_list_means_one_dataset_per_channel(tmp_path):
+    # The pipeline's OFOptions.dataset_name may be a list (one per channel), for HDF5 and MAT.
+    video = make_video("uint16", c=2)
+    with open_writer(tmp_path / "v.h5", dataset_names=["g", "r"]) as writer:
+        writer.write(video)
+    with open_writer(tmp_path / "v.mat", variable_names=["g", "r"]) as writer:
+        writer.write(video)
+    for name in ("v.h5", "v.mat"):
+        with open_reader(tmp_path / name, dataset_name=("r", "g")) as reader:
+            np.testing.assert_array_equal(reader[:], video[..., ::-1])
+    with open_reader(tmp_path / "v.mat", dataset_name="g") as reader:
+        np.testing.assert_array_equal(reader[:], video[..., :1])
+    with pytest.raises(ValueError, match=r"variable_name\(s\) or their alias"):
+        open_reader(tmp_path / "v.mat", dataset_name="g", variable_name="g")

@@ -83,7 +83,7 @@ def select_datasets(
     shapes: Mapping[str, tuple[int, ...]],
     path: PathType,
     *,
-    dataset_name: str | None = None,
+    dataset_name: str | Sequence[str] | None = None,
     dataset_names: Sequence[str] | None = None,
     what: str = "dataset",
 ) -> list[str]:
@@ -95,8 +95,8 @@ def select_datasets(
         Every numeric dataset in the container and its shape.
     path : path-like
         The file, for error messages.
-    dataset_name : str, optional
-        Use this dataset.
+    dataset_name : str or sequence of str, optional
+        Use this dataset; a list or tuple means ``dataset_names``.
     dataset_names : sequence of str, optional
         One dataset per channel, stacked in this order.
     what : str
@@ -108,6 +108,10 @@ def select_datasets(
         Without a name: datasets ``ch1, ch2, ...`` if present (one per channel), else the first of
         :data:`COMMON_DATASET_NAMES` that is 3-D or 4-D, else the only or the largest 3-D/4-D one.
     """
+    if isinstance(dataset_name, list | tuple):
+        if dataset_names is not None:
+            raise ValueError("pass either dataset_name or dataset_names, not both")
+        dataset_name, dataset_names = None, dataset_name
     available = ", ".join(f"'{k}' {tuple(v)}" for k, v in shapes.items()) or "none"
     if dataset_name is not None and dataset_names is not None:
         raise ValueError("pass either dataset_name or dataset_names, not both")

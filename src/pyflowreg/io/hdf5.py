@@ -61,8 +61,9 @@ class HDF5Reader(ArraySourceReader):
     ----------
     path : path-like
         The ``.h5``/``.hdf5`` file.
-    dataset_name : str, optional
-        Dataset holding the video (a path inside the file, e.g. ``"acq/mov"``).
+    dataset_name : str or sequence of str, optional
+        Dataset holding the video (a path inside the file, e.g. ``"acq/mov"``); a list means
+        ``dataset_names``.
     dataset_names : sequence of str, optional
         One ``(T, H, W)`` dataset per channel, stacked along ``C`` in this order.
     axis_order : str, optional
@@ -78,7 +79,7 @@ class HDF5Reader(ArraySourceReader):
         self,
         path: PathType,
         *,
-        dataset_name: str | None = None,
+        dataset_name: str | Sequence[str] | None = None,
         dataset_names: Sequence[str] | None = None,
         axis_order: str | None = None,
         bin_size: int = 1,
@@ -86,28 +87,23 @@ class HDF5Reader(ArraySourceReader):
         path = check_input_path(path)
         self._file = open_h5(path)
         try:
-            names = self._choose(path, dataset_name, dataset_names)
+            names = select_datasets(
+                list_datasets(self._file),
+                path,
+                dataset_name=dataset_name,
+                dataset_names=dataset_names,
+            )
             super().__init__(
                 path,
                 [self._file[n] for n in names],
                 axis_order,
                 bin_size=bin_size,
                 options={"dataset_names": names, "axis_order": axis_order},
-                **self._order_defaults(),
             )
         except BaseException:
             self._file.close()
             raise
         self.dataset_names = names
-
-    def _order_defaults(self) -> dict[str, Any]:
-        return {}
-
-    def _choose(
-        self, path: PathType, dataset_name: str | None, dataset_names: Sequence[str] | None
-    ) -> list[str]:
-        shapes = list_datasets(self._file)
-        return select_datasets(shapes, path, dataset_name=dataset_name, dataset_names=dataset_names)
 
     def _read_raw(self, start: int, stop: int) -> np.ndarray:
         try:

@@ -61,6 +61,20 @@ def is_mat73(path: PathType) -> bool:
     return h5py.is_hdf5(path)
 
 
+def _merge_aliases(
+    variable_name: Any, variable_names: Any, dataset_name: Any, dataset_names: Any
+) -> tuple[Any, Any]:
+    """``dataset_name(s)`` are accepted as aliases of ``variable_name(s)`` (one option for HDF5
+    and MAT inputs)."""
+    if (dataset_name is not None or dataset_names is not None) and (
+        variable_name is not None or variable_names is not None
+    ):
+        raise ValueError("pass variable_name(s) or their alias dataset_name(s), not both")
+    if dataset_name is not None or dataset_names is not None:
+        return dataset_name, dataset_names
+    return variable_name, variable_names
+
+
 def _reversed_order(axis_order: str | None) -> str | None:
     return None if axis_order is None else axis_order[::-1]
 
@@ -76,11 +90,13 @@ class MAT5Reader(ArraySourceReader):
         The variable; default: ``ch1, ch2, ...`` if present, else a common name (``mov``,
         ``data``, ...), else the largest 3-D/4-D numeric variable.
     variable_names : sequence of str, optional
-        One variable per channel.
+        One variable per channel (also given as a list in ``variable_name``).
     axis_order : str, optional
         MATLAB order of the variable, letters from ``"TYXC"`` (default ``"YXT"``/``"YXTC"``).
     bin_size : int
         Temporal binning, see :class:`~pyflowreg.io.base.VideoReader`.
+    dataset_name, dataset_names : optional
+        Aliases of ``variable_name`` and ``variable_names`` (the option name HDF5 input uses).
     """
 
     format_name: ClassVar[str] = "MAT"
@@ -89,12 +105,17 @@ class MAT5Reader(ArraySourceReader):
         self,
         path: PathType,
         *,
-        variable_name: str | None = None,
+        variable_name: str | Sequence[str] | None = None,
         variable_names: Sequence[str] | None = None,
         axis_order: str | None = None,
         bin_size: int = 1,
+        dataset_name: str | Sequence[str] | None = None,
+        dataset_names: Sequence[str] | None = None,
     ) -> None:
         path = check_input_path(path)
+        variable_name, variable_names = _merge_aliases(
+            variable_name, variable_names, dataset_name, dataset_names
+        )
         try:
             found = scipy.io.whosmat(str(path))
         except _MAT5_ERRORS as exc:
@@ -131,12 +152,17 @@ class MAT73Reader(ArraySourceReader):
         self,
         path: PathType,
         *,
-        variable_name: str | None = None,
+        variable_name: str | Sequence[str] | None = None,
         variable_names: Sequence[str] | None = None,
         axis_order: str | None = None,
         bin_size: int = 1,
+        dataset_name: str | Sequence[str] | None = None,
+        dataset_names: Sequence[str] | None = None,
     ) -> None:
         path = check_input_path(path)
+        variable_name, variable_names = _merge_aliases(
+            variable_name, variable_names, dataset_name, dataset_names
+        )
         self._file = open_h5(path)
         try:
             shapes = list_datasets(self._file, skip=_SKIP_GROUPS)
