@@ -204,7 +204,7 @@ def make_recording(
     sample = np.empty((rows, cols, n_channels), dtype=np.float32)
     for t in range(n_frames):
         functional = base[0].copy()
-        for k in np.flatnonzero(dff[:, t] > 1e-4):
+        for k in np.flatnonzero(dff[:, t]):
             y0, y1, x0, x1 = scene.boxes[k]
             functional[y0:y1, x0:x1] += dff[k, t] * patches[k]
         clean[t, ..., 0] = functional[crop]
