@@ -143,3 +143,30 @@ def test_tiff_layout_errors_name_the_file(tmp_path):
         open_reader(tmp_path / "a.tif", series=2)
     with pytest.raises(ValueError, match="n_channels must be >= 1, got 0"):
         open_reader(tmp_path / "a.tif", n_channels=0)
+
+
+@pytest.mark.parametrize(
+    ("message", "corrupt"),
+    [
+        ("<tifffile.read_tags> coercing invalid ASCII to bytes, due to UnicodeDecodeError", False),
+        ("<tifffile.TiffPages @8> invalid page offset 2160", True),
+    ],
+)
+def test_tifffile_log_messages_and_corruption(tmp_path, monkeypatch, message, corrupt):
+    # tifffile reports damage by logging; only messages about damaged data mean "corrupt".
+    import logging
+
+    tifffile.imwrite(tmp_path / "a.tif", video()[..., 0], photometric="minisblack")
+    original = tifffile.TiffFile.__init__
+
+    def init_with_log(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        logging.getLogger("tifffile").warning(message)
+
+    monkeypatch.setattr(tifffile.TiffFile, "__init__", init_with_log)
+    if corrupt:
+        with pytest.raises(CorruptFileError, match="invalid page offset"):
+            open_reader(tmp_path / "a.tif")
+    else:
+        with open_reader(tmp_path / "a.tif") as reader:
+            assert reader.shape == (20, 32, 32, 1)

@@ -41,9 +41,25 @@ from pyflowreg.io.base import (
 
 __all__ = ["TIFFReader", "TIFFWriter", "scanimage_layout"]
 
+_log = logging.getLogger(__name__)
 _ROLES = {"T": "T", "I": "T", "Q": "T", "Z": "Z", "C": "C"}
 _PAGE_AXES = set("YXS")
-_CORRUPT_WORDS = ("invalid", "corrupt", "truncat", "failed", "raised", "out of range")
+# Phrases of tifffile's log messages that mean damaged structure or missing data (its other
+# warnings, e.g. about odd metadata tags, leave the image data readable).
+_DAMAGE_PHRASES = (
+    "invalid page offset",
+    "invalid offset to",
+    "corrupted tag list",
+    "corrupted file",
+    "failed to reshape",
+    "missing data are zeroed",
+    "bytes, got",
+    "segments, got",
+    "incompletely written",
+    "circular reference",
+    "is missing",
+    "truncat",
+)
 _IMAGEJ_DTYPES = {np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32)}
 _TIFF_ERRORS = (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError, KeyError)
 
@@ -64,6 +80,14 @@ def _tifffile_log() -> Iterator[list[str]]:
         yield messages
     finally:
         logger.removeHandler(handler)
+
+
+def _damage(messages: list[str]) -> str | None:
+    """The first logged message that reports a damaged file, if any."""
+    for message in messages:
+        if any(phrase in message.lower() for phrase in _DAMAGE_PHRASES):
+            return message
+    return None
 
 
 def _find(frame_data: dict[str, Any], suffixes: tuple[str, ...]) -> Any:
@@ -154,10 +178,10 @@ class TIFFReader(VideoReader):
                 if isinstance(exc, _LayoutError):
                     raise ValueError(f"'{path}': {exc}") from None
                 raise corrupt_file_error(path, exc) from exc
-        damage = [m for m in log if any(w in m.lower() for w in _CORRUPT_WORDS)]
+        damage = _damage(log)
         if damage:
             self._close()
-            raise corrupt_file_error(path, damage[0])
+            raise corrupt_file_error(path, damage)
 
     @property
     def memory_mapped(self) -> bool:
@@ -203,6 +227,12 @@ class TIFFReader(VideoReader):
                 raise _LayoutError(
                     f"ScanImage metadata says {c} channels x {z} planes, but only {n} pages"
                 )
+            if t * c * z != n:
+                _log.warning(
+                    "%s: %d pages are not a multiple of %d channels x %d planes; the last %d "
+                    "pages (an incomplete volume) are ignored",
+                    tif.filename, n, c, z, n - t * c * z,
+                )  # fmt: skip
             if planes_outer:
                 return np.arange(t * z * c).reshape(z, t, c).transpose(1, 0, 2)
             return np.arange(t * z * c).reshape(t, z, c)
@@ -283,8 +313,9 @@ class TIFFReader(VideoReader):
                 data = self._tif.asarray(key=pages.tolist(), series=self._series, maxworkers=1)
             except _TIFF_ERRORS as exc:
                 raise corrupt_file_error(self.path, exc) from exc
-        if any(any(w in m.lower() for w in _CORRUPT_WORDS) for m in log):
-            raise corrupt_file_error(self.path, log[0])
+        damage = _damage(log)
+        if damage:
+            raise corrupt_file_error(self.path, damage)
         return np.asarray(data).reshape(pages.size, *self._page_shape)
 
     def _read_raw(self, start: int, stop: int) -> np.ndarray:
