@@ -101,7 +101,7 @@ def make_report(output_dir: str | Path, *, input_video: Any = None) -> Path:
 
     for fig in figures:
         (report_dir / fig.filename).write_bytes(fig.png)
-    page = _render_html(run, figures, _summary_rows(run, crisp), _run_rows(run))
+    page = _render_html(run, figures, _summary_rows(run, crisp), *_run_rows(run))
     path = report_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
@@ -236,13 +236,20 @@ def _mean_magnitude(run: _Run) -> np.ndarray | None:
 
 
 def _crispness_rows(before: np.ndarray | None, after: np.ndarray | None) -> list[tuple[str, str]]:
+    """Crispness (gradient norm) of the mean images per channel; higher is sharper."""
     from .metrics import crispness
 
-    rows = []
+    values = {}
     for label, image in (("before", before), ("after", after)):
         if image is not None:
-            values = [float(crispness(image[..., c])) for c in range(image.shape[-1])]
-            rows.append((f"Crispness of the mean image, {label}", _join(values, "{:.4g}")))
+            values[label] = [float(crispness(image[..., c])) for c in range(image.shape[-1])]
+    rows = [
+        (f"Crispness of the mean image, {label} (higher = sharper)", _join(v, "{:.4g}"))
+        for label, v in values.items()
+    ]
+    if len(values) == 2 and all(b > 0 for b in values["before"]):
+        gains = [a / b for a, b in zip(values["after"], values["before"], strict=True)]
+        rows.append(("Crispness gain, after / before", _join(gains, "{:.2f}x")))
     return rows
 
 
@@ -273,16 +280,32 @@ def _stat(values: np.ndarray) -> str:
     return f"mean {np.mean(values):.4f} (min {np.min(values):.4f})"
 
 
-def _run_rows(run: _Run) -> list[tuple[str, str]]:
+#: Options shown in the run table; the others are listed under "all options".
+_KEY_OPTIONS = (
+    "input_file",
+    "output_path",
+    "output_format",
+    "quality_setting",
+    "flow_backend",
+    "backend_params",
+    "buffer_size",
+    "reference_frames",
+    "alpha",
+    "sigma",
+    "save_w",
+)
+
+
+def _run_rows(run: _Run) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Rows of the run table (timings, versions, key options) and of all other options."""
     r, rows = run.run, []
     if "seconds" in r:
         rows.append(("Run time", f"{float(r['seconds']):.2f} s"))
-    if "frames_per_second" in r:
+    if r.get("frames_per_second"):
         rows.append(("Speed", f"{float(r['frames_per_second']):.1f} frames/s"))
     for key, label in (
         ("executor", "Executor"),
         ("n_workers", "Workers"),
-        ("flow_backend", "Flow backend"),
         ("start_time", "Started"),
         ("end_time", "Finished"),
     ):
@@ -293,9 +316,19 @@ def _run_rows(run: _Run) -> list[tuple[str, str]]:
         rows.append(("Versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
     else:
         rows.append(("Python", platform.python_version()))
-    for key, value in run.options.items():
-        rows.append((f"option {key}", _short(value)))
-    return rows
+    rows += [
+        (key, _option_text(key, run.options[key])) for key in _KEY_OPTIONS if key in run.options
+    ]
+    others = [(k, _option_text(k, v)) for k, v in run.options.items() if k not in _KEY_OPTIONS]
+    return rows, others
+
+
+def _option_text(key: str, value: Any) -> str:
+    if key == "reference_frames" and isinstance(value, dict) and "stop" in value:
+        start, stop, step = value.get("start", 0), value["stop"], value.get("step", 1)
+        text = f"frames {start} to {stop - 1}" + (f" every {step}" if step != 1 else "")
+        return text + " (clipped to the recording)"
+    return _short(value)
 
 
 def _short(value: Any, limit: int = 120) -> str:
@@ -354,12 +387,19 @@ def _figure_displacement_traces(plt, stats: dict[str, np.ndarray]) -> _Figure:
         ax.plot(frames, t[:, 1], lw=1.0, color="#D55E00", label="mean shift along y (v)")
     if "max_displacement" in stats:
         m = np.asarray(stats["max_displacement"])
-        ax.plot(np.arange(len(m)), m, lw=1.0, color="0.35", ls="--", label="largest |w| in frame")
+        ax.plot(
+            np.arange(len(m)),
+            m,
+            lw=1.0,
+            color="0.35",
+            ls="--",
+            label="largest displacement in the frame",
+        )
     ax.axhline(0.0, color="0.7", lw=0.6)
     ax.set_xlabel("frame")
     ax.set_ylabel("displacement (px)")
     ax.set_title("Motion over time: how far each frame was moved back")
-    ax.legend(loc="upper right", fontsize=8, frameon=False, ncol=3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=9, frameon=False, ncol=3)
     ax.margins(x=0)
     fig.tight_layout()
     return _Figure(
@@ -376,7 +416,7 @@ def _figure_magnitude_map(plt, magnitude: np.ndarray) -> _Figure:
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     im = ax.imshow(magnitude, cmap=_FIELD_CMAP, interpolation="nearest")
     cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    cbar.set_label("mean |displacement| (px)")
+    cbar.set_label("mean displacement (px)")
     ax.set_xlabel("x (px)")
     ax.set_ylabel("y (px)")
     ax.set_title("Where the tissue moved most")
@@ -395,13 +435,13 @@ def _figure_correlation(plt, stats: dict[str, np.ndarray]) -> _Figure:
     fig, ax = plt.subplots(figsize=(9, 3.6))
     if "correlation_before" in stats:
         before = np.asarray(stats["correlation_before"])
-        ax.plot(np.arange(len(before)), before, lw=1.0, color="#D55E00", label="before")
+        ax.plot(np.arange(len(before)), before, lw=1.0, color="#D55E00", label="before correction")
     after = np.asarray(stats["correlation"])
-    ax.plot(np.arange(len(after)), after, lw=1.0, color="#009E73", label="after")
+    ax.plot(np.arange(len(after)), after, lw=1.0, color="#009E73", label="after correction")
     ax.set_xlabel("frame")
     ax.set_ylabel("correlation with reference")
     ax.set_title("Similarity of every frame to the reference image")
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=9, frameon=False, ncol=2)
     ax.margins(x=0)
     fig.tight_layout()
     return _Figure(
@@ -439,6 +479,7 @@ def _render_html(
     figures: list[_Figure],
     summary: list[tuple[str, str]],
     details: list[tuple[str, str]],
+    other_options: list[tuple[str, str]],
 ) -> str:
     parts = [
         "<!DOCTYPE html>",
@@ -461,5 +502,9 @@ def _render_html(
             f'(<a href="{fig.filename}">{fig.filename}</a>)</figcaption>',
             "</figure>",
         ]
-    parts += ["<h2>Run details</h2>", _table(details), "</body></html>"]
+    parts += ["<h2>Run details</h2>", _table(details)]
+    if other_options:
+        parts += ["<details><summary>All other options</summary>", _table(other_options)]
+        parts.append("</details>")
+    parts.append("</body></html>")
     return "\n".join(parts)
