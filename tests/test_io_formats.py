@@ -173,13 +173,19 @@ def _scanimage_file(path, pages, software):
             tw.write(page, software=software, description="frameNumbers = 1", metadata=None)
 
 
-def test_tiff_scanimage_channels_and_planes(tmp_path):
+def test_tiff_scanimage_channels_and_planes(tmp_path, caplog):
     video = make_video("int16", t=4, c=2)
     software = "SI.hChannels.channelSave = [1;2]\nSI.hStackManager.numSlices = 1\n"
-    _scanimage_file(tmp_path / "si.tif", video.transpose(0, 3, 1, 2).reshape(8, 10, 8), software)
+    pages = video.transpose(0, 3, 1, 2).reshape(8, 10, 8)
+    _scanimage_file(tmp_path / "si.tif", pages, software)
     with open_reader(tmp_path / "si.tif") as reader:
         assert reader.shape == video.shape
         np.testing.assert_array_equal(reader[:], video)
+    _scanimage_file(tmp_path / "cut.tif", pages[:7], software)  # acquisition stopped mid-frame
+    with open_reader(tmp_path / "cut.tif") as reader:
+        assert reader.shape == (3, 10, 8, 2)
+        np.testing.assert_array_equal(reader[:], video[:3])
+    assert "the last 1 pages (an incomplete volume) are ignored" in caplog.text
     volume = make_video("int16", t=3 * 2 * 2).reshape(3, 2, 2, 10, 8)  # T, Z, C
     software = "SI.hChannels.channelSave = [1;2]\nSI.hStackManager.numSlices = 2\n"
     _scanimage_file(tmp_path / "vol.tif", volume.reshape(-1, 10, 8), software)
