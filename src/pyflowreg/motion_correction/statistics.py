@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Values converted to float64 at a time when correlating (bounds the temporary memory).
+_CHUNK_VALUES = 1 << 19
+
 STATISTICS_KEYS: tuple[str, ...] = (
     "mean_displacement",
     "max_displacement",
@@ -51,18 +54,27 @@ def displacement_statistics(w: np.ndarray) -> dict[str, np.ndarray]:
     w = np.asarray(w)
     if w.ndim != 4 or w.shape[-1] != 2:
         raise ValueError(f"w must have shape (T, H, W, 2), got {w.shape}")
-    u = w[..., 0].astype(np.float64)
-    v = w[..., 1].astype(np.float64)
-    magnitude = np.sqrt(u * u + v * v)
     n = w.shape[0]
-    flat = magnitude.reshape(n, -1)
-    divergence = _derivative(u, axis=2) + _derivative(v, axis=1)
-    return {
-        "mean_displacement": flat.mean(axis=1),
-        "max_displacement": flat.max(axis=1),
-        "mean_divergence": divergence.reshape(n, -1).mean(axis=1),
-        "translation": np.stack([u.reshape(n, -1).mean(axis=1), v.reshape(n, -1).mean(axis=1)], 1),
+    out = {
+        "mean_displacement": np.empty(n),
+        "max_displacement": np.empty(n),
+        "mean_divergence": np.empty(n),
+        "translation": np.empty((n, 2)),
     }
+    step = max(1, _CHUNK_VALUES // max(w[0].size, 1))
+    for start in range(0, n, step):
+        part = slice(start, min(start + step, n))
+        u = w[part, ..., 0].astype(np.float64)
+        v = w[part, ..., 1].astype(np.float64)
+        k = u.shape[0]
+        magnitude = np.hypot(u, v).reshape(k, -1)
+        out["mean_displacement"][part] = magnitude.mean(axis=1)
+        out["max_displacement"][part] = magnitude.max(axis=1)
+        divergence = _derivative(u, axis=2) + _derivative(v, axis=1)
+        out["mean_divergence"][part] = divergence.reshape(k, -1).mean(axis=1)
+        out["translation"][part, 0] = u.reshape(k, -1).mean(axis=1)
+        out["translation"][part, 1] = v.reshape(k, -1).mean(axis=1)
+    return out
 
 
 def _derivative(field: np.ndarray, axis: int) -> np.ndarray:
@@ -93,14 +105,16 @@ def correlation_with_reference(frames: np.ndarray, reference: np.ndarray) -> np.
         )
     n = frames.shape[0]
     ref = reference.astype(np.float64).ravel()
-    ref = ref - ref.mean()
+    ref -= ref.mean()
     ref_norm = np.sqrt(ref @ ref)
     out = np.empty(n, np.float64)
-    for i in range(n):
-        f = frames[i].astype(np.float64).ravel()
-        f -= f.mean()
-        denom = np.sqrt(f @ f) * ref_norm
-        out[i] = (f @ ref) / denom if denom > 0 else np.nan
+    step = max(1, _CHUNK_VALUES // max(ref.size, 1))
+    for start in range(0, n, step):
+        block = frames[start : start + step].reshape(-1, ref.size).astype(np.float64)
+        block -= block.mean(axis=1, keepdims=True)
+        denom = np.sqrt(np.einsum("ij,ij->i", block, block)) * ref_norm
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + step] = np.where(denom > 0, (block @ ref) / denom, np.nan)
     return out
 
 

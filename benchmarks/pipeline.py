@@ -1,0 +1,270 @@
+"""Pipeline benchmark: bounded memory, file-to-file overhead, and end-to-end accuracy.
+
+Three measurements of ``compensate_recording`` (synthetic data from
+``pyflowreg.datasets.make_recording``):
+
+1. **Peak memory vs recording length**: peak resident memory (RSS of this process and its
+   children, sampled every 20 ms, above the RSS before the run) and the peak of NumPy and
+   Python allocations (``tracemalloc``, main process only) on a long and a short
+   recording of the same frame size; each run in a fresh Python process after a warm-up
+   that loads the compiled kernels. Bounded memory means the two peaks are about equal.
+2. **Overhead vs flow time**: wall time of a file-to-file run against the time spent in
+   the executor (flow + warp, ``flow_seconds`` of ``run.json``), for HDF5 and TIFF input
+   and output. The rest is reading, pre-filtering, the reference, writing and statistics.
+3. **End-to-end accuracy**: endpoint error against the ground truth of the fields saved by
+   the pipeline (``w.h5``; reference = the clean scene) next to the EPE of the engine
+   called directly on the same pre-processed frames from zero initial flow.
+
+    python benchmarks/pipeline.py                                    # 512 px, 2000 vs 200 frames
+    python benchmarks/pipeline.py --size 64 --long 60 --short 20     # a quick check
+
+Long recordings are written by repeating a short synthetic clip (with a drift), so making
+the input never holds the whole recording in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from pyflowreg.core import estimate, gaussian_filter_video, normalize, prepare_reference
+from pyflowreg.datasets import make_recording
+from pyflowreg.io import open_reader, open_writer
+from pyflowreg.metrics import endpoint_error
+from pyflowreg.motion_correction import (
+    OFOptions,
+    RegistrationConfig,
+    compensate_arr,
+    compensate_recording,
+)
+from pyflowreg.motion_correction.reference import normalization_range, prepared_reference_image
+
+CLIP_FRAMES = 50
+
+
+class PeakRSS:
+    """Context manager: peak RSS (this process and its children) above the start, in MiB."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self.baseline = self.peak = self._total()
+
+    def _total(self) -> int:
+        total = self._process.memory_info().rss
+        for child in self._process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._total())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._total())
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.baseline) / 2**20
+
+
+def write_recording(path: Path, n_frames: int, size: int, seed: int = 0) -> Path:
+    """A uint16 recording of ``n_frames``: a synthetic clip repeated with a slow drift."""
+    clip = make_recording(CLIP_FRAMES, (size, size), seed=seed, dtype=np.uint16).video
+    with open_writer(path) as writer:
+        for start in range(0, n_frames, CLIP_FRAMES):
+            n = min(CLIP_FRAMES, n_frames - start)
+            shift = (start // CLIP_FRAMES) % 5  # drift of up to 4 px between repetitions
+            writer.write(np.roll(clip[:n], shift, axis=2))
+    return path
+
+
+def options(source: Path, out: Path, args, **kw) -> OFOptions:
+    return OFOptions(
+        input_file=source,
+        output_path=out,
+        quality_setting=args.quality,
+        buffer_size=args.buffer_size,
+        **kw,
+    )
+
+
+def config(args) -> RegistrationConfig:
+    return RegistrationConfig(parallelization=args.executor, n_jobs=args.n_jobs)
+
+
+def warm_up(args) -> None:
+    """Load the compiled kernels once, so that no measurement pays for it."""
+    clip = make_recording(3, (32, 32), seed=2).video
+    opts = OFOptions(quality_setting=args.quality)
+    compensate_arr(clip, None, opts, registration_config=config(args))
+
+
+# ----------------------------------------------------------------------------- 1. memory
+
+
+def memory_child(args) -> None:
+    """Run in a fresh process: one recording, print its peak memory as JSON."""
+    work = Path(args.workdir)
+    source = write_recording(work / f"memory_{args.child_frames}.h5", args.child_frames, args.size)
+    warm_up(args)
+    tracemalloc.start()
+    with PeakRSS() as peak:
+        result = compensate_recording(
+            options(source, work / "out_memory", args), config=config(args)
+        )
+    heap = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    row = {"frames": result.n_frames, "peak_mib": peak.mib, "heap_mib": heap}
+    print(json.dumps({**row, "seconds": result.seconds}))
+
+
+def measure_memory(args, work: Path) -> list[dict]:
+    rows = []
+    for n in (args.short, args.long):
+        cmd = [sys.executable, __file__, "--child-frames", str(n), "--workdir", str(work)]
+        cmd += _forwarded(args)
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def _forwarded(args) -> list[str]:
+    out = ["--size", str(args.size), "--quality", args.quality]
+    out += ["--buffer-size", str(args.buffer_size), "--n-jobs", str(args.n_jobs)]
+    if args.executor:
+        out += ["--executor", args.executor]
+    return out
+
+
+# ----------------------------------------------------------------------------- 2. overhead
+
+
+def measure_overhead(args, work: Path) -> list[dict]:
+    warm_up(args)
+    rows = []
+    for fmt, ext in (("HDF5", ".h5"), ("TIFF", ".tif")):
+        source = write_recording(work / f"overhead{ext}", args.short, args.size)
+        out = work / f"out_{fmt.lower()}"
+        result = compensate_recording(
+            options(source, out, args, output_format=fmt), config=config(args)
+        )
+        run = json.loads((out / "run.json").read_text())
+        rows.append(
+            {
+                "format": fmt,
+                "frames": result.n_frames,
+                "seconds": result.seconds,
+                "flow_seconds": run["flow_seconds"],
+                "executor": run["executor"],
+            }
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------- 3. accuracy
+
+
+def measure_accuracy(args, work: Path) -> dict:
+    rec = make_recording(args.accuracy_frames, (args.size, args.size), seed=1, dtype=np.float32)
+    source = work / "accuracy.h5"
+    with open_writer(source) as writer:
+        writer.write(rec.video)
+    opts = options(source, work / "out_accuracy", args, save_w=True)
+    result = compensate_recording(opts, rec.reference, config=config(args))
+    with open_reader(result.files["w"]) as reader:
+        saved = reader.read(0, len(reader))
+    low, high = normalization_range(rec.reference, opts.channel_normalization)
+    sigma = opts.sigma_for_channels(rec.video.shape[-1])
+    filtered = gaussian_filter_video(normalize(rec.video, low, high), sigma)
+    prepared = prepare_reference(
+        prepared_reference_image(rec.reference, low, high, sigma), opts.flow_parameters()
+    )
+    direct = np.stack([estimate(prepared, frame, None) for frame in filtered])
+    return {
+        "frames": len(saved),
+        "pipeline": endpoint_error(saved, rec.flow),
+        "engine": endpoint_error(direct, rec.flow),
+        "no_correction": endpoint_error(np.zeros_like(rec.flow), rec.flow),
+    }
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512, help="frame side in px (512)")
+    parser.add_argument("--long", type=int, default=2000, help="frames of the long recording")
+    parser.add_argument("--short", type=int, default=200, help="frames of the short recording")
+    parser.add_argument("--accuracy-frames", type=int, default=40)
+    parser.add_argument("--quality", default="fast", help="quality_setting (fast)")
+    parser.add_argument("--buffer-size", type=int, default=100)
+    parser.add_argument("--executor", default=None, help="parallelization (auto)")
+    parser.add_argument("--n-jobs", type=int, default=-1)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "overhead", "accuracy"])
+    parser.add_argument("--child-frames", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child_frames is not None:
+        memory_child(args)
+        return
+
+    print(
+        f"pipeline benchmark: {args.size}x{args.size} px, quality {args.quality}, "
+        f"buffer_size {args.buffer_size}, executor {args.executor or 'auto'}, n_jobs {args.n_jobs}"
+    )
+    with tempfile.TemporaryDirectory(prefix="pyflowreg_bench_") as tmp:
+        work = Path(tmp)
+        if "memory" not in args.skip:
+            print("\n1. peak memory vs recording length (RSS above start, incl. workers;")
+            print("   heap: peak of NumPy/Python allocations in the main process, tracemalloc)")
+            print(f"{'frames':>8} {'RSS MiB':>9} {'heap MiB':>9} {'seconds':>9}")
+            for row in measure_memory(args, work):
+                print(
+                    f"{row['frames']:>8} {row['peak_mib']:>9.1f} {row['heap_mib']:>9.1f} "
+                    f"{row['seconds']:>9.1f}"
+                )
+        if "overhead" not in args.skip:
+            print(f"\n2. file-to-file overhead vs flow time ({args.short} frames)")
+            print(f"{'format':>6} {'total s':>8} {'flow s':>8} {'other s':>8} {'other %':>8}")
+            for row in measure_overhead(args, work):
+                other = row["seconds"] - row["flow_seconds"]
+                share = 100 * other / row["seconds"]
+                print(
+                    f"{row['format']:>6} {row['seconds']:>8.2f} {row['flow_seconds']:>8.2f} "
+                    f"{other:>8.2f} {share:>7.1f}%"
+                )
+        if "accuracy" not in args.skip:
+            acc = measure_accuracy(args, work)
+            print(f"\n3. endpoint error vs ground truth ({acc['frames']} frames, px)")
+            print(f"{'':>14} {'mean':>7} {'p95':>7} {'max':>7}")
+            for name in ("no_correction", "engine", "pipeline"):
+                epe = acc[name]
+                print(f"{name:>14} {epe.mean:>7.3f} {epe.p95:>7.3f} {epe.max:>7.3f}")
+
+
+if __name__ == "__main__":
+    main()
