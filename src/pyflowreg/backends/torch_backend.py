@@ -181,7 +181,9 @@ class TorchBackend(FlowBackend):
         return levels
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(array)).to(self.device, self.dtype)
+        # a writable C-contiguous host array (broadcast inputs are read-only views)
+        host = np.require(array, requirements=("C", "W"))
+        return torch.from_numpy(host).to(self.device, self.dtype)
 
     def _default_batch(self, shape: tuple[int, int], n_channels: int) -> int:
         """Frames per device batch from the free device memory (CUDA) or a modest CPU default."""
