@@ -327,3 +327,48 @@ def test_reader_is_asked_for_bounded_ranges(tmp_path, recording, monkeypatch):
     assert requests and max(requests) <= options.buffer_size + 2 * 4
     n_reference_reads = 3 * 6  # min/max, mean, registration passes over 6 chunks
     assert max(requests[n_reference_reads:]) <= options.buffer_size + 2 * 2
+
+
+# ----------------------------------------------------------------------------- API details
+
+
+def test_unsupported_executor_falls_back_with_a_warning_at_the_caller(
+    tmp_path, recording, monkeypatch
+):
+    from pyflowreg import _runtime
+    from pyflowreg.backends.cpu import FlowregBackend
+
+    monkeypatch.setattr(_runtime, "_RUNTIME", None)  # a fresh registry, restored afterwards
+    _runtime.get_runtime().register_flow_backend(
+        "sequential_only_test", FlowregBackend, supported_executors=["sequential"]
+    )
+    source = write_video(tmp_path / "input.h5", recording.video[:3])
+    options = options_for(tmp_path, source, flow_backend="sequential_only_test")
+    with pytest.warns(UserWarning, match="Falling back to 'sequential'") as record:
+        result = compensate_recording(
+            options, config=RegistrationConfig(parallelization="threading")
+        )
+    assert record[0].filename == __file__
+    assert result.executor == "sequential"
+
+
+def test_array_input_reference_image_file_and_progress(tmp_path, recording, capsys):
+    reference_file = tmp_path / "reference.tif"
+    tifffile.imwrite(reference_file, recording.reference[..., 0])
+    video = recording.video[..., 0]  # (T, H, W) array as input_file
+    options = options_for(tmp_path, video, reference_frames=reference_file, buffer_size=4)
+    calls = []
+    result = compensate_recording(
+        options,
+        config=RegistrationConfig(parallelization="sequential", verbose=True),
+        progress_callback=lambda done, total: calls.append((done, total)),
+    )
+    assert calls == [(4, T), (8, T), (T, T)]
+    assert "registering" in capsys.readouterr().err  # the tqdm bar
+    np.testing.assert_array_equal(result.reference, recording.reference)
+    expected, _ = compensate_arr(
+        recording.video, recording.reference, options, registration_config=SEQUENTIAL
+    )
+    np.testing.assert_array_equal(read_video(result.files["compensated"]), expected)
+    saved = json.loads(result.files["options"].read_text())
+    assert "input_file" not in saved  # arrays are left out of options.json
