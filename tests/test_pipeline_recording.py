@@ -372,3 +372,11 @@ def test_array_input_reference_image_file_and_progress(tmp_path, recording, caps
     np.testing.assert_array_equal(read_video(result.files["compensated"]), expected)
     saved = json.loads(result.files["options"].read_text())
     assert "input_file" not in saved  # arrays are left out of options.json
+
+
+def test_wrong_reference_shape_fails_before_any_output(tmp_path, recording):
+    source = write_video(tmp_path / "input.h5", recording.video[:3])
+    options = options_for(tmp_path, source)
+    with pytest.raises(ValueError, match=r"reference has shape \(16, 32, 1\)"):
+        compensate_recording(options, np.zeros((16, 32)), config=SEQUENTIAL)
+    assert not (tmp_path / "out").exists()

@@ -64,6 +64,7 @@ import numpy as np
 from .._runtime import get_runtime
 from ._engine import BatchResult, RunState, executor_maker, output_dtype, run_registration
 from ._outputs import AtomicOutputs, BinnedWriter, valid_mask
+from .reference import as_reference_image
 from .statistics import StatisticsAccumulator
 
 logger = logging.getLogger(__name__)
@@ -303,6 +304,15 @@ def compensate_recording(
         executor_cls, factory, options, config.n_jobs, config.executor_kwargs(executor_name)
     )
     reader, name = _open_input(options)
+    given = reference_frame
+    if given is None and options.reference_is_image:
+        given = options.reference_frames
+    if given is not None:  # a wrong shape or a missing file fails here, before any output
+        try:
+            given = as_reference_image(given, tuple(int(s) for s in reader.shape[1:]))
+        except BaseException:
+            reader.close()
+            raise
     start_time = _dt.datetime.now().astimezone()
     tic = time.perf_counter()
     state = RunState()
@@ -326,7 +336,7 @@ def compensate_recording(
                 make_executor,
                 sink,
                 state,
-                reference=reference_frame,
+                reference=given,
                 progress=progress,
                 batch_callback=batch_callback,
                 name=name,
