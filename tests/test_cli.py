@@ -7,6 +7,7 @@ pipeline in well under a second once Numba's cache is warm.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from scipy import ndimage
 
 from pyflowreg import cli
 from pyflowreg.cli import UsageError, main, parse_reference_frames
+from pyflowreg.io import open_reader
 
 FAST = ["--quality", "fast", "--executor", "sequential", "--buffer-size", "3"]
 
@@ -68,6 +70,23 @@ def test_compensate_writes_outputs_and_prints_summary(tif, tmp_path, capsys):
     assert saved["quality_setting"] == "fast"
     assert saved["buffer_size"] == 3
     assert saved["save_w"] is True
+
+
+def test_several_inputs_are_channels(tmp_path, capsys):
+    red, green = tmp_path / "red.tif", tmp_path / "green.tif"
+    tifffile.imwrite(red, _recording(seed=0))
+    tifffile.imwrite(green, _recording(seed=0)[:, ::-1])
+    out = tmp_path / "out"
+    status = main(["compensate", str(red), str(green), "-o", str(out), *FAST, "-q"])
+    assert status == 0, capsys.readouterr().err
+    saved = json.loads((out / "options.json").read_text())
+    assert saved["input_file"] == [str(red), str(green)]
+    with open_reader(out / "compensated.h5") as reader:
+        assert reader.shape == (6, 32, 32, 2)
+    assert main(["report", str(out)]) == 0
+    html = (out / "report" / "report.html").read_text()
+    before = re.search(r"before \(higher = sharper\)</td><td>([^<]*)</td>", html)
+    assert before is not None and len(before.group(1).split(", ")) == 2  # one per channel
 
 
 def test_quiet_prints_nothing(tif, tmp_path, capsys):
@@ -144,6 +163,26 @@ def test_parse_reference_frames_image_and_errors(tmp_path):
         parse_reference_frames("5:5")
     with pytest.raises(UsageError, match=r"START:STOP.*got 'first ten'"):
         parse_reference_frames("first ten")
+
+
+def test_scheduler_selects_dask():
+    from pyflowreg.motion_correction import RegistrationConfig
+
+    args = cli.build_parser().parse_args(["compensate", "x.tif", "--scheduler", "tcp://h:8786"])
+    if "dask_address" in RegistrationConfig.__dataclass_fields__:
+        config = cli._registration_config(args)
+        assert config.parallelization == "dask"
+        assert config.dask_address == "tcp://h:8786"
+    else:
+        with pytest.raises(UsageError, match="--scheduler is not supported"):
+            cli._registration_config(args)
+
+
+def test_scheduler_with_another_executor(capsys):
+    argv = ["compensate", "x.tif", "--scheduler", "tcp://h:8786", "--executor", "threading"]
+    assert main(argv) == 2
+    line = _single_error_line(capsys.readouterr().err)
+    assert line.endswith("--scheduler needs --executor dask, got --executor threading")
 
 
 # ----------------------------------------------------------------------------- errors

@@ -130,6 +130,14 @@ def test_not_a_run_folder(tmp_path):
         make_report(tmp_path)
 
 
+def test_run_without_statistics(tmp_path):
+    (tmp_path / "run.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="the run had save_meta_info=False"):
+        make_report(tmp_path)
+    with pytest.raises(FileNotFoundError, match="output folder not found"):
+        make_report(tmp_path / "missing")
+
+
 def test_missing_matplotlib_gives_the_install_hint(finished_run, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r'pip install "pyflowreg\[plot\]"'):

@@ -236,8 +236,9 @@ def _cmd_compensate(args: argparse.Namespace) -> int:
         raise
     except (ValueError, TypeError) as exc:  # bad option values and unparsable option files
         raise UsageError(str(exc)) from exc
+    config = _registration_config(args)
     options.check_input_exists()
-    result = _run(options, args)
+    result = _run(options, config, args)
     _print_summary(args, result)
     return 0
 
@@ -302,11 +303,13 @@ def _registration_config(args: argparse.Namespace):
             raise UsageError(f"--n-jobs must be -1 (all cores) or >= 1, got {args.n_jobs}")
         kwargs["n_jobs"] = args.n_jobs
     if args.scheduler is not None:
+        if args.executor not in (None, "dask"):
+            raise UsageError(f"--scheduler needs --executor dask, got --executor {args.executor}")
+        kwargs["parallelization"] = "dask"
         kwargs["dask_address"] = args.scheduler
-    try:
-        return RegistrationConfig(**kwargs)
-    except TypeError as exc:  # a field this version does not have
-        raise UsageError(f"unsupported option: {exc}") from None
+        if "dask_address" not in getattr(RegistrationConfig, "__dataclass_fields__", {}):
+            raise UsageError("--scheduler is not supported by this version of pyflowreg")
+    return RegistrationConfig(**kwargs)
 
 
 def _prepare_output_dir(path: Path) -> Path:
@@ -318,13 +321,12 @@ def _prepare_output_dir(path: Path) -> Path:
     return path
 
 
-def _run(options, args: argparse.Namespace):
+def _run(options, config, args: argparse.Namespace):
     """compensate_recording with a progress bar (frames, frames/s, ETA) on a terminal."""
     from tqdm import tqdm
 
     from .motion_correction import compensate_recording
 
-    config = _registration_config(args)
     _prepare_output_dir(Path(options.output_path))
     # disable=None: draw the bar only when stderr is a terminal, keeping batch-job logs clean
     bar = tqdm(unit="frame", desc="registering", disable=True if args.quiet else None)
@@ -387,6 +389,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(
             f"demo needs --frames >= 2 and --size >= 16, got {args.frames}, {args.size}"
         )
+    config = _registration_config(args)
     outdir = _prepare_output_dir(Path(args.output)).resolve()
     _out(
         args,
@@ -406,7 +409,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         save_w=True,
         buffer_size=min(400, args.frames),
     )
-    result = _run(options, args)
+    result = _run(options, config, args)
     _print_summary(args, result)
 
     with open_reader(result.files["w"]) as reader:
@@ -492,16 +495,14 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     from ._runtime import get_runtime
 
     runtime = get_runtime()
-    print("executors:")
+    print("executors (auto-selection order):")
     for entry in runtime.executor_info():
         print(_availability_line(entry))
     print("flow backends:")
     for entry in runtime.flow_backend_info():
-        line = _availability_line(entry)
         supported = _field(entry, "supported_executors")
-        if supported:
-            line += f"  [executors: {', '.join(supported)}]"
-        print(line)
+        executors = ", ".join(supported) if supported else "all"
+        print(f"{_availability_line(entry)}  [executors: {executors}]")
     return 0
 
 
@@ -512,7 +513,8 @@ def _field(entry: Any, name: str) -> Any:
 def _availability_line(entry: Any) -> str:
     name, available = _field(entry, "name"), _field(entry, "available")
     if available:
-        return f"  {name:<18}available"
+        description = _field(entry, "description")
+        return f"  {name:<18}available" + (f" - {description}" if description else "")
     return f"  {name:<18}unavailable: {_field(entry, 'reason') or 'unknown reason'}"
 
 

@@ -84,7 +84,8 @@ def make_report(output_dir: str | Path, *, input_video: Any = None) -> Path:
     report_dir = run.folder / "report"
     report_dir.mkdir(exist_ok=True)
 
-    before = _mean_image(_input_source(run, input_video), run, "uncorrected recording")
+    source, reader_kwargs = _input_source(run, input_video)
+    before = _mean_image(source, run, "uncorrected recording", **reader_kwargs)
     after = _mean_image(run.compensated, run, "registered video")
     crisp = _crispness_rows(before, after)
 
@@ -123,20 +124,27 @@ def _import_pyplot():
 
 def _load_run(folder: Path) -> _Run:
     stats_path = folder / "statistics.npz"
-    if not folder.is_dir() or not stats_path.is_file():
-        raise FileNotFoundError(
-            f"{folder} is not the output folder of a finished run (no statistics.npz in it)"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"output folder not found: {folder}")
+    if not stats_path.is_file():
+        why = (
+            "the run had save_meta_info=False"
+            if (folder / "run.json").is_file()
+            else "no statistics.npz in it"
         )
+        raise FileNotFoundError(f"{folder} is not the output folder of a finished run ({why})")
     with np.load(stats_path) as data:
         statistics = {name: np.asarray(data[name]) for name in data.files}
     run = _read_json(folder / "run.json")
     options = _read_json(folder / "options.json")
+    name = options.get("output_file_name")
+    compensated = folder / name if name else _find_output(folder, "compensated")
     return _Run(
         folder=folder,
         run=run,
         options=options,
         statistics=statistics,
-        compensated=_find_output(folder, "compensated"),
+        compensated=compensated if compensated is not None and compensated.exists() else None,
         w=_find_output(folder, "w"),
     )
 
@@ -148,21 +156,26 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _find_output(folder: Path, stem: str) -> Path | None:
-    matches = sorted(p for p in folder.glob(f"{stem}.*") if not p.name.endswith(".tmp"))
+    matches = sorted(folder.glob(f"{stem}.*"))
     return matches[0] if matches else None
 
 
-def _input_source(run: _Run, input_video: Any) -> Any:
+def _input_source(run: _Run, input_video: Any) -> tuple[Any, dict[str, Any]]:
+    """The uncorrected recording (path(s), array or reader) and its reader options."""
     if input_video is not None:
-        return input_video
+        return input_video, {}
     source = run.options.get("input_file")
-    if isinstance(source, str) and Path(source).exists():
-        return Path(source)
-    if isinstance(source, str):
-        run.notes.append(f"Input file {source} not found: no 'before' mean image.")
+    dataset = run.options.get("dataset_name")
+    kwargs = {} if dataset is None else {"dataset_name": dataset}
+    paths = [source] if isinstance(source, str) else source
+    if isinstance(paths, list) and paths and all(isinstance(p, str) for p in paths):
+        missing = [p for p in paths if not Path(p).exists()]
+        if not missing:
+            return (Path(paths[0]) if len(paths) == 1 else [Path(p) for p in paths]), kwargs
+        run.notes.append(f"Input file {', '.join(missing)} not found: no 'before' mean image.")
     else:
         run.notes.append("The input was not a file: no 'before' mean image.")
-    return None
+    return None, {}
 
 
 def _sample_indices(n_frames: int, limit: int = MAX_SAMPLED_FRAMES) -> np.ndarray:
@@ -172,12 +185,12 @@ def _sample_indices(n_frames: int, limit: int = MAX_SAMPLED_FRAMES) -> np.ndarra
     return np.unique(np.linspace(0, n_frames - 1, limit).round().astype(np.int64))
 
 
-def _iter_sampled(source: Any):
-    """Yield sampled frames ``(H, W, C)`` float64 of a path, array or reader."""
+def _iter_sampled(source: Any, **reader_kwargs: Any):
+    """Yield sampled frames ``(H, W, C)`` float64 of path(s), an array or a reader."""
     from .io import open_reader
 
-    if isinstance(source, (str, Path)):
-        with open_reader(source) as reader:
+    if isinstance(source, (str, Path, list)):
+        with open_reader(source, **reader_kwargs) as reader:
             yield from _iter_sampled(reader)
         return
     if hasattr(source, "read") and hasattr(source, "shape"):
@@ -200,14 +213,14 @@ def _iter_sampled(source: Any):
         yield np.asarray(video[i], dtype=np.float64)
 
 
-def _mean_image(source: Any, run: _Run, what: str) -> np.ndarray | None:
+def _mean_image(source: Any, run: _Run, what: str, **reader_kwargs: Any) -> np.ndarray | None:
     """Mean ``(H, W, C)`` over at most MAX_SAMPLED_FRAMES frames, or None (with a note)."""
     if source is None:
         if what == "registered video":
             run.notes.append("No registered video in the output folder: no 'after' image.")
         return None
     total, count = None, 0
-    for frame in _iter_sampled(source):
+    for frame in _iter_sampled(source, **reader_kwargs):
         total = frame.copy() if total is None else total + frame
         count += 1
     if total is None:
