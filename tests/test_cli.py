@@ -89,6 +89,13 @@ def test_several_inputs_are_channels(tmp_path, capsys):
     assert before is not None and len(before.group(1).split(", ")) == 2  # one per channel
 
 
+def test_progress_bar_on_a_terminal(tif, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert main(["compensate", str(tif), "-o", str(tmp_path / "out"), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "registering" in err and "6/6" in err and "frame/s" in err
+
+
 def test_quiet_prints_nothing(tif, tmp_path, capsys):
     status = main(["compensate", str(tif), "-o", str(tmp_path / "out"), *FAST, "--quiet"])
     captured = capsys.readouterr()
@@ -97,11 +104,16 @@ def test_quiet_prints_nothing(tif, tmp_path, capsys):
     assert captured.err == ""
 
 
-def test_config_file_with_flag_override(tif, tmp_path, capsys):
-    config = tmp_path / "options.yaml"
-    config.write_text(
-        f"input_file: {tif}\nquality_setting: fast\nbuffer_size: 2\nsave_w: true\nalpha: 2.0\n"
-    )
+_CONFIG_YAML = "input_file: {}\nquality_setting: fast\nbuffer_size: 2\nsave_w: true\nalpha: 2.0\n"
+_CONFIG_TOML = (
+    'input_file = "{}"\nquality_setting = "fast"\nbuffer_size = 2\nsave_w = true\nalpha = 2.0\n'
+)
+
+
+@pytest.mark.parametrize(("suffix", "template"), [(".yaml", _CONFIG_YAML), (".toml", _CONFIG_TOML)])
+def test_config_file_with_flag_override(tif, tmp_path, capsys, suffix, template):
+    config = tmp_path / f"options{suffix}"
+    config.write_text(template.format(tif))
     out = tmp_path / "out"
     argv = ["compensate", "--config", str(config), "-o", str(out), "--buffer-size", "4"]
     status = main([*argv, "--no-save-w", "--executor", "sequential"])
@@ -222,6 +234,13 @@ def test_bad_config_option_is_a_usage_error(tif, tmp_path, capsys):
 def test_no_input_at_all(capsys):
     assert main(["compensate"]) == 2
     assert "no input file" in _single_error_line(capsys.readouterr().err)
+
+
+def test_bad_n_jobs(capsys):
+    assert main(["compensate", "x.tif", "-j", "0"]) == 2
+    assert _single_error_line(capsys.readouterr().err).endswith(
+        "--n-jobs must be -1 (all cores) or >= 1, got 0"
+    )
 
 
 def test_argparse_usage_error_exits_2(capsys):
