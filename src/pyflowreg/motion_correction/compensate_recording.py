@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -89,13 +90,21 @@ class RegistrationConfig:
     verbose : bool, default False
         Show a progress bar and log at INFO level.
     parallelization : str, optional
-        ``"sequential"``, ``"threading"``, ``"multiprocessing"``, another registered
-        executor, or ``None`` to pick the best available one.
+        ``"sequential"``, ``"threading"``, ``"multiprocessing"``, ``"dask"``, another
+        registered executor, or ``None`` to pick the best available one.
+    dask_client : distributed.Client, optional
+        Cluster of the ``"dask"`` executor (left open at the end).
+    dask_address : str or path-like, optional
+        Scheduler of the ``"dask"`` executor: ``"tcp://host:8786"`` or a scheduler file.
+        With neither, the ``"dask"`` executor starts a ``LocalCluster`` of ``n_jobs``
+        processes and closes it at the end (see ``docs/dask.md``).
     """
 
     n_jobs: int = -1
     verbose: bool = False
     parallelization: Optional[str] = None  # noqa: UP045 - the spec's spelling
+    dask_client: Any = None
+    dask_address: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, (int, np.integer)):
@@ -108,9 +117,22 @@ class RegistrationConfig:
             raise TypeError(
                 f"parallelization must be a str or None, got {type(self.parallelization).__name__}"
             )
+        if self.dask_client is not None and not hasattr(self.dask_client, "submit"):
+            raise TypeError(
+                f"dask_client must be a distributed.Client, got {type(self.dask_client).__name__}"
+            )
+        if self.dask_address is not None and not isinstance(self.dask_address, (str, os.PathLike)):
+            raise TypeError(
+                "dask_address must be a str ('tcp://host:8786') or a scheduler-file path, "
+                f"got {type(self.dask_address).__name__}"
+            )
+        if self.dask_client is not None and self.dask_address is not None:
+            raise ValueError("give dask_client or dask_address, not both")
 
     def executor_kwargs(self, executor: str) -> dict[str, Any]:
         """Extra keyword arguments for the constructor of ``executor`` (none by default)."""
+        if executor == "dask":
+            return {"client": self.dask_client, "address": self.dask_address}
         return {}
 
 
@@ -200,12 +222,18 @@ class _FileSink:
         elif self.in_memory:
             self.video = BinnedWriter(_ListWriter(self._video_parts), options.bin_size, dtype)
         self.stats: StatisticsAccumulator | None = None
+        self._computed_stats: list[dict] = []
 
     def start(self, reference: np.ndarray) -> None:
         if self.options.save_meta_info:
             self.stats = StatisticsAccumulator(reference)
 
     def add(self, start: int, raw, registered, w) -> None:
+        self._write(registered, w)
+        if self.stats is not None:
+            self.stats.add(raw, registered, w)
+
+    def _write(self, registered, w) -> None:
         if self.video is not None:
             self.video.write(registered)
         if self.w is not None:
@@ -214,8 +242,41 @@ class _FileSink:
             self._w_parts.append(w)
         if self.mask is not None:
             self.mask.write(valid_mask(w)[..., None])
+
+    def add_computed(self, start: int, registered, w, statistics) -> None:
+        """A batch registered on a Dask worker, which computed its ``statistics`` and,
+        where ``registered`` / ``w`` are None, wrote them to ``region_outputs`` itself."""
+        if registered is not None:
+            self._write(registered, w)
         if self.stats is not None:
-            self.stats.add(raw, registered, w)
+            self._computed_stats.append(statistics)
+
+    def region_outputs(self, n_frames: int, frame_shape, chunk_frames: int) -> dict | None:
+        """Create the Zarr outputs at their final shape so that workers write their own
+        frames (``ZarrWriter.write_at``); ``{key: path}``, or None for other formats and
+        ``bin_size > 1``."""
+        if self.options.output_format != "ZARR" or self.options.bin_size != 1:
+            return None
+        h, w, c = frame_shape
+        targets = {}
+        for key, writer, shape, dtype in (
+            ("compensated", self.video.writer, (n_frames, h, w, c), self.video.dtype),
+            ("w", self.w, (n_frames, h, w, 2), np.float32),
+            ("valid_mask", self.mask, (n_frames, h, w, 1), np.uint8),
+        ):
+            if writer is not None:
+                writer.chunk_frames = chunk_frames
+                writer.create(shape, dtype)
+                targets[key] = writer.path
+        return targets
+
+    def statistics(self) -> dict:
+        if self.stats is None:
+            return {}
+        if self._computed_stats:
+            keys = self._computed_stats[0].keys()
+            return {k: np.concatenate([s[k] for s in self._computed_stats]) for k in keys}
+        return self.stats.result()
 
     def reference_changed(self, reference: np.ndarray) -> None:
         if self.stats is not None:
@@ -330,7 +391,12 @@ def compensate_recording(
                 if progress_callback is not None:
                     progress_callback(done, total)
 
-            run_registration(
+            run = run_registration
+            if getattr(executor_cls, "runs_on_cluster", False):  # the dask executor
+                from .distributed import cluster_runner
+
+                run = cluster_runner(executor_cls, factory, config)
+            run(
                 reader,
                 options,
                 make_executor,
@@ -343,7 +409,7 @@ def compensate_recording(
             )
             sink.finish()
             seconds = time.perf_counter() - tic
-            statistics = sink.stats.result() if sink.stats is not None else {}
+            statistics = sink.statistics()
             _write_meta(outputs, options, state, statistics, executor_name, seconds, start_time)
             files = outputs.commit()
     except KeyboardInterrupt:

@@ -1,0 +1,367 @@
+"""The Dask executor: register frames on a ``dask.distributed`` cluster (``pip install
+"pyflowreg[dask]"``).
+
+Where the cluster comes from (:func:`dask_client`):
+
+- a ``distributed.Client`` the caller made (``client=``): used as is, never closed here;
+- an address (``address="tcp://host:8786"``) or the path of a scheduler file written by
+  ``dask scheduler --scheduler-file`` or ``dask_jobqueue``: a client connected for the run and
+  closed at its end (the cluster keeps running);
+- neither: an embedded ``LocalCluster`` of ``n_jobs`` worker processes with one thread each, no
+  dashboard, BLAS/OpenMP/Numba limited to one thread per worker, closed at the end.
+
+The prepared reference is computed once by the caller and sent to every worker once
+(``client.scatter(..., broadcast=True)``); each worker process builds its own flow backend once
+per executor from the factory, pickled by reference. Work is submitted as frame ranges with
+``retries``; at most ``window`` ranges (default twice the number of worker threads) are
+submitted or finished-but-not-yet-consumed at any time, so the client's memory stays bounded
+whatever the number of ranges. A range whose worker is killed is recomputed by Dask (data the
+client scattered for it is scattered again); a range that keeps failing stops the run with an
+error naming its frames.
+
+:meth:`DaskExecutor.process_batch` (the executor contract) splits a batch into one range per
+worker and ships the frames through the client. The recording pipeline does better on a
+cluster: with :attr:`DaskExecutor.runs_on_cluster` it hands the whole recording to
+:mod:`pyflowreg.motion_correction.distributed`, which runs every batch at once through
+:meth:`DaskExecutor.map_ordered` and lets the workers read (and, for Zarr, write) their own
+frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ._worker_init import THREAD_LIMITS
+from .base import Executor, estimate_frames, warp_frame
+
+__all__ = ["DaskExecutor", "dask_client", "import_distributed", "is_scheduler_address"]
+
+INSTALL_HINT = 'pip install "pyflowreg[dask]"'
+_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
+
+
+def import_distributed() -> ModuleType:
+    """Import ``distributed``, or raise ``ImportError`` with the install command."""
+    try:
+        return importlib.import_module("distributed")
+    except ImportError as exc:
+        raise ImportError(
+            f"the dask executor needs dask[distributed], which is not installed: {INSTALL_HINT}"
+        ) from exc
+
+
+def is_scheduler_address(address: str | os.PathLike) -> bool:
+    """Whether ``address`` is a scheduler address (``"tcp://host:8786"``, ``"host:8786"``)
+    rather than the path of a scheduler file."""
+    if not isinstance(address, str):
+        return False
+    if address.startswith(_SCHEMES):
+        return True
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdigit() and not Path(address).exists())
+
+
+@contextlib.contextmanager
+def dask_client(
+    n_workers: int, *, client: Any = None, address: str | os.PathLike | None = None
+) -> Iterator[Any]:
+    """The ``distributed.Client`` of a run, released at exit.
+
+    Parameters
+    ----------
+    n_workers : int
+        Worker processes of the embedded ``LocalCluster`` (used only without ``client`` and
+        ``address``).
+    client : distributed.Client, optional
+        Used as is and left open.
+    address : str or path-like, optional
+        ``"tcp://host:8786"`` or a scheduler file; the client made for it is closed at exit.
+
+    Yields
+    ------
+    distributed.Client
+    """
+    if client is not None and address is not None:
+        raise ValueError("give a dask client or a dask scheduler address, not both")
+    if client is not None:
+        yield client
+        return
+    distributed = import_distributed()
+    if address is not None:
+        if is_scheduler_address(address):
+            made = distributed.Client(address)
+        else:
+            path = Path(address)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"dask_address {str(address)!r} is neither a scheduler address "
+                    "('tcp://host:8786') nor an existing scheduler file"
+                )
+            made = distributed.Client(scheduler_file=str(path))
+        with made:
+            yield made
+        return
+    cluster = distributed.LocalCluster(
+        n_workers=int(n_workers),
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        env=dict(THREAD_LIMITS),
+    )
+    with cluster, distributed.Client(cluster) as made:
+        yield made
+
+
+# -- worker side ---------------------------------------------------------------------------------
+
+#: Flow backends of this worker process, by executor token.
+_BACKENDS: dict[str, Any] = {}
+_BACKENDS_LOCK = threading.Lock()
+
+
+def _worker_backend(token: str, setup: tuple) -> Any:
+    with _BACKENDS_LOCK:
+        backend = _BACKENDS.get(token)
+        if backend is None:
+            factory, params, backend_params = setup
+            backend = _BACKENDS[token] = factory(params, backend_params)
+    return backend
+
+
+def _forget_backend(token: str) -> None:
+    """Close and drop the backend of an executor (``client.run`` on every worker)."""
+    with _BACKENDS_LOCK:
+        backend = _BACKENDS.pop(token, None)
+    if backend is not None:
+        backend.close()
+
+
+def _run_task(function, token, setup, prepared, warp_settings, job, data, *args):
+    """Worker task: ``function(backend, prepared, warp_settings, job, data, *args)``."""
+    return function(_worker_backend(token, setup), prepared, warp_settings, job, data, *args)
+
+
+def _register_block(backend, prepared, warp_settings, job, data, uv):
+    """Register a block of frames shipped by the client: ``data = (raw, filtered)``."""
+    raw, filtered = data
+    flow = estimate_frames(backend, prepared, filtered, uv)
+    registered = np.empty(raw.shape, warp_settings.dtype)
+    for i in range(raw.shape[0]):
+        registered[i] = warp_frame(raw[i], flow[i], warp_settings)
+    return registered, flow
+
+
+# -- caller side ---------------------------------------------------------------------------------
+
+
+class DaskExecutor(Executor):
+    """Register frames on a Dask cluster (see the module docstring).
+
+    Extra keywords: ``client`` (a ``distributed.Client``), ``address`` (``"tcp://host:8786"``
+    or a scheduler file), ``retries`` (automatic retries of a failed range, default 2) and
+    ``window`` (ranges submitted or buffered at once; default twice the worker threads).
+    Without ``client`` and ``address`` it starts a ``LocalCluster`` of ``n_jobs`` processes and
+    closes it in :meth:`close`.
+    """
+
+    name = "dask"
+    #: The recording pipeline hands whole recordings to ``motion_correction.distributed``.
+    runs_on_cluster: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *args,
+        client: Any = None,
+        address: str | os.PathLike | None = None,
+        retries: int = 2,
+        window: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+        if window is not None and (isinstance(window, bool) or int(window) < 1):
+            raise ValueError(f"window must be an int >= 1 or None, got {window!r}")
+        self.retries = int(retries)
+        self._window = None if window is None else int(window)
+        self._token = uuid.uuid4().hex
+        self._setup = (self.backend_factory, self.flow_params, self.backend_params)
+        self._stack = contextlib.ExitStack()
+        self._reference_future: Any = None
+        try:
+            self.client = self._stack.enter_context(
+                dask_client(self.n_workers, client=client, address=address)
+            )
+        except BaseException:
+            self._stack.close()
+            raise
+        self._distributed = import_distributed()
+        self.n_workers = self.cluster_threads()
+
+    def cluster_threads(self) -> int:
+        """Worker threads of the cluster now (at least 1)."""
+        return max(1, sum(self.client.nthreads().values()))
+
+    def _reference_changed(self, prepared: Any) -> None:
+        old = self._reference_future
+        self._reference_future = self.client.scatter([prepared], broadcast=True, hash=False)[0]
+        if old is not None:
+            old.release()
+
+    def scatter_broadcast(self, value: Any) -> Any:
+        """``value`` sent once to every worker; the returned future is a task argument."""
+        return self.client.scatter([value], broadcast=True, hash=False)[0]
+
+    def map_ordered(
+        self,
+        function: Callable,
+        jobs: Sequence,
+        bounds: Sequence[tuple[int, int]],
+        *,
+        data: Callable[[int], Any] | None = None,
+        args: tuple = (),
+    ) -> Iterator[tuple[int, Any]]:
+        """Run ``function`` on the workers for every job; yield ``(i, result)`` in job order.
+
+        Parameters
+        ----------
+        function : callable
+            A module-level function ``function(backend, prepared, warp_settings, job, data_i,
+            *args)`` run on a worker with its flow backend and the current prepared reference.
+        jobs : sequence
+            Small picklable job descriptions.
+        bounds : sequence of (start, stop)
+            Frames of each job in the recording (for error messages and task names).
+        data : callable, optional
+            ``data(i)`` returns the (large) data of job ``i``; it is scattered to the cluster
+            when the job is submitted, and again if the worker holding it dies.
+        args : tuple
+            Extra arguments, e.g. futures from :meth:`scatter_broadcast`.
+
+        Raises
+        ------
+        RuntimeError
+            A job failed after its retries (or its worker kept dying); the message names its
+            frames. Jobs still in flight are cancelled.
+        """
+        self._check_open()
+        if self._reference_future is None:
+            raise RuntimeError("set_reference() must be called before map_ordered()")
+        n = len(jobs)
+        if len(bounds) != n:
+            raise ValueError(f"bounds must have one (start, stop) per job ({n}), got {len(bounds)}")
+        window = self._window or 2 * self.cluster_threads()
+        completed = self._distributed.as_completed()
+        pending: dict[Any, int] = {}
+        finished: dict[int, Any] = {}
+        attempts = [0] * n
+
+        def submit(i: int) -> None:
+            piece = None if data is None else self.client.scatter([data(i)], hash=False)[0]
+            start, stop = bounds[i]
+            future = self.client.submit(
+                _run_task,
+                function,
+                self._token,
+                self._setup,
+                self._reference_future,
+                self.warp_settings,
+                jobs[i],
+                piece,
+                *args,
+                retries=self.retries,
+                pure=False,
+                key=f"pyflowreg-frames-{start}-{stop}-{uuid.uuid4().hex[:12]}",
+            )
+            pending[future] = i
+            completed.add(future)
+
+        submitted = consumed = 0
+        try:
+            while consumed < n:
+                while submitted < n and submitted < consumed + window:
+                    submit(submitted)
+                    submitted += 1
+                while consumed not in finished:
+                    future = next(completed)
+                    i = pending.pop(future)
+                    if future.status == "finished":
+                        finished[i] = future.result()
+                    elif self._resubmittable(future, data, attempts[i]):
+                        attempts[i] += 1  # its scattered data died with a worker: send again
+                        submit(i)
+                    else:
+                        raise self._range_error(bounds[i], future)
+                    future.release()
+                yield consumed, finished.pop(consumed)
+                consumed += 1
+        finally:
+            if pending:
+                self.client.cancel(list(pending))
+
+    def _resubmittable(self, future: Any, data: Any, attempts: int) -> bool:
+        """A job cancelled because the data scattered for it died with its worker."""
+        return future.status == "cancelled" and data is not None and attempts < self.retries
+
+    def _range_error(self, bounds: tuple[int, int], future: Any) -> RuntimeError:
+        start, stop = bounds
+        try:
+            exc = future.exception()
+        except Exception as err:  # a cancelled future raises instead of returning its error
+            exc = err
+        if exc is None:
+            exc = RuntimeError(f"the task ended as {future.status!r}")
+        error = self._frame_error(start, exc, stop - start)
+        error.__cause__ = exc
+        return error
+
+    def _run_batch(
+        self,
+        raw: np.ndarray,
+        filtered: np.ndarray,
+        uv: np.ndarray,
+        first_index: int,
+        registered: np.ndarray,
+        flow: np.ndarray,
+    ) -> None:
+        n = raw.shape[0]
+        size = -(-n // self.cluster_threads())
+        blocks = [(a, min(a + size, n)) for a in range(0, n, size)]
+        bounds = [(first_index + a, first_index + b) for a, b in blocks]
+
+        def block(i: int) -> tuple[np.ndarray, np.ndarray]:
+            a, b = blocks[i]
+            return raw[a:b], filtered[a:b]
+
+        for i, (reg, w) in self.map_ordered(
+            _register_block, blocks, bounds, data=block, args=(uv,)
+        ):
+            a, b = blocks[i]
+            registered[a:b] = reg
+            flow[a:b] = w
+
+    def close(self) -> None:
+        """Forget this executor's state on the workers and release the client or cluster it
+        started (idempotent; a client passed in stays open)."""
+        if self._closed:
+            return
+        try:
+            if self._reference_future is not None:
+                self._reference_future.release()
+                self._reference_future = None
+            with contextlib.suppress(Exception):
+                if self.client.status == "running":
+                    self.client.run(_forget_backend, self._token)
+        finally:
+            self._stack.close()
+            super().close()
