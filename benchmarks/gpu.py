@@ -42,8 +42,13 @@ def _torch_devices(requested: list[str] | None) -> list[str]:
     return [d for d in devices if requested is None or d in requested]
 
 
-def targets(backends: list[str], devices: list[str] | None) -> list[tuple[str, str, dict]]:
-    """``(label, registry name, backend_params)`` of every backend/device to benchmark here."""
+def targets(
+    backends: list[str], devices: list[str] | None, graphs: bool = False
+) -> list[tuple[str, str, dict]]:
+    """``(label, registry name, backend_params)`` of every backend/device to benchmark here.
+
+    ``graphs`` adds torch on CUDA with ``cuda_graphs=True`` as a further target.
+    """
     runtime = get_runtime()
     out = []
     for key in backends:
@@ -54,7 +59,10 @@ def targets(backends: list[str], devices: list[str] | None) -> list[tuple[str, s
             print(f"# skipping {name}: {err}")
             continue
         if key == "torch":
-            out += [(f"torch-{d}", name, {"device": d}) for d in _torch_devices(devices)]
+            for d in _torch_devices(devices):
+                out.append((f"torch-{d}", name, {"device": d}))
+                if graphs and d == "cuda":
+                    out.append(("torch-cuda+gr", name, {"device": d, "cuda_graphs": True}))
         elif devices is None or "cuda" in devices:
             out.append(("numba-cuda", name, {}))
     return out
@@ -114,12 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu-batch-sizes", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--check-frames", type=int, default=3, help="pairs for accuracy")
     parser.add_argument("--seconds", type=float, default=1.0, help="timing per configuration")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="also time torch on CUDA with cuda_graphs=True")  # fmt: skip
     parser.add_argument("--no-baseline", action="store_true", help="skip the Numba CPU timing")
     args = parser.parse_args(argv)
 
     shape = (args.size, args.size)
     runtime = get_runtime()
-    chosen = targets(args.backend, args.device)
+    chosen = targets(args.backend, args.device, args.cuda_graphs)
     print(f"device: {device_name()}; frames {shape[0]}x{shape[1]}, 1 channel")
     pairs = [make_pair(shape, seed=s) for s in range(max(1, args.check_frames))]
     ref, mov, _ = pairs[0]

@@ -225,6 +225,7 @@ def test_cuda_unavailable_warns_and_uses_cpu():
         ({"dtype": "float16"}, ValueError, r"dtype.*float32"),
         ({"batch_frames": 0}, ValueError, "batch_frames.*>= 1, got 0"),
         ({"batch_frames": "4"}, TypeError, "batch_frames.*integer"),
+        ({"cuda_graphs": 1}, TypeError, "cuda_graphs.*True or False"),
         ({"threads": 4}, ValueError, r"unknown flowreg_torch backend_params \['threads'\]"),
     ],
 )
@@ -273,12 +274,20 @@ def test_compensate_arr_with_torch_backend():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_agrees_with_cpu():
+@pytest.mark.parametrize("graphs", [False, True])
+def test_cuda_agrees_with_cpu(graphs):
     ref, mov, w_true = make_pair((96, 128), seed=7)
+    frames = np.stack([mov, ref, mov])
     for quality in ("quality", "fast"):
         params = FlowParameters.from_quality(quality)
-        backend = TorchBackend(params, {"device": "cuda"})
-        w_gpu = backend.estimate(backend.prepare_reference(ref), mov[None])[0]
-        w_cpu = estimate(prepare_reference(ref, params), mov)
-        assert _mean_epd(w_gpu, w_cpu) <= 0.05
-        assert abs(endpoint_error(w_gpu, w_true).mean - endpoint_error(w_cpu, w_true).mean) <= 0.02
+        backend = TorchBackend(params, {"device": "cuda", "batch_frames": 2, "cuda_graphs": graphs})
+        prepared = backend.prepare_reference(ref)
+        for _ in range(2):  # graphs: capture on the first call, replay on the second
+            w_gpu = backend.estimate(prepared, frames)
+            w_cpu = estimate(prepare_reference(ref, params), mov)
+            assert _mean_epd(w_gpu[0], w_cpu) <= 0.05
+            assert _mean_epd(w_gpu[2], w_cpu) <= 0.05
+            assert np.abs(w_gpu[1]).max() < 1e-6  # the reference itself
+            epe_gpu = endpoint_error(w_gpu[0], w_true).mean
+            assert abs(epe_gpu - endpoint_error(w_cpu, w_true).mean) <= 0.02
+        backend.close()

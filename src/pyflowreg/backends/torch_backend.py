@@ -32,6 +32,7 @@ from ..core.flow import _data_weights
 from ..core.params import FlowParameters
 from ..core.pyramid import level_shapes
 from .base import FlowBackend, broadcast_uv
+from .torch_graph import GraphCache
 from .torch_kernels import (
     apply_axes,
     cascade_matrix,
@@ -43,7 +44,7 @@ from .torch_kernels import (
 from .torch_median import median5
 from .torch_solver import SolverSettings, sor_solve
 
-BACKEND_PARAMS = ("device", "dtype", "batch_frames")
+BACKEND_PARAMS = ("device", "dtype", "batch_frames", "cuda_graphs")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MAX_BATCH = 256
 CPU_BATCH = 8
@@ -104,7 +105,7 @@ def _resolve_dtype(dtype: Any) -> torch.dtype:
 
 
 class TorchBackend(FlowBackend):
-    """Flow backend on PyTorch tensors (``backend_params``: device, dtype, batch_frames).
+    """Flow backend on PyTorch tensors (``backend_params``: device, dtype, batch_frames, ...).
 
     Parameters
     ----------
@@ -115,6 +116,14 @@ class TorchBackend(FlowBackend):
         unavailable warns and uses the CPU. ``dtype``: ``"float32"`` (default) or ``"float64"``
         (torch dtypes accepted). ``batch_frames``: frames solved together on the device; by
         default chosen from the free device memory (at most 256), 8 on the CPU.
+        ``cuda_graphs``: on CUDA, capture each batch shape's whole solve once as a CUDA graph
+        and replay it (removes the kernel-launch overhead of small batches and coarse presets;
+        default False; ignored on the CPU).
+
+    Notes
+    -----
+    Float32 resampling products follow torch's matmul precision setting (full float32 unless
+    TF32 is enabled globally).
     """
 
     name = "flowreg_torch"
@@ -138,6 +147,14 @@ class TorchBackend(FlowBackend):
             if batch < 1:
                 raise ValueError(f'backend_params["batch_frames"] must be >= 1, got {batch}')
         self.batch_frames = None if batch is None else int(batch)
+        graphs = self.backend_params.get("cuda_graphs", False)
+        if not isinstance(graphs, bool):
+            raise TypeError(
+                f'backend_params["cuda_graphs"] must be True or False, got {type(graphs).__name__}'
+            )
+        self._solve = self._estimate_batch
+        if graphs and self.device.type == "cuda":
+            self._solve = GraphCache(self._estimate_batch, self.device)
         self._matrices: dict[tuple[int, int, bool | None], torch.Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -194,8 +211,10 @@ class TorchBackend(FlowBackend):
         free, _ = torch.cuda.mem_get_info(self.device)
         item = torch.finfo(self.dtype).bits // 8
         pixels = shape[0] * shape[1]
-        # pyramid + warp gathers + motion tensors + solver state + median buffers, per pixel
-        per_frame = pixels * (item * (40 + 16 * n_channels) + 8 * 12)
+        # per full-resolution pixel at the peak (level 0): moving pyramid, warp positions and
+        # weights, int64 gather indices, derivatives and motion tensors per channel, solver
+        # state and the live planes of the median network
+        per_frame = pixels * (item * (60 + 24 * n_channels) + 64)
         return int(max(1, min(MAX_BATCH, 0.5 * free // per_frame)))
 
     # ------------------------------------------------------------------ contract
@@ -276,9 +295,17 @@ class TorchBackend(FlowBackend):
             for s in range(0, n, step):
                 mov = self._to_device(np.moveaxis(frames[s : s + step], -1, 1))
                 init = self._to_device(np.moveaxis(uv_all[s : s + step], -1, 1))
-                flow = self._estimate_batch(prepared, mov, init)
+                flow = self._solve(prepared, mov, init)
                 out[s : s + step] = flow.permute(0, 2, 3, 1).to("cpu", torch.float32).numpy()
         return out
+
+    def close(self) -> None:
+        """Release the captured graphs and cached device matrices."""
+        if isinstance(self._solve, GraphCache):
+            self._solve.clear()
+        self._matrices.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _estimate_batch(
         self, prep: TorchPreparedReference, mov: torch.Tensor, flow: torch.Tensor

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from ..core.solver import median5 as core_median5
-from .torch_kernels import mirror_index
 
 _INF = "inf"
 MEDIAN_CHUNK = 1 << 24  # output pixels per chunk (bounds the live planes of the network)
@@ -122,11 +121,19 @@ def _run(program: list, outputs: list[int], inputs: list[torch.Tensor]) -> list[
     return [values[o] for o in outputs]
 
 
+def _mirror_index(n: int, device: torch.device) -> torch.Tensor:
+    """Indices ``-2 .. n+1`` mirrored into ``[0, n)`` (built on the device: no host copy)."""
+    i = torch.arange(-2, n + 2, device=device)
+    if n == 1:
+        return torch.zeros_like(i)
+    i = i.remainder(2 * n)
+    return torch.where(i >= n, 2 * n - 1 - i, i)
+
+
 def _median_chunk(x: torch.Tensor) -> torch.Tensor:
     _, h, w = x.shape
     (p1, o1), (p2, o2), (p3, o3) = _stages()
-    iy = torch.as_tensor(mirror_index(np.arange(-2, h + 2), h), device=x.device)
-    ix = torch.as_tensor(mirror_index(np.arange(-2, w + 2), w), device=x.device)
+    iy, ix = _mirror_index(h, x.device), _mirror_index(w, x.device)
     xp = x.index_select(1, iy).index_select(2, ix)  # (T, h+4, w+4)
     cols = _run(p1, o1, [xp[:, r : r + h] for r in range(5)])  # sorted columns (T, h, w+4)
     pairs = _run(p2, o2, [c[..., :-1] for c in cols] + [c[..., 1:] for c in cols])
