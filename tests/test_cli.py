@@ -214,6 +214,13 @@ def test_bad_option_value_is_a_usage_error(tif, tmp_path, capsys):
     assert line == "pyflowreg: error: invalid option: buffer_size must be >= 1, got 0"
 
 
+def test_unknown_backend_is_a_usage_error(tif, tmp_path, capsys):
+    status = main(["compensate", str(tif), "-o", str(tmp_path / "out"), "--backend", "foo"])
+    line = _single_error_line(capsys.readouterr().err)
+    assert status == 2
+    assert "flow_backend must be one of" in line and "'flowreg'" in line and "'foo'" in line
+
+
 def test_bad_output_format_lists_the_choices(tif, tmp_path, capsys):
     argv = ["compensate", str(tif), "-o", str(tmp_path / "out"), "--output-format", "gif"]
     status = main(argv)

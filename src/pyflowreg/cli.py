@@ -237,10 +237,19 @@ def _cmd_compensate(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:  # bad option values and unparsable option files
         raise UsageError(str(exc)) from exc
     config = _registration_config(args)
+    _check_backend_name(options.flow_backend)
     options.check_input_exists()
     result = _run(options, config, args)
     _print_summary(args, result)
     return 0
+
+
+def _check_backend_name(name: str) -> None:
+    from ._runtime import get_runtime
+
+    names = get_runtime().list_flow_backends()
+    if name not in names:
+        raise UsageError(f"flow_backend must be one of {names}, got {name!r}")
 
 
 def _build_options(args: argparse.Namespace):
