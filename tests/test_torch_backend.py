@@ -204,6 +204,8 @@ def test_registry_and_defaults():
     backend = TorchBackend(FlowParameters(), {"device": "cpu", "dtype": torch.float64})
     assert backend.name == "flowreg_torch"
     assert backend.dtype == torch.float64
+    for dtype in ("float64", np.float64, np.dtype("float64")):
+        assert TorchBackend(FlowParameters(), {"dtype": dtype}).dtype == torch.float64
     assert backend._default_batch((512, 512), 1) == 8
     prepared = backend.prepare_reference(np.zeros((20, 24), np.float32))
     assert isinstance(prepared, TorchPreparedReference)
@@ -223,6 +225,7 @@ def test_cuda_unavailable_warns_and_uses_cpu():
         ({"device": "tpu"}, ValueError, "device"),
         ({"device": 3.5}, ValueError, "device"),
         ({"dtype": "float16"}, ValueError, r"dtype.*float32"),
+        ({"dtype": torch.int32}, ValueError, r"dtype.*float32"),
         ({"batch_frames": 0}, ValueError, "batch_frames.*>= 1, got 0"),
         ({"batch_frames": "4"}, TypeError, "batch_frames.*integer"),
         ({"cuda_graphs": 1}, TypeError, "cuda_graphs.*True or False"),

@@ -98,7 +98,10 @@ def _resolve_device(device: Any) -> torch.device:
 def _resolve_dtype(dtype: Any) -> torch.dtype:
     if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dtype
-    key = np.dtype(dtype).name if isinstance(dtype, type) else dtype
+    try:
+        key = np.dtype(dtype).name
+    except TypeError:
+        key = None
     if key not in DTYPES:
         raise ValueError(f'backend_params["dtype"] must be one of {list(DTYPES)}, got {dtype!r}')
     return DTYPES[key]
