@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..core.flow import _channel_first, _data_weights
+from ..core.flow import channel_first, data_weights
 from ..core.params import FlowParameters
 from ..core.pyramid import cubic_taps, gaussian_kernel, level_shapes, resize
 from .base import FlowBackend
@@ -275,11 +275,11 @@ class CudaBackend(FlowBackend):
             Channel weights ``(C,)`` or a spatial map ``(H, W)`` / ``(H, W, C)``.
         """
         p = self.params
-        ref = _channel_first(reference, "reference", np.float32)
+        ref = channel_first(reference, "reference", np.float32)
         c, h, w = ref.shape
         shapes = tuple(level_shapes((h, w), p.eta, p.levels))
         finest = min(p.min_level, len(shapes) - 1)
-        weights_full = _data_weights(weight, (h, w), c, np.float32)
+        weights_full = data_weights(weight, (h, w), c, np.float32)
         cuda, k = self._cuda, self._k
         with self._context():
             tmp = (

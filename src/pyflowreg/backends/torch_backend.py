@@ -28,7 +28,7 @@ except ImportError as err:  # pragma: no cover - exercised without torch install
         'the flowreg_torch backend needs PyTorch: pip install "pyflowreg[torch]"'
     ) from err
 
-from ..core.flow import _data_weights
+from ..core.flow import data_weights
 from ..core.params import FlowParameters
 from ..core.pyramid import level_shapes
 from .base import FlowBackend, broadcast_uv
@@ -249,7 +249,7 @@ class TorchBackend(FlowBackend):
         shapes = tuple(level_shapes((h, w), p.eta, p.levels))
         finest = min(p.min_level, len(shapes) - 1)
         img = self._to_device(np.moveaxis(ref, -1, 0)[None])
-        weights_full = self._to_device(_data_weights(weight, (h, w), c, np.float64)[None])
+        weights_full = self._to_device(data_weights(weight, (h, w), c, np.float64)[None])
         images = self._pyramid(img, shapes, finest)
         derivs: list = [None] * len(shapes)
         weights: list = [None] * len(shapes)

@@ -46,7 +46,7 @@ class PreparedReference(NamedTuple):
         return self.images[self.finest].dtype
 
 
-def _channel_first(frame: np.ndarray, name: str, dtype) -> np.ndarray:
+def channel_first(frame: np.ndarray, name: str, dtype) -> np.ndarray:
     arr = np.asarray(frame)
     if arr.dtype.kind not in "uif":
         raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
@@ -63,7 +63,7 @@ def _channel_first(frame: np.ndarray, name: str, dtype) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(arr, -1, 0), dtype=dtype)
 
 
-def _data_weights(weight, shape: tuple[int, int], n_channels: int, dtype) -> np.ndarray:
+def data_weights(weight, shape: tuple[int, int], n_channels: int, dtype) -> np.ndarray:
     """Full-resolution data weights (C, H, W).
 
     Channel weights are normalised to sum 1; a spatial map (H, W) or (H, W, C) is scaled so
@@ -118,12 +118,12 @@ def prepare_reference(
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    ref = _channel_first(reference, "reference", dtype)
+    ref = channel_first(reference, "reference", dtype)
     c, h, w = ref.shape
     shapes = level_shapes((h, w), params.eta, params.levels)
     finest = min(params.min_level, len(shapes) - 1)
     images = build_pyramid(ref, shapes, finest)
-    weights_full = _data_weights(weight, (h, w), c, dtype)
+    weights_full = data_weights(weight, (h, w), c, dtype)
     empty = np.empty((0,), dtype)
     imgs, ders, wts = [], [], []
     for lvl, (lh, lw) in enumerate(shapes):
@@ -182,7 +182,7 @@ def estimate(
     """
     p = prepared.params
     dtype = prepared.dtype
-    mov = _channel_first(moving, "moving", dtype)
+    mov = channel_first(moving, "moving", dtype)
     if mov.shape != (prepared.n_channels, *prepared.shape):
         raise ValueError(
             f"moving frame shape {np.moveaxis(mov, 0, -1).shape} does not match the reference "
