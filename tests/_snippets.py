@@ -91,9 +91,10 @@ def input_file_names(code: str) -> list[str]:
 
 
 def comment_text(code: str, start: str) -> str:
-    """The comment of ``code`` that begins with ``start``, continuation lines joined by spaces.
+    """The comment of ``code`` whose text begins with ``start``, continuation lines joined.
 
-    A comment continues on the following lines as long as they are comments too.
+    A comment continues on the following lines as long as they are comments too; the lines'
+    texts (without ``#`` and surrounding spaces) are joined by single spaces.
     """
     lines = [line.strip() for line in code.splitlines()]
     for i, line in enumerate(lines):
@@ -103,7 +104,7 @@ def comment_text(code: str, start: str) -> str:
                 if not following.startswith("#"):
                     break
                 parts.append(following.lstrip("# "))
-            return " ".join(parts)[len(start) :].strip()
+            return " ".join(parts)
     raise ValueError(f"no comment starting with {start!r} in the snippet")
 
 

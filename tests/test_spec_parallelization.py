@@ -300,7 +300,8 @@ def test_backend_compatibility(section):
     assert torch_config.parallelization == "sequential"
 
     # The fallback example: the spec's comment is the warning, word for word.
-    assert comment_text(page.runner.remaining[0].code, "Warning:") == FALLBACK_WARNING
+    comment = comment_text(page.runner.remaining[0].code, "Warning:")
+    assert comment == f"Warning: {FALLBACK_WARNING}"
     cuda = next(row for row in runtime.flow_backend_info() if row.name == "flowreg_cuda")
     # Without a CUDA device flowreg_cuda is unavailable: the run warns and falls back to
     # sequential first, then stops with an ImportError that gives the reason and the fix. With
