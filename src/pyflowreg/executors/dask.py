@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -43,6 +45,8 @@ import numpy as np
 
 from ._worker_init import THREAD_LIMITS
 from .base import Executor, estimate_frames, warp_frame
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DaskExecutor", "dask_client", "import_distributed", "is_scheduler_address"]
 
@@ -115,7 +119,9 @@ def dask_client(
         n_workers=int(n_workers),
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        host="127.0.0.1",
+        dashboard_address=None,  # no dashboard; its HTTP server (health checks only) on any
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # free loopback port
         env=dict(THREAD_LIMITS),
     )
     with cluster, distributed.Client(cluster) as made:
@@ -214,13 +220,25 @@ class DaskExecutor(Executor):
 
     def _reference_changed(self, prepared: Any) -> None:
         old = self._reference_future
-        self._reference_future = self.client.scatter([prepared], broadcast=True, hash=False)[0]
+        self._reference_future = self._scatter(prepared, broadcast=True)
         if old is not None:
             old.release()
 
     def scatter_broadcast(self, value: Any) -> Any:
         """``value`` sent once to every worker; the returned future is a task argument."""
-        return self.client.scatter([value], broadcast=True, hash=False)[0]
+        return self._scatter(value, broadcast=True)
+
+    def _scatter(self, value: Any, broadcast: bool = False) -> Any:
+        """``client.scatter`` of one value, tried again when a worker dies during it."""
+        attempt = 0
+        while True:
+            try:
+                return self.client.scatter([value], broadcast=broadcast, hash=False)[0]
+            except OSError:  # CommClosedError: the worker chosen went away
+                attempt += 1
+                if attempt > self.retries:
+                    raise
+                time.sleep(0.5 * attempt)  # let the scheduler notice the lost worker
 
     def map_ordered(
         self,
@@ -267,7 +285,7 @@ class DaskExecutor(Executor):
         attempts = [0] * n
 
         def submit(i: int) -> None:
-            piece = None if data is None else self.client.scatter([data(i)], hash=False)[0]
+            piece = None if data is None else self._scatter(data(i))
             start, stop = bounds[i]
             future = self.client.submit(
                 _run_task,
@@ -298,7 +316,9 @@ class DaskExecutor(Executor):
                     if future.status == "finished":
                         finished[i] = future.result()
                     elif self._resubmittable(future, data, attempts[i]):
-                        attempts[i] += 1  # its scattered data died with a worker: send again
+                        attempts[i] += 1
+                        start, stop = bounds[i]
+                        logger.info("frames %d..%d: data lost with a worker", start, stop - 1)
                         submit(i)
                     else:
                         raise self._range_error(bounds[i], future)
