@@ -217,6 +217,34 @@ class Executor(abc.ABC):
             self._backend = self.backend_factory(self.flow_params, self.backend_params)
         return self._backend
 
+    def reconfigure(
+        self,
+        flow_params: FlowParameters | None = None,
+        warp_settings: WarpSettings | None = None,
+    ) -> None:
+        """Change the flow parameters and/or warp settings, keeping the workers.
+
+        Lets one run use the same pool for the reference pass (other parameters) and the
+        registration. The prepared reference is dropped: call :meth:`set_reference` again.
+        """
+        self._check_open()
+        if flow_params is not None:
+            if not isinstance(flow_params, FlowParameters):
+                raise TypeError(
+                    f"flow_params must be FlowParameters, got {type(flow_params).__name__}"
+                )
+            if flow_params != self.flow_params:
+                self.flow_params = flow_params
+                self._backend = None  # rebuilt with the new parameters on first use
+        if warp_settings is not None:
+            if not isinstance(warp_settings, WarpSettings):
+                raise TypeError(
+                    f"warp_settings must be WarpSettings, got {type(warp_settings).__name__}"
+                )
+            self.warp_settings = warp_settings.validated()
+        self._prepared = None
+        self._frame_shape = None
+
     def set_reference(self, reference: np.ndarray, weight: np.ndarray | None = None) -> None:
         """Prepare ``reference`` (H, W, C) float32 for the following batches.
 

@@ -41,11 +41,21 @@ def default_start_method() -> str:
 
 
 class _WorkerState:
-    def __init__(self, backend: Any, warp_settings: Any) -> None:
-        self.backend = backend
+    def __init__(self, factory: Any, params: Any, backend_params: dict, warp_settings: Any) -> None:
+        self.factory = factory
+        self.backend_params = backend_params
+        self.params = params
+        self.backend = factory(params, backend_params)
         self.warp_settings = warp_settings
         self.batch: AttachedTree | None = None
         self.reference: AttachedTree | None = None
+
+    def configure(self, params: Any, warp_settings: Any) -> None:
+        """Follow the caller's :meth:`Executor.reconfigure` (rebuild the backend if needed)."""
+        if params != self.params:
+            self.backend = self.factory(params, self.backend_params)
+            self.params = params
+        self.warp_settings = warp_settings
 
 
 _STATE: _WorkerState | None = None
@@ -53,7 +63,7 @@ _STATE: _WorkerState | None = None
 
 def _init_worker(factory: Any, params: Any, backend_params: dict, warp_settings: Any) -> None:
     global _STATE
-    _STATE = _WorkerState(factory(params, backend_params), warp_settings)
+    _STATE = _WorkerState(factory, params, backend_params, warp_settings)
 
 
 def _attach(current: AttachedTree | None, name: str, writable: bool) -> AttachedTree:
@@ -64,9 +74,12 @@ def _attach(current: AttachedTree | None, name: str, writable: bool) -> Attached
     return attach_tree(name, writable=writable)
 
 
-def _register_shared_frame(batch_name: str, reference_name: str, i: int) -> None:
+def _register_shared_frame(
+    batch_name: str, reference_name: str, i: int, params: Any, warp_settings: Any
+) -> None:
     """Worker task: register frame ``i`` of the shared batch into the shared outputs."""
     state = _STATE
+    state.configure(params, warp_settings)
     state.reference = _attach(state.reference, reference_name, writable=False)
     if state.batch is None or state.batch.name != batch_name:
         state.batch = _attach(state.batch, batch_name, writable=True)
@@ -133,7 +146,7 @@ class MultiprocessingExecutor(Executor):
 
     def _batch_views(self, raw: np.ndarray) -> dict:
         n, h, w, c = raw.shape
-        key = (raw.shape[1:], raw.dtype)
+        key = (raw.shape[1:], raw.dtype, self.warp_settings.dtype)
         block = self._batch_block
         if block is None or self._batch_key != key or self._batch_capacity < n:
             if block is not None:
@@ -178,10 +191,11 @@ class MultiprocessingExecutor(Executor):
         views["uv"][...] = uv
         pool = self._ensure_pool()
         names = (self._batch_block.name, self._reference_block.name)
+        config = (self.flow_params, self.warp_settings)
         futures = []
         try:
             for i in range(n):
-                futures.append(pool.submit(_register_shared_frame, *names, i))
+                futures.append(pool.submit(_register_shared_frame, *names, i, *config))
             cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
         except BrokenProcessPool as exc:  # raised by submit() once the pool is broken
             self._broken = True

@@ -7,6 +7,7 @@ in-memory arrays); this module never touches the file system itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -101,6 +102,20 @@ def executor_maker(
     return make
 
 
+def lend(executor) -> Callable:
+    """A ``make(params, dtype)`` that lends the open ``executor`` under other settings.
+
+    The reference pass and the registration then share one pool of workers (one start-up per
+    run); the lender does not close the executor.
+    """
+
+    def make(params, dtype):
+        executor.reconfigure(params, executor.warp_settings._replace(dtype=np.dtype(dtype)))
+        return contextlib.nullcontext(executor)
+
+    return make
+
+
 def _weight(options) -> np.ndarray | None:
     return None if options.weight is None else np.asarray(options.weight, dtype=np.float64)
 
@@ -167,18 +182,19 @@ def run_registration(
     params = options.flow_parameters()
     dtype = output_dtype(options, reader.dtype)
 
-    state.stage = "computing the reference"
-    ref_raw = raw_reference(reader, options, reference, make_executor, name)
-    state.reference = ref_raw
-    low, high = normalization_range(ref_raw, options.channel_normalization)
-    ref_pre = prepared_reference_image(ref_raw, low, high, sigma)
-    sink.start(ref_raw)
-
-    source = FrameSource(reader, low, high, sigma, name=name)
-    batches = batch_ranges(n_frames, options.buffer_size)
     state.stage = "starting the executor"
     with make_executor(params, dtype) as executor:
         state.n_workers = int(getattr(executor, "n_workers", 1))
+        state.stage = "computing the reference"
+        ref_raw = raw_reference(reader, options, reference, lend(executor), name)
+        state.reference = ref_raw
+        low, high = normalization_range(ref_raw, options.channel_normalization)
+        ref_pre = prepared_reference_image(ref_raw, low, high, sigma)
+        sink.start(ref_raw)
+
+        source = FrameSource(reader, low, high, sigma, name=name)
+        batches = batch_ranges(n_frames, options.buffer_size)
+        executor.reconfigure(params, WarpSettings(options.interpolation_method, dtype))
         executor.set_reference(ref_pre, weight)
         planner = InitialFlowPlanner(
             source,
