@@ -26,39 +26,71 @@ def _neumann(a):
 
 
 @njit(cache=True, nogil=True)
-def _refresh_data(J, wts, U, V, u, v, a_data, A):
-    """Lagged data weights: ``A = sum_k w_k psi_k J_k`` for J11, J22, J12, J13, J23."""
+def _refresh(J, wts, U, V, u, v, a_data, psi, cx, cy, robust, coef_r, coef_b, acc):
+    """Refresh the lagged data weights and the packed per-pixel constants of the sweeps.
+
+    With ``psi_k = w_k a (theta^T J_k theta + eps)^(a - 1)`` and ``A = sum_k psi_k J_k``
+    (J11, J22, J12, J13, J23), store per pixel ``cu = a11 u + a12 v - a13``,
+    ``cv = a22 v + a12 u - a23``, ``a12``, ``1 / (S + a11)`` and ``1 / (S + a22)`` in the packed
+    arrays of its colour. Row by row through ``acc`` (6, w), so the arithmetic vectorises and
+    only the power is scalar.
+    """
     c = J.shape[0]
     h, w = U.shape
-    A[:] = 0.0
-    eps = U.dtype.type(EPS)
-    a = U.dtype.type(a_data)
-    expo = U.dtype.type(a_data - 1.0)
-    two = U.dtype.type(2.0)
-    for ch in range(c):
-        for i in range(1, h - 1):
+    dt = U.dtype.type
+    eps = dt(EPS)
+    a = dt(a_data)
+    expo = dt(a_data - 1.0)
+    two = dt(2.0)
+    half = dt(0.5)
+    one = dt(1.0)
+    zero = dt(0.0)
+    for i in range(1, h - 1):
+        for ch in range(c):
             for j in range(1, w - 1):
                 du = U[i, j] - u[i, j]
                 dv = V[i, j] - v[i, j]
-                j11 = J[ch, 0, i, j]
-                j22 = J[ch, 1, i, j]
-                j12 = J[ch, 3, i, j]
-                j13 = J[ch, 4, i, j]
-                j23 = J[ch, 5, i, j]
                 s2 = (
-                    j11 * du * du
-                    + j22 * dv * dv
-                    + two * (j12 * du * dv + j13 * du + j23 * dv)
+                    J[ch, 0, i, j] * du * du
+                    + J[ch, 1, i, j] * dv * dv
+                    + two * (J[ch, 3, i, j] * du * dv + J[ch, 4, i, j] * du + J[ch, 5, i, j] * dv)
                     + J[ch, 2, i, j]
                 )
-                if s2 < 0:
-                    s2 = 0
-                psi = wts[ch, i, j] * a * (s2 + eps) ** expo
-                A[0, i, j] += psi * j11
-                A[1, i, j] += psi * j22
-                A[2, i, j] += psi * j12
-                A[3, i, j] += psi * j13
-                A[4, i, j] += psi * j23
+                acc[5, j] = s2 if s2 > zero else zero
+            for j in range(1, w - 1):
+                acc[5, j] = (acc[5, j] + eps) ** expo
+            if ch == 0:
+                for j in range(1, w - 1):
+                    p = wts[ch, i, j] * a * acc[5, j]
+                    acc[0, j] = p * J[ch, 0, i, j]
+                    acc[1, j] = p * J[ch, 1, i, j]
+                    acc[2, j] = p * J[ch, 3, i, j]
+                    acc[3, j] = p * J[ch, 4, i, j]
+                    acc[4, j] = p * J[ch, 5, i, j]
+            else:
+                for j in range(1, w - 1):
+                    p = wts[ch, i, j] * a * acc[5, j]
+                    acc[0, j] += p * J[ch, 0, i, j]
+                    acc[1, j] += p * J[ch, 1, i, j]
+                    acc[2, j] += p * J[ch, 3, i, j]
+                    acc[3, j] += p * J[ch, 4, i, j]
+                    acc[4, j] += p * J[ch, 5, i, j]
+        S = cx + cx + cy + cy
+        for colour in range(2):
+            coef = coef_r if colour == 0 else coef_b
+            q = (i + colour) & 1
+            for k in range(1 - q, ((w - 2 - q) >> 1) + 1):
+                j = 2 * k + q
+                if robust:
+                    r = psi[i, j]
+                    S = half * cx * (r + r + psi[i, j - 1] + psi[i, j + 1])
+                    S += half * cy * (r + r + psi[i - 1, j] + psi[i + 1, j])
+                a12 = acc[2, j]
+                coef[0, i, k] = acc[0, j] * u[i, j] + a12 * v[i, j] - acc[3, j]
+                coef[1, i, k] = acc[1, j] * v[i, j] + a12 * u[i, j] - acc[4, j]
+                coef[2, i, k] = a12
+                coef[3, i, k] = one / (S + acc[0, j])
+                coef[4, i, k] = one / (S + acc[1, j])
 
 
 @njit(cache=True, nogil=True)
@@ -107,65 +139,38 @@ def _unpack(red, black, a):
             a[i, j] = red[i, j >> 1] if (j & 1) == p else black[i, j >> 1]
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _get(red, black, i, j):
-    return red[i, j >> 1] if ((i + j) & 1) == 0 else black[i, j >> 1]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _set(red, black, i, j, value):
-    if ((i + j) & 1) == 0:
-        red[i, j >> 1] = value
-    else:
-        black[i, j >> 1] = value
-
-
 @njit(cache=True, nogil=True)
 def _neumann_packed(red, black, w):
-    """Ghost-frame copy (rows, then columns) on a packed pair of width ``w`` pixels."""
-    h = red.shape[0]
-    for j in range(w):
-        _set(red, black, 0, j, _get(red, black, 1, j))
-        _set(red, black, h - 1, j, _get(red, black, h - 2, j))
-    for i in range(h):
-        _set(red, black, i, 0, _get(red, black, i, 1))
-        _set(red, black, i, w - 1, _get(red, black, i, w - 2))
+    """Ghost-frame copy (rows, then columns) on a packed pair of width ``w`` pixels.
 
-
-@njit(cache=True, nogil=True)
-def _coefficients(A, u, v, psi, cx, cy, robust, coef_r, coef_b):
-    """Per-pixel constants of the sweep, packed: ``cu, cv, a12, 1/(S+a11), 1/(S+a22)``.
-
-    ``cu = a11 u + a12 v - a13`` and ``cv = a22 v + a12 u - a23`` collect the parts of the update
-    that do not change between refreshes of the lagged weights.
+    Adjacent pixels have opposite colours and the same packed column ``j // 2`` along a column
+    pair ``(2k, 2k + 1)``, so each copy moves values between the two arrays.
     """
-    h, w = u.shape
-    half = u.dtype.type(0.5)
-    one = u.dtype.type(1.0)
-    for i in range(1, h - 1):
-        p = i & 1
-        for j in range(1, w - 1):
-            a11 = A[0, i, j]
-            a22 = A[1, i, j]
-            a12 = A[2, i, j]
-            if robust:
-                q = psi[i, j]
-                S = half * cx * (q + q + psi[i, j - 1] + psi[i, j + 1])
-                S += half * cy * (q + q + psi[i - 1, j] + psi[i + 1, j])
-            else:
-                S = cx + cx + cy + cy
-            coef = coef_r if (j & 1) == p else coef_b
-            k = j >> 1
-            coef[0, i, k] = a11 * u[i, j] + a12 * v[i, j] - A[3, i, j]
-            coef[1, i, k] = a22 * v[i, j] + a12 * u[i, j] - A[4, i, j]
-            coef[2, i, k] = a12
-            coef[3, i, k] = one / (S + a11)
-            coef[4, i, k] = one / (S + a22)
+    h, w2 = red.shape
+    for k in range(w2):
+        red[0, k] = black[1, k]
+        black[0, k] = red[1, k]
+        red[h - 1, k] = black[h - 2, k]
+        black[h - 1, k] = red[h - 2, k]
+    ka = (w - 1) >> 1
+    kb = (w - 2) >> 1
+    for i in range(h):
+        if i & 1 == 0:
+            red[i, 0] = black[i, 0]
+        else:
+            black[i, 0] = red[i, 0]
+        if (i + w - 1) & 1 == 0:
+            red[i, ka] = black[i, kb]
+        else:
+            black[i, ka] = red[i, kb]
 
 
 @njit(cache=True, nogil=True)
 def _half_sweep(Uo, Vo, Un, Vn, coef, pso, psn, cx, cy, omega, colour, w, robust):
-    """Update the pixels of one colour (own arrays ``Uo``, ``Vo``) from the other colour's."""
+    """Update the pixels of one colour (own arrays ``Uo``, ``Vo``) from the other colour's.
+
+    Plain 2-D indexing (no row views: each view costs reference-count updates).
+    """
     h = Uo.shape[0]
     half = Uo.dtype.type(0.5)
     keep = Uo.dtype.type(1.0) - omega
@@ -173,43 +178,39 @@ def _half_sweep(Uo, Vo, Un, Vn, coef, pso, psn, cx, cy, omega, colour, w, robust
         q = (i + colour) & 1  # column parity of this colour's pixels in row i
         k0 = 1 - q
         k1 = (w - 2 - q) >> 1
-        Ui = Uo[i]
-        Vi = Vo[i]
-        Nu = Un[i]
-        Nv = Vn[i]
-        Nuu = Un[i - 1]
-        Nud = Un[i + 1]
-        Nvu = Vn[i - 1]
-        Nvd = Vn[i + 1]
-        cu = coef[0, i]
-        cv = coef[1, i]
-        a12 = coef[2, i]
-        i11 = coef[3, i]
-        i22 = coef[4, i]
         if robust:
-            po = pso[i]
-            pn = psn[i]
-            pnu = psn[i - 1]
-            pnd = psn[i + 1]
             for k in range(k0, k1 + 1):
                 lft = k - 1 + q
                 rgt = k + q
-                cl = half * cx * (po[k] + pn[lft])
-                cr = half * cx * (po[k] + pn[rgt])
-                cup = half * cy * (po[k] + pnu[k])
-                cdn = half * cy * (po[k] + pnd[k])
-                su = cl * Nu[lft] + cr * Nu[rgt] + cup * Nuu[k] + cdn * Nud[k]
-                up = keep * Ui[k] + omega * (su + cu[k] - a12[k] * Vi[k]) * i11[k]
-                Ui[k] = up
-                sv = cl * Nv[lft] + cr * Nv[rgt] + cup * Nvu[k] + cdn * Nvd[k]
-                Vi[k] = keep * Vi[k] + omega * (sv + cv[k] - a12[k] * up) * i22[k]
+                po = pso[i, k]
+                cl = half * cx * (po + psn[i, lft])
+                cr = half * cx * (po + psn[i, rgt])
+                cup = half * cy * (po + psn[i - 1, k])
+                cdn = half * cy * (po + psn[i + 1, k])
+                su = cl * Un[i, lft] + cr * Un[i, rgt] + cup * Un[i - 1, k] + cdn * Un[i + 1, k]
+                up = (
+                    keep * Uo[i, k]
+                    + omega * (su + coef[0, i, k] - coef[2, i, k] * Vo[i, k]) * (coef[3, i, k])
+                )
+                Uo[i, k] = up
+                sv = cl * Vn[i, lft] + cr * Vn[i, rgt] + cup * Vn[i - 1, k] + cdn * Vn[i + 1, k]
+                Vo[i, k] = (
+                    keep * Vo[i, k]
+                    + omega * (sv + coef[1, i, k] - coef[2, i, k] * up) * (coef[4, i, k])
+                )
         else:
             for k in range(k0, k1 + 1):
-                su = cx * (Nu[k - 1 + q] + Nu[k + q]) + cy * (Nuu[k] + Nud[k])
-                up = keep * Ui[k] + omega * (su + cu[k] - a12[k] * Vi[k]) * i11[k]
-                Ui[k] = up
-                sv = cx * (Nv[k - 1 + q] + Nv[k + q]) + cy * (Nvu[k] + Nvd[k])
-                Vi[k] = keep * Vi[k] + omega * (sv + cv[k] - a12[k] * up) * i22[k]
+                su = cx * (Un[i, k - 1 + q] + Un[i, k + q]) + cy * (Un[i - 1, k] + Un[i + 1, k])
+                up = (
+                    keep * Uo[i, k]
+                    + omega * (su + coef[0, i, k] - coef[2, i, k] * Vo[i, k]) * (coef[3, i, k])
+                )
+                Uo[i, k] = up
+                sv = cx * (Vn[i, k - 1 + q] + Vn[i, k + q]) + cy * (Vn[i - 1, k] + Vn[i + 1, k])
+                Vo[i, k] = (
+                    keep * Vo[i, k]
+                    + omega * (sv + coef[1, i, k] - coef[2, i, k] * up) * (coef[4, i, k])
+                )
 
 
 @njit(cache=True, nogil=True)
@@ -229,7 +230,7 @@ def sor_solve(
         return U, V
     dt = u.dtype
     w2 = (w + 1) // 2
-    A = np.zeros((5, h, w), dt)
+    acc = np.zeros((6, w), dt)
     psi = np.ones((h, w), dt)
     Ur = np.zeros((h, w2), dt)
     Ub = np.zeros((h, w2), dt)
@@ -250,13 +251,12 @@ def sor_solve(
             if it > 0:
                 _unpack(Ur, Ub, U)
                 _unpack(Vr, Vb, V)
-            _refresh_data(J, wts, U, V, u, v, a_data, A)
             if robust:
                 _neumann(U)
                 _neumann(V)
                 _refresh_smooth(U, V, hx, hy, a_smooth, psi)
                 _pack(psi, pr, pb)
-            _coefficients(A, u, v, psi, cx, cy, robust, coef_r, coef_b)
+            _refresh(J, wts, U, V, u, v, a_data, psi, cx, cy, robust, coef_r, coef_b, acc)
         _neumann_packed(Ur, Ub, w)
         _neumann_packed(Vr, Vb, w)
         _half_sweep(Ur, Vr, Ub, Vb, coef_r, pr, pb, cx, cy, om, 0, w, robust)
