@@ -10,9 +10,10 @@ Where the cluster comes from (:func:`dask_client`):
 - neither: an embedded ``LocalCluster`` of ``n_jobs`` worker processes with one thread each, no
   dashboard, BLAS/OpenMP/Numba limited to one thread per worker, closed at the end.
 
-The prepared reference is computed once by the caller and sent to every worker once
-(``client.scatter(..., broadcast=True)``); each worker process builds its own flow backend once
-per executor from the factory, pickled by reference. Work is submitted as frame ranges with
+The prepared reference is computed once by the caller and sent to the cluster once
+(:meth:`DaskExecutor.share`: held by a task rather than scattered, so that it survives the loss
+of the workers holding it); each worker fetches it once, and builds its own flow backend once per
+executor from the factory, pickled by reference. Work is submitted as frame ranges with
 ``retries``; at most ``window`` ranges (default twice the number of worker threads) are
 submitted or finished-but-not-yet-consumed at any time, so the client's memory stays bounded
 whatever the number of ranges. A range whose worker is killed is recomputed by Dask (data the
@@ -152,6 +153,16 @@ def _forget_backend(token: str) -> None:
         backend.close()
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _key(kind: str, start: int | None = None, stop: int | None = None) -> str:
+    """A readable, unique task key (shown on the dashboard)."""
+    span = "" if start is None else f"-{start}-{stop}"
+    return f"pyflowreg-{kind}{span}-{uuid.uuid4().hex[:12]}"
+
+
 def _run_task(function, token, setup, prepared, warp_settings, job, data, *args):
     """Worker task: ``function(backend, prepared, warp_settings, job, data, *args)``."""
     return function(_worker_backend(token, setup), prepared, warp_settings, job, data, *args)
@@ -220,20 +231,26 @@ class DaskExecutor(Executor):
 
     def _reference_changed(self, prepared: Any) -> None:
         old = self._reference_future
-        self._reference_future = self._scatter(prepared, broadcast=True)
+        self._reference_future = self.share(prepared)
         if old is not None:
             old.release()
 
-    def scatter_broadcast(self, value: Any) -> Any:
-        """``value`` sent once to every worker; the returned future is a task argument."""
-        return self._scatter(value, broadcast=True)
+    def share(self, value: Any) -> Any:
+        """A future of ``value`` for the tasks of every worker (pass it in ``args``).
 
-    def _scatter(self, value: Any, broadcast: bool = False) -> Any:
+        Sent to the cluster once; each worker fetches it once, the first time one of its tasks
+        needs it. It is held as the result of a task whose definition contains the value
+        (not scattered): if every worker holding it dies, or Dask's memory manager has dropped
+        the other copies, the scheduler simply recomputes it, where scattered data would be lost.
+        """
+        return self.client.submit(_identity, value, pure=False, priority=2, key=_key("shared"))
+
+    def _scatter(self, value: Any) -> Any:
         """``client.scatter`` of one value, tried again when a worker dies during it."""
         attempt = 0
         while True:
             try:
-                return self.client.scatter([value], broadcast=broadcast, hash=False)[0]
+                return self.client.scatter([value], hash=False)[0]
             except OSError:  # CommClosedError: the worker chosen went away
                 attempt += 1
                 if attempt > self.retries:
@@ -243,11 +260,12 @@ class DaskExecutor(Executor):
     def map_ordered(
         self,
         function: Callable,
-        jobs: Sequence,
+        jobs: Sequence | Callable[[int], Any],
         bounds: Sequence[tuple[int, int]],
         *,
         data: Callable[[int], Any] | None = None,
         args: tuple = (),
+        priority: int = 0,
     ) -> Iterator[tuple[int, Any]]:
         """Run ``function`` on the workers for every job; yield ``(i, result)`` in job order.
 
@@ -256,15 +274,20 @@ class DaskExecutor(Executor):
         function : callable
             A module-level function ``function(backend, prepared, warp_settings, job, data_i,
             *args)`` run on a worker with its flow backend and the current prepared reference.
-        jobs : sequence
-            Small picklable job descriptions.
+        jobs : sequence or callable
+            Small picklable job descriptions, or ``jobs(i)`` making job ``i``: called once per
+            job, in order, when the job is first submitted (so a job may depend on work done
+            since the previous one was submitted), and kept only while it is in flight.
         bounds : sequence of (start, stop)
-            Frames of each job in the recording (for error messages and task names).
+            Frames of each job in the recording (for error messages and task names); one per
+            job.
         data : callable, optional
             ``data(i)`` returns the (large) data of job ``i``; it is scattered to the cluster
             when the job is submitted, and again if the worker holding it dies.
         args : tuple
-            Extra arguments, e.g. futures from :meth:`scatter_broadcast`.
+            Extra arguments, e.g. futures from :meth:`share`.
+        priority : int
+            Dask priority of the tasks; higher runs first among queued tasks.
 
         Raises
         ------
@@ -275,16 +298,19 @@ class DaskExecutor(Executor):
         self._check_open()
         if self._reference_future is None:
             raise RuntimeError("set_reference() must be called before map_ordered()")
-        n = len(jobs)
-        if len(bounds) != n:
-            raise ValueError(f"bounds must have one (start, stop) per job ({n}), got {len(bounds)}")
-        window = self._window or 2 * self.cluster_threads()
+        n = len(bounds)
+        if not callable(jobs) and len(jobs) != n:
+            raise ValueError(f"bounds must have one (start, stop) per job ({len(jobs)}), got {n}")
+        make_job = jobs if callable(jobs) else jobs.__getitem__
         completed = self._distributed.as_completed()
         pending: dict[Any, int] = {}
         finished: dict[int, Any] = {}
+        in_flight: dict[int, Any] = {}  # job descriptions until their result is in
         attempts = [0] * n
 
         def submit(i: int) -> None:
+            if i not in in_flight:
+                in_flight[i] = make_job(i)
             piece = None if data is None else self._scatter(data(i))
             start, stop = bounds[i]
             future = self.client.submit(
@@ -294,12 +320,13 @@ class DaskExecutor(Executor):
                 self._setup,
                 self._reference_future,
                 self.warp_settings,
-                jobs[i],
+                in_flight[i],
                 piece,
                 *args,
                 retries=self.retries,
+                priority=priority,
                 pure=False,
-                key=f"pyflowreg-frames-{start}-{stop}-{uuid.uuid4().hex[:12]}",
+                key=_key("frames", start, stop),
             )
             pending[future] = i
             completed.add(future)
@@ -307,6 +334,8 @@ class DaskExecutor(Executor):
         submitted = consumed = 0
         try:
             while consumed < n:
+                # the window follows the cluster's size (workers may join an adaptive cluster)
+                window = self._window or 2 * self.cluster_threads()
                 while submitted < n and submitted < consumed + window:
                     submit(submitted)
                     submitted += 1
@@ -315,6 +344,7 @@ class DaskExecutor(Executor):
                     i = pending.pop(future)
                     if future.status == "finished":
                         finished[i] = future.result()
+                        del in_flight[i]
                     elif self._resubmittable(future, data, attempts[i]):
                         attempts[i] += 1
                         start, stop = bounds[i]
@@ -363,9 +393,12 @@ class DaskExecutor(Executor):
             a, b = blocks[i]
             return raw[a:b], filtered[a:b]
 
-        for i, (reg, w) in self.map_ordered(
-            _register_block, blocks, bounds, data=block, args=(uv,)
-        ):
+        # ahead of queued range jobs: the caller waits for this batch (e.g. the boundary pass
+        # of the next range) while the workers are busy with the ranges already submitted
+        results = self.map_ordered(
+            _register_block, blocks, bounds, data=block, args=(uv,), priority=1
+        )
+        for i, (reg, w) in results:
             a, b = blocks[i]
             registered[a:b] = reg
             flow[a:b] = w

@@ -240,7 +240,6 @@ def _run_ranges(
     with make_executor(params, dtype) as executor:
         state.n_workers = executor.n_workers
         executor.set_reference(ref_pre, weight)
-        state.stage = "computing the initial flow of every batch (boundary pass)"
         planner = InitialFlowPlanner(
             source,
             executor,
@@ -250,8 +249,6 @@ def _run_ranges(
             cc=options.cc_initialization,
             cc_hw=options.cc_hw,
         )
-        uvs = planner.plan()
-        state.flow_seconds += planner.executor_seconds
 
         frame_bytes = h * w * max(8, n_channels * np.dtype(dtype).itemsize)
         targets = sink.region_outputs(
@@ -278,12 +275,17 @@ def _run_ranges(
             lo, hi = max(0, start - halo), min(n_frames, stop + halo)
             return lo, np.asarray(reader.read(lo, hi))
 
-        jobs = [RangeJob(start, stop, uv) for (start, stop), uv in zip(batches, uvs, strict=True)]
+        def job(i: int) -> RangeJob:
+            # the boundary pass, one batch ahead of the submissions: the chain of initial
+            # fields needs batch i - 1's field first, and only the window's are kept in memory
+            start, stop = batches[i]
+            return RangeJob(start, stop, planner.next())
+
         state.stage = f"registering {len(batches)} batches on the cluster"
-        plan_future = executor.scatter_broadcast(plan)
+        plan_future = executor.share(plan)
         results = executor.map_ordered(
             _register_range,
-            jobs,
+            job,
             batches,
             data=None if spec is not None else block,
             args=(plan_future,),
@@ -306,6 +308,7 @@ def _run_ranges(
                         progress(stop, n_frames)
                     logger.debug("registered frames %d-%d of %s", start, stop - 1, name)
         finally:
+            state.flow_seconds += planner.executor_seconds
             plan_future.release()
             if spec is not None:
                 with contextlib.suppress(Exception):
