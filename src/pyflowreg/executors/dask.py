@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -342,38 +343,32 @@ class DaskExecutor(Executor):
                 while consumed not in finished:
                     future = next(completed)
                     i = pending.pop(future)
-                    if future.status == "finished":
+                    try:
+                        # a result lost with its worker after it finished is recomputed by the
+                        # scheduler; result() waits for that
                         finished[i] = future.result()
-                        del in_flight[i]
-                    elif self._resubmittable(future, data, attempts[i]):
+                    except CancelledError as exc:  # its scattered data died with a worker
+                        if data is None or attempts[i] >= self.retries:
+                            raise self._range_error(bounds[i], exc) from exc
                         attempts[i] += 1
                         start, stop = bounds[i]
                         logger.info("frames %d..%d: data lost with a worker", start, stop - 1)
                         submit(i)
+                    except Exception as exc:
+                        raise self._range_error(bounds[i], exc) from exc
                     else:
-                        raise self._range_error(bounds[i], future)
-                    future.release()
+                        del in_flight[i]
+                    finally:
+                        future.release()
                 yield consumed, finished.pop(consumed)
                 consumed += 1
         finally:
             if pending:
                 self.client.cancel(list(pending))
 
-    def _resubmittable(self, future: Any, data: Any, attempts: int) -> bool:
-        """A job cancelled because the data scattered for it died with its worker."""
-        return future.status == "cancelled" and data is not None and attempts < self.retries
-
-    def _range_error(self, bounds: tuple[int, int], future: Any) -> RuntimeError:
+    def _range_error(self, bounds: tuple[int, int], exc: BaseException) -> RuntimeError:
         start, stop = bounds
-        try:
-            exc = future.exception()
-        except Exception as err:  # a cancelled future raises instead of returning its error
-            exc = err
-        if exc is None:
-            exc = RuntimeError(f"the task ended as {future.status!r}")
-        error = self._frame_error(start, exc, stop - start)
-        error.__cause__ = exc
-        return error
+        return self._frame_error(start, exc, stop - start)
 
     def _run_batch(
         self,

@@ -7,8 +7,9 @@
    embedded ``LocalCluster``) and makes every executor of the run share it;
 2. computes the reference on the client, exactly as the sequential pipeline does (the reference
    frames are registered on the cluster through ``process_batch``);
-3. runs the boundary pass of :class:`.initialization.InitialFlowPlanner` (``plan()``): the
-   initial field of every batch, fixed before any batch runs;
+3. runs the boundary pass of :class:`.initialization.InitialFlowPlanner`: the initial field
+   of each batch, from frames before it only, computed just before the batch is submitted (its
+   tasks jump the queue, so it overlaps with the batches in flight);
 4. submits every batch as an independent range job: the worker reads the frames of its range
    (plus the temporal halo) from the input file itself, normalises and pre-filters them with the
    same :class:`._source.FrameSource` code, registers them with the sequential executor's
