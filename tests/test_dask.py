@@ -232,6 +232,22 @@ def test_update_reference_runs_batches_in_order_and_equals_sequential(tmp_path, 
 
 
 @CLUSTER_TEST
+def test_batches_longer_than_the_initial_flow_window_equal_sequential(tmp_path, client):
+    """buffer_size >= 20: the sequential loop takes each batch's initial field from the tail
+    of the batch before, the cluster runner from the boundary pass; both give the same."""
+    rec = make_recording(46, (H, W), seed=8, max_rigid=2.0, max_nonrigid=0.6, dtype=np.uint16)
+    source = write(tmp_path / "input.h5", rec.video)
+    seq, dsk = run_pair(
+        tmp_path,
+        source,
+        RegistrationConfig(parallelization="dask", dask_client=client),
+        buffer_size=22,
+        iterations=3,
+    )
+    assert_same_outputs(seq, dsk)
+
+
+@CLUSTER_TEST
 def test_scheduler_file_connects(tmp_path, client, video):
     scheduler_file = tmp_path / "scheduler.json"
     scheduler_file.write_text(json.dumps({"address": client.scheduler.address}))

@@ -10,10 +10,11 @@ Where the cluster comes from (:func:`dask_client`):
 - neither: an embedded ``LocalCluster`` of ``n_jobs`` worker processes with one thread each, no
   dashboard, BLAS/OpenMP/Numba limited to one thread per worker, closed at the end.
 
-The prepared reference is computed once by the caller and sent to the cluster once
-(:meth:`DaskExecutor.share`: held by a task rather than scattered, so that it survives the loss
-of the workers holding it); each worker fetches it once, and builds its own flow backend once per
-executor from the factory, pickled by reference. Work is submitted as frame ranges with
+The reference is prepared once, by a task on one worker, from the small pre-processed image the
+caller gives (:meth:`DaskExecutor.set_reference`); the other workers fetch the prepared
+reference from there once. Being the result of a task rather than scattered data, it is
+recomputed if the workers holding it die. Each worker process builds its own flow backend once
+per executor from the factory, pickled by reference. Work is submitted as frame ranges with
 ``retries``; at most ``window`` ranges (default twice the number of worker threads) are
 submitted or finished-but-not-yet-consumed at any time, so the client's memory stays bounded
 whatever the number of ranges. A range whose worker is killed is recomputed by Dask (data the
@@ -158,6 +159,11 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _prepare_reference(token: str, setup: tuple, reference: np.ndarray, weight: Any) -> Any:
+    """Worker task: the backend's prepared reference (held on the cluster for the tasks)."""
+    return _worker_backend(token, setup).prepare_reference(reference, weight)
+
+
 def _key(kind: str, start: int | None = None, stop: int | None = None) -> str:
     """A readable, unique task key (shown on the dashboard)."""
     span = "" if start is None else f"-{start}-{stop}"
@@ -230,9 +236,51 @@ class DaskExecutor(Executor):
         """Worker threads of the cluster now (at least 1)."""
         return max(1, sum(self.client.nthreads().values()))
 
-    def _reference_changed(self, prepared: Any) -> None:
+    def reconfigure(self, flow_params=None, warp_settings=None) -> None:
+        """Change the flow parameters and/or warp settings, keeping the cluster (see
+        :meth:`Executor.reconfigure`); workers build a backend for the new parameters."""
+        old_params = self.flow_params
+        super().reconfigure(flow_params, warp_settings)
+        if self._reference_future is not None:
+            self._reference_future.release()
+            self._reference_future = None
+        if self.flow_params != old_params:
+            self._forget_workers_backend()
+            self._token = uuid.uuid4().hex
+            self._setup = (self.backend_factory, self.flow_params, self.backend_params)
+
+    def _forget_workers_backend(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.client.status == "running":
+                self.client.run(_forget_backend, self._token)
+
+    def set_reference(self, reference: np.ndarray, weight: np.ndarray | None = None) -> None:
+        """Have the cluster prepare ``reference`` (H, W, C) float32 for the following batches.
+
+        The prepared reference (pyramid and weights; tens of MiB for a 512 x 512 frame at
+        ``"quality"``) is computed once by a task on one worker from the small pre-processed
+        image and fetched from there by the other workers; it never passes through the client
+        or the scheduler, and it is recomputed if the workers holding it die.
+        """
+        self._check_open()
+        reference = np.ascontiguousarray(reference, dtype=np.float32)
+        if reference.ndim != 3:
+            raise ValueError(f"reference must have shape (H, W, C), got {reference.shape}")
+        weight = None if weight is None else np.asarray(weight)
         old = self._reference_future
-        self._reference_future = self.share(prepared)
+        self._reference_future = self.client.submit(
+            _prepare_reference,
+            self._token,
+            self._setup,
+            reference,
+            weight,
+            pure=False,
+            priority=2,
+            key=_key("reference"),
+        )
+        # the base class only checks that a reference was set; here it lives on the cluster
+        self._prepared = self._reference_future
+        self._frame_shape = reference.shape
         if old is not None:
             old.release()
 
@@ -406,10 +454,8 @@ class DaskExecutor(Executor):
         try:
             if self._reference_future is not None:
                 self._reference_future.release()
-                self._reference_future = None
-            with contextlib.suppress(Exception):
-                if self.client.status == "running":
-                    self.client.run(_forget_backend, self._token)
+                self._reference_future = self._prepared = None
+            self._forget_workers_backend()
         finally:
             self._stack.close()
             super().close()

@@ -34,9 +34,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..executors.base import estimate_frames, warp_frame
+from ..executors.base import WarpSettings, estimate_frames, warp_frame
 from ..executors.dask import dask_client
-from ._engine import BatchResult, executor_maker, output_dtype, raw_reference, run_registration
+from ._engine import (
+    BatchResult,
+    executor_maker,
+    lend,
+    output_dtype,
+    raw_reference,
+    run_registration,
+)
 from ._outputs import valid_mask
 from ._source import FrameSource, batch_ranges
 from .initialization import InitialFlowPlanner
@@ -229,17 +236,18 @@ def _run_ranges(
     params = options.flow_parameters()
     dtype = output_dtype(options, reader.dtype)
 
-    state.stage = "computing the reference"
-    ref_raw = raw_reference(reader, options, reference, make_executor, name)
-    state.reference = ref_raw
-    low, high = normalization_range(ref_raw, options.channel_normalization)
-    ref_pre = prepared_reference_image(ref_raw, low, high, sigma)
-    sink.start(ref_raw)
-    source = FrameSource(reader, low, high, sigma, name=name)
-    batches = batch_ranges(n_frames, options.buffer_size)
-
+    state.stage = "starting the executor"
     with make_executor(params, dtype) as executor:
         state.n_workers = executor.n_workers
+        state.stage = "computing the reference"
+        ref_raw = raw_reference(reader, options, reference, lend(executor), name)
+        state.reference = ref_raw
+        low, high = normalization_range(ref_raw, options.channel_normalization)
+        ref_pre = prepared_reference_image(ref_raw, low, high, sigma)
+        sink.start(ref_raw)
+        source = FrameSource(reader, low, high, sigma, name=name)
+        batches = batch_ranges(n_frames, options.buffer_size)
+        executor.reconfigure(params, WarpSettings(options.interpolation_method, dtype))
         executor.set_reference(ref_pre, weight)
         planner = InitialFlowPlanner(
             source,
