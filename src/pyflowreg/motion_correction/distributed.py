@@ -88,7 +88,6 @@ class RangeOutput(NamedTuple):
     registered: np.ndarray | None
     w: np.ndarray | None
     statistics: dict | None
-    seconds: float
 
 
 def zarr_chunk_frames(frame_bytes: int, buffer_size: int) -> int:
@@ -151,12 +150,10 @@ def _register_range(backend, prepared, warp_settings, job: RangeJob, block, plan
         reader = _BlockReader(frames, offset, plan.n_frames)
     source = FrameSource(reader, plan.low, plan.high, plan.sigma, name=plan.name)
     raw, filtered = source.read(job.start, job.stop)
-    tic = time.perf_counter()
     w = estimate_frames(backend, prepared, filtered, job.uv)
     registered = np.empty(raw.shape, warp_settings.dtype)
     for i in range(raw.shape[0]):
         registered[i] = warp_frame(raw[i], w[i], warp_settings)
-    seconds = time.perf_counter() - tic
     statistics = None
     if plan.reference is not None:
         accumulator = StatisticsAccumulator(plan.reference)
@@ -172,8 +169,8 @@ def _register_range(backend, prepared, warp_settings, job: RangeJob, block, plan
             with open_writer(path, "ZARR", mode="r+") as writer:
                 writer.write_at(job.start, outputs[key])
     if plan.return_frames:
-        return RangeOutput(registered, w, statistics, seconds)
-    return RangeOutput(None, None, statistics, seconds)
+        return RangeOutput(registered, w, statistics)
+    return RangeOutput(None, None, statistics)
 
 
 # -- client side ---------------------------------------------------------------------------------
@@ -292,6 +289,7 @@ def _run_ranges(
 
         state.stage = f"registering {len(batches)} batches on the cluster"
         plan_future = executor.share(plan)
+        tic = time.perf_counter()
         results = executor.map_ordered(
             _register_range,
             job,
@@ -309,7 +307,6 @@ def _run_ranges(
                         None if targets else out.w,
                         out.statistics,
                     )
-                    state.flow_seconds += out.seconds
                     state.n_frames = stop
                     if batch_callback is not None:
                         batch_callback(BatchResult(start, out.registered, out.w, b))
@@ -317,7 +314,7 @@ def _run_ranges(
                         progress(stop, n_frames)
                     logger.debug("registered frames %d-%d of %s", start, stop - 1, name)
         finally:
-            state.flow_seconds += planner.executor_seconds
+            state.flow_seconds += time.perf_counter() - tic  # ranges and boundary pass, wall
             plan_future.release()
             if spec is not None:
                 with contextlib.suppress(Exception):
