@@ -301,9 +301,14 @@ def test_killed_worker_ranges_are_recomputed(tmp_path, client, video, monkeypatc
 
 
 @CLUSTER_TEST
+@pytest.mark.parametrize("fmt", ["HDF5", "ZARR"])
 def test_repeated_failure_names_the_range_and_leaves_no_output(
-    tmp_path, client, video, monkeypatch
+    tmp_path, client, video, monkeypatch, fmt
 ):
+    """Batch 1 fails on every try (retries=2); with Zarr the workers had written batches 0
+    and 2 themselves. The error names the frames and the output folder is left empty."""
+    if fmt == "ZARR":
+        pytest.importorskip("zarr")
     using_backend(monkeypatch, "flat_frame_fails", FlatFrameFails)
     bad = video.copy()
     bad[5] = 1000  # a flat frame in batch 1 (frames 4..7)
@@ -315,6 +320,8 @@ def test_repeated_failure_names_the_range_and_leaves_no_output(
         flow_backend="flat_frame_fails",
         reference_frames=video[0],  # no reference or boundary pass on the workers
         update_initialization_w=False,
+        output_format=fmt,
+        save_valid_mask=True,
     )
     with pytest.raises(RegistrationError, match=r"registering frames 4\.\.7 failed \(dask"):
         compensate_recording(

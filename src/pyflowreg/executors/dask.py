@@ -315,6 +315,8 @@ class DaskExecutor(Executor):
         data: Callable[[int], Any] | None = None,
         args: tuple = (),
         priority: int = 0,
+        settle: bool = False,
+        settle_timeout: float = 120.0,
     ) -> Iterator[tuple[int, Any]]:
         """Run ``function`` on the workers for every job; yield ``(i, result)`` in job order.
 
@@ -337,6 +339,13 @@ class DaskExecutor(Executor):
             Extra arguments, e.g. futures from :meth:`share`.
         priority : int
             Dask priority of the tasks; higher runs first among queued tasks.
+        settle : bool
+            When the iteration stops early (an error here or in the consumer), wait up to
+            ``settle_timeout`` seconds for the jobs in flight to end before cancelling them:
+            cancelling does not stop a job that already runs, and jobs that write files must
+            be done before those files are removed.
+        settle_timeout : float
+            Seconds.
 
         Raises
         ------
@@ -412,6 +421,11 @@ class DaskExecutor(Executor):
                 consumed += 1
         finally:
             if pending:
+                if settle:
+                    # a cancelled task that already runs goes on; let it end before the caller
+                    # removes what it writes to
+                    logger.info("stopping: waiting for %d jobs in flight to end", len(pending))
+                    self._distributed.wait(list(pending), timeout=settle_timeout)
                 self.client.cancel(list(pending))
 
     def _range_error(self, bounds: tuple[int, int], exc: BaseException) -> RuntimeError:

@@ -296,6 +296,7 @@ def _run_ranges(
             batches,
             data=None if spec is not None else block,
             args=(plan_future,),
+            settle=bool(targets),  # workers write the outputs: let them end before an abort
         )
         try:
             with contextlib.closing(results):
