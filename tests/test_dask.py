@@ -40,6 +40,7 @@ from pyflowreg.motion_correction import (  # noqa: E402
     OFOptions,
     RegistrationConfig,
     RegistrationError,
+    compensate_arr,
     compensate_recording,
 )
 from pyflowreg.motion_correction import distributed as runner_module  # noqa: E402
@@ -217,6 +218,20 @@ def test_in_memory_input_is_scattered_and_equals_sequential(tmp_path, client, vi
     )
     assert seq.registered.shape == (T, H, W, 1)
     assert_same_outputs(seq, dsk)
+
+
+@CLUSTER_TEST
+def test_compensate_arr_on_the_cluster_equals_sequential(client, video):
+    options = OFOptions(quality_setting="fast", iterations=5, buffer_size=BUFFER)
+    seq = compensate_arr(
+        video, options=options, registration_config=RegistrationConfig(parallelization="sequential")
+    )
+    dsk = compensate_arr(
+        video,
+        options=options,
+        registration_config=RegistrationConfig(parallelization="dask", dask_client=client),
+    )
+    assert np.array_equal(seq[0], dsk[0]) and np.array_equal(seq[1], dsk[1])
 
 
 @CLUSTER_TEST
