@@ -6,6 +6,7 @@ hot loops walk memory row by row.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -40,6 +41,7 @@ def level_shapes(shape: tuple[int, int], eta: float, levels: int) -> list[tuple[
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def gaussian_kernel(sigma: float) -> np.ndarray:
     """Normalised 1-D Gaussian taps of radius ``ceil(3 sigma)`` (float64)."""
     if sigma <= 0:
@@ -47,7 +49,9 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     radius = max(1, math.ceil(3.0 * sigma))
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
+    k /= k.sum()
+    k.flags.writeable = False
+    return k
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -82,28 +86,35 @@ def blur_rows(img, taps):
 
 @njit(cache=True, nogil=True)
 def blur_cols(img, taps):
-    """Convolve every channel of ``img`` (C, h, w) along axis 2 (columns) with ``taps``."""
+    """Convolve every channel of ``img`` (C, h, w) along axis 2 (columns) with ``taps``.
+
+    Tap-outer loops over contiguous runs of a row, so the interior vectorises; only the
+    ``radius`` columns at each border take the mirrored indices.
+    """
     c, h, w = img.shape
     r = taps.shape[0] // 2
-    nt = taps.shape[0]
-    out = np.empty_like(img)
+    out = np.zeros_like(img)
     for ch in range(c):
         for i in range(h):
-            row = img[ch, i]
-            for j in range(w):
-                acc = 0.0
-                if j >= r and j + r < w:
-                    for k in range(nt):
-                        acc += taps[k] * row[j + k - r]
-                else:
-                    for k in range(nt):
-                        acc += taps[k] * row[mirror(j + k - r, w)]
-                out[ch, i, j] = acc
+            for k in range(taps.shape[0]):
+                t = taps[k]
+                off = k - r
+                j0 = max(0, -off)
+                j1 = min(w, w - off)
+                for j in range(j0, j1):
+                    out[ch, i, j] += t * img[ch, i, j + off]
+                for j in range(0, min(j0, w)):
+                    out[ch, i, j] += t * img[ch, i, mirror(j + off, w)]
+                for j in range(max(j1, 0), w):
+                    out[ch, i, j] += t * img[ch, i, mirror(j + off, w)]
     return out
 
 
-def cubic_taps(n_src: int, n_dst: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source indices ``(n_dst, 4)`` and Keys weights ``(n_dst, 4)`` for centre-aligned resizing."""
+@functools.lru_cache(maxsize=1024)
+def cubic_taps(n_src: int, n_dst: int, dtype: str = "float64") -> tuple[np.ndarray, np.ndarray]:
+    """Source indices ``(n_dst, 4)`` and Keys weights ``(n_dst, 4)`` for centre-aligned resizing.
+
+    Cached (read-only arrays): every frame of a run resamples between the same sizes."""
     x = (np.arange(n_dst, dtype=np.float64) + 0.5) * (n_src / n_dst) - 0.5
     x0 = np.floor(x)
     t = x - x0
@@ -115,7 +126,9 @@ def cubic_taps(n_src: int, n_dst: int) -> tuple[np.ndarray, np.ndarray]:
         d <= 1.0,
         (a + 2) * d**3 - (a + 3) * d**2 + 1,
         np.where(d < 2.0, a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a, 0.0),
-    )
+    ).astype(dtype)
+    idx.flags.writeable = False
+    w.flags.writeable = False
     return idx, w
 
 
@@ -159,11 +172,11 @@ def resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     _, h, w = img.shape
     out = img
     if shape[0] != h:
-        idx, wts = cubic_taps(h, shape[0])
-        out = resize_rows(out, idx, wts.astype(img.dtype))
+        idx, wts = cubic_taps(h, shape[0], img.dtype.name)
+        out = resize_rows(out, idx, wts)
     if shape[1] != w:
-        idx, wts = cubic_taps(w, shape[1])
-        out = resize_cols(out, idx, wts.astype(img.dtype))
+        idx, wts = cubic_taps(w, shape[1], img.dtype.name)
+        out = resize_cols(out, idx, wts)
     return out if out is not img else img.copy()
 
 
@@ -179,7 +192,7 @@ def downsample(img: np.ndarray, shape: tuple[int, int], first: tuple[bool, bool]
             continue
         ratio = n_src / n_dst
         sigma = 0.6 * ratio if first[axis] else 0.6 * math.sqrt(max(ratio * ratio - 1.0, 0.0))
-        taps = gaussian_kernel(sigma).astype(img.dtype)
+        taps = gaussian_kernel(float(sigma)).astype(img.dtype)
         out = blur_rows(out, taps) if axis == 0 else blur_cols(out, taps)
     return resize(out, shape)
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..executors.base import WarpSettings
-from ._source import FrameSource, batch_ranges
+from ._source import FrameSource, batch_ranges, prefetch
 from .initialization import InitialFlowPlanner
 from .reference import (
     as_reference_image,
@@ -120,7 +120,9 @@ def _weight(options) -> np.ndarray | None:
     return None if options.weight is None else np.asarray(options.weight, dtype=np.float64)
 
 
-def raw_reference(reader, options, reference, make_executor, name: str) -> np.ndarray:
+def raw_reference(
+    reader, options, reference, make_executor, name: str, workers: int = 1
+) -> np.ndarray:
     """The raw ``(H, W, C)`` float32 reference: given, from the options, or computed."""
     n_frames = int(reader.shape[0])
     frame_shape = tuple(int(s) for s in reader.shape[1:])
@@ -140,6 +142,7 @@ def raw_reference(reader, options, reference, make_executor, name: str) -> np.nd
         make_executor=make_executor,
         chunk_size=options.buffer_size,
         name=name,
+        workers=workers,
     )
 
 
@@ -186,13 +189,15 @@ def run_registration(
     with make_executor(params, dtype) as executor:
         state.n_workers = int(getattr(executor, "n_workers", 1))
         state.stage = "computing the reference"
-        ref_raw = raw_reference(reader, options, reference, lend(executor), name)
+        ref_raw = raw_reference(
+            reader, options, reference, lend(executor), name, workers=state.n_workers
+        )
         state.reference = ref_raw
         low, high = normalization_range(ref_raw, options.channel_normalization)
         ref_pre = prepared_reference_image(ref_raw, low, high, sigma)
         sink.start(ref_raw)
 
-        source = FrameSource(reader, low, high, sigma, name=name)
+        source = FrameSource(reader, low, high, sigma, name=name, workers=state.n_workers)
         batches = batch_ranges(n_frames, options.buffer_size)
         executor.reconfigure(params, WarpSettings(options.interpolation_method, dtype))
         executor.set_reference(ref_pre, weight)
@@ -205,10 +210,15 @@ def run_registration(
             cc=options.cc_initialization,
             cc_hw=options.cc_hw,
         )
-        for b, (start, stop) in enumerate(batches):
-            state.stage = f"batch {b + 1}/{len(batches)} (frames {start}-{stop - 1})"
+
+        def stage(b: int) -> str:
+            start, stop = batches[b]
+            return f"batch {b + 1}/{len(batches)} (frames {start}-{stop - 1})"
+
+        state.stage = stage(0)
+        for b, (start, stop, raw, filtered) in enumerate(prefetch(source, batches)):
+            state.stage = stage(b)
             uv = planner.next()
-            raw, filtered = source.read(start, stop)
             tic = time.perf_counter()
             registered, w = executor.process_batch(raw, filtered, uv, start)
             state.flow_seconds += time.perf_counter() - tic
@@ -226,5 +236,7 @@ def run_registration(
             if progress is not None:
                 progress(stop, n_frames)
             logger.debug("registered frames %d-%d of %s", start, stop - 1, name)
+            if b + 1 < len(batches):
+                state.stage = stage(b + 1)  # a failed read-ahead is reported as the next batch
         state.flow_seconds += planner.executor_seconds
     state.stage = "finishing"

@@ -18,6 +18,10 @@ filter treats them as one contiguous clip.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..core import preprocess
@@ -47,10 +51,12 @@ def sigma_per_channel(sigma, n_channels: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def preprocess_frames(raw: np.ndarray, low, high, sigma: np.ndarray) -> np.ndarray:
-    """Normalise ``(T, H, W, C)`` frames with ``(low, high)`` and apply the Gaussian filter."""
-    video = preprocess.normalize(raw, low, high)
-    return preprocess.gaussian_filter_video(np.ascontiguousarray(video, np.float32), sigma)
+def preprocess_frames(
+    raw: np.ndarray, low, high, sigma: np.ndarray, workers: int = 1
+) -> np.ndarray:
+    """Normalise ``(T, H, W, C)`` frames with ``(low, high)`` and apply the Gaussian filter
+    (on ``workers`` threads; the result does not depend on it)."""
+    return preprocess.prefilter(raw, low, high, sigma, workers=workers)
 
 
 def preprocess_image(image: np.ndarray, low, high, sigma: np.ndarray) -> np.ndarray:
@@ -75,10 +81,24 @@ class FrameSource:
         Frames of the reader that make up this source (default: all, in order).
     name : str
         Used in error messages (file name or "array").
+    workers : int
+        Threads for the pre-processing (the executor's worker count; same result for any).
     """
 
-    def __init__(self, reader, low, high, sigma: np.ndarray, *, indices=None, name: str = "input"):
+    def __init__(
+        self,
+        reader,
+        low,
+        high,
+        sigma: np.ndarray,
+        *,
+        indices=None,
+        name: str = "input",
+        workers: int = 1,
+    ):
         self.reader = reader
+        self.workers = max(1, int(workers))
+        self._lock = threading.Lock()  # readers (tifffile handles) are not thread-safe
         self.low = low
         self.high = high
         self.sigma = np.asarray(sigma, dtype=np.float64)
@@ -110,10 +130,11 @@ class FrameSource:
 
     def read_raw(self, start: int, stop: int) -> np.ndarray:
         """Raw frames ``start .. stop - 1`` of this source, ``(n, H, W, C)`` reader dtype."""
-        if self.indices is None:
-            raw = np.asarray(self.reader.read(start, stop))
-        else:
-            raw = self._read_indices(self.indices[start:stop])
+        with self._lock:
+            if self.indices is None:
+                raw = np.asarray(self.reader.read(start, stop))
+            else:
+                raw = self._read_indices(self.indices[start:stop])
         self._check_finite(raw, start)
         return raw
 
@@ -128,7 +149,7 @@ class FrameSource:
         lo = max(0, start - self.halo)
         hi = min(len(self), stop + self.halo)
         block = self.read_raw(lo, hi)
-        filtered = preprocess_frames(block, self.low, self.high, self.sigma)
+        filtered = preprocess_frames(block, self.low, self.high, self.sigma, self.workers)
         cut = slice(start - lo, start - lo + (stop - start))
         return block[cut], np.ascontiguousarray(filtered[cut])
 
@@ -150,6 +171,30 @@ class FrameSource:
         if bad.any():
             frame = self.frame_index(start + int(np.argmax(bad)))
             raise ValueError(f"frame {frame} of {self.name} contains NaN or inf values")
+
+
+def prefetch(
+    source: FrameSource, ranges: list[tuple[int, int]]
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """``(start, stop, raw, filtered)`` for each range, the next range read and pre-filtered on a
+    background thread while the caller registers the current one (one batch ahead at most).
+
+    Only for parallel runs (``source.workers > 1``): a sequential run reads in the caller's
+    thread, one batch in memory, one core busy.
+    """
+    if not ranges:
+        return
+    if source.workers == 1:
+        for start, stop in ranges:
+            yield start, stop, *source.read(start, stop)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="pyflowreg-read") as pool:
+        pending = pool.submit(source.read, *ranges[0])
+        for k, (start, stop) in enumerate(ranges):
+            raw, filtered = pending.result()
+            if k + 1 < len(ranges):
+                pending = pool.submit(source.read, *ranges[k + 1])
+            yield start, stop, raw, filtered
 
 
 def batch_ranges(n_frames: int, buffer_size: int) -> list[tuple[int, int]]:

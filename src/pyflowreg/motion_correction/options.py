@@ -692,7 +692,7 @@ class OFOptions(BaseModel):
                 import tomli_w
             except ImportError:
                 raise ImportError(
-                    'writing TOML options needs tomli_w: pip install tomli-w'
+                    "writing TOML options needs tomli_w: pip install tomli-w"
                 ) from None
             # TOML has no null; every option that can be None defaults to None
             text = tomli_w.dumps({k: v for k, v in data.items() if v is not None})

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.preprocess import reference_range
-from ._source import FrameSource, batch_ranges, preprocess_image
+from ._source import FrameSource, batch_ranges, prefetch, preprocess_image
 
 #: Extra smoothing of the reference frames, added to the per-channel (σy, σx, σt).
 REFERENCE_EXTRA_SIGMA = np.array([1.0, 1.0, 0.5])
@@ -104,6 +104,7 @@ def compute_reference(
     make_executor: Callable,
     chunk_size: int,
     name: str = "input",
+    workers: int = 1,
 ) -> np.ndarray:
     """Reference image from frames of the recording (see module docstring).
 
@@ -125,6 +126,8 @@ def compute_reference(
         ``process_batch`` warps raw frames to ``dtype``.
     chunk_size : int
         Frames per read (``buffer_size``).
+    workers : int
+        Threads for the pre-processing of the frames (same result for any).
 
     Returns
     -------
@@ -140,10 +143,10 @@ def compute_reference(
         return probe.read_raw(0, 1)[0].astype(np.float32)
 
     low, high = _streamed_range(probe, chunks, channel_normalization)
-    source = FrameSource(reader, low, high, smooth, indices=indices, name=name)
+    source = FrameSource(reader, low, high, smooth, indices=indices, name=name, workers=workers)
     total = np.zeros(source.frame_shape, np.float64)
-    for start, stop in chunks:
-        total += source.read(start, stop)[1].sum(axis=0, dtype=np.float64)
+    for _, _, _, filtered in prefetch(source, chunks):
+        total += filtered.sum(axis=0, dtype=np.float64)
     target = (total / len(source)).astype(np.float32)
 
     alpha = tuple(a + REFERENCE_EXTRA_ALPHA for a in params.alpha)
@@ -153,8 +156,7 @@ def compute_reference(
     total[:] = 0.0
     with make_executor(ref_params, np.float32) as executor:
         executor.set_reference(target, weight)
-        for start, stop in chunks:
-            raw, filtered = source.read(start, stop)
+        for start, _, raw, filtered in prefetch(source, chunks):
             registered, _ = executor.process_batch(raw, filtered, zeros, source.frame_index(start))
             total += np.asarray(registered).sum(axis=0, dtype=np.float64)
     return (total / len(source)).astype(np.float32)
