@@ -236,6 +236,8 @@ def run_registration(
             if progress is not None:
                 progress(stop, n_frames)
             logger.debug("registered frames %d-%d of %s", start, stop - 1, name)
+            # drop this batch before the read-ahead resumes: at most two batches in memory
+            del raw, filtered, registered, w
             if b + 1 < len(batches):
                 state.stage = stage(b + 1)  # a failed read-ahead is reported as the next batch
         state.flow_seconds += planner.executor_seconds

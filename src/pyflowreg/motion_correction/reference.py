@@ -147,6 +147,7 @@ def compute_reference(
     total = np.zeros(source.frame_shape, np.float64)
     for _, _, _, filtered in prefetch(source, chunks):
         total += filtered.sum(axis=0, dtype=np.float64)
+        del filtered
     target = (total / len(source)).astype(np.float32)
 
     alpha = tuple(a + REFERENCE_EXTRA_ALPHA for a in params.alpha)
@@ -159,6 +160,7 @@ def compute_reference(
         for start, _, raw, filtered in prefetch(source, chunks):
             registered, _ = executor.process_batch(raw, filtered, zeros, source.frame_index(start))
             total += np.asarray(registered).sum(axis=0, dtype=np.float64)
+            del raw, filtered, registered  # before the read-ahead resumes
     return (total / len(source)).astype(np.float32)
 
 
