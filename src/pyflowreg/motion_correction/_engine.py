@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -146,6 +147,57 @@ def raw_reference(
     )
 
 
+class RunSetup(NamedTuple):
+    """What a run needs once its reference is known (see :func:`prepare_run`)."""
+
+    ref_raw: np.ndarray
+    ref_pre: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    sigma: np.ndarray
+    weight: np.ndarray | None
+    source: FrameSource
+    batches: list
+    planner: InitialFlowPlanner
+
+
+def prepare_run(reader, options, executor, sink, state: RunState, reference, name) -> RunSetup:
+    """Reference, normalisation, frame source, batches and initial-flow planner of a run.
+
+    Computes (or takes) the raw reference with the open ``executor`` (lent under the reference
+    parameters), then switches the executor to the run's parameters and reference. Shared by the
+    local loop and the cluster runner so both register exactly the same way.
+    """
+    n_frames, _, _, n_channels = (int(s) for s in reader.shape)
+    sigma = options.sigma_for_channels(n_channels)
+    weight = _weight(options)
+    dtype = output_dtype(options, reader.dtype)
+    state.n_workers = int(getattr(executor, "n_workers", 1))
+    threads = max(1, min(state.n_workers, os.cpu_count() or 1))  # pre-filter threads, here
+    state.stage = "computing the reference"
+    ref_raw = raw_reference(reader, options, reference, lend(executor), name, workers=threads)
+    state.reference = ref_raw
+    low, high = normalization_range(ref_raw, options.channel_normalization)
+    ref_pre = prepared_reference_image(ref_raw, low, high, sigma)
+    sink.start(ref_raw)
+    source = FrameSource(reader, low, high, sigma, name=name, workers=threads)
+    batches = batch_ranges(n_frames, options.buffer_size)
+    executor.reconfigure(
+        options.flow_parameters(), WarpSettings(options.interpolation_method, dtype)
+    )
+    executor.set_reference(ref_pre, weight)
+    planner = InitialFlowPlanner(
+        source,
+        executor,
+        batches,
+        ref_pre,
+        chain=options.update_initialization_w,
+        cc=options.cc_initialization,
+        cc_hw=options.cc_hw,
+    )
+    return RunSetup(ref_raw, ref_pre, low, high, sigma, weight, source, batches, planner)
+
+
 def run_registration(
     reader,
     options,
@@ -179,37 +231,16 @@ def run_registration(
     name : str
         The input's name in messages.
     """
-    n_frames, _, _, n_channels = (int(s) for s in reader.shape)
-    sigma = options.sigma_for_channels(n_channels)
-    weight = _weight(options)
     params = options.flow_parameters()
     dtype = output_dtype(options, reader.dtype)
+    n_frames = int(reader.shape[0])
 
     state.stage = "starting the executor"
     with make_executor(params, dtype) as executor:
-        state.n_workers = int(getattr(executor, "n_workers", 1))
-        state.stage = "computing the reference"
-        ref_raw = raw_reference(
-            reader, options, reference, lend(executor), name, workers=state.n_workers
-        )
-        state.reference = ref_raw
-        low, high = normalization_range(ref_raw, options.channel_normalization)
-        ref_pre = prepared_reference_image(ref_raw, low, high, sigma)
-        sink.start(ref_raw)
-
-        source = FrameSource(reader, low, high, sigma, name=name, workers=state.n_workers)
-        batches = batch_ranges(n_frames, options.buffer_size)
-        executor.reconfigure(params, WarpSettings(options.interpolation_method, dtype))
-        executor.set_reference(ref_pre, weight)
-        planner = InitialFlowPlanner(
-            source,
-            executor,
-            batches,
-            ref_pre,
-            chain=options.update_initialization_w,
-            cc=options.cc_initialization,
-            cc_hw=options.cc_hw,
-        )
+        run = prepare_run(reader, options, executor, sink, state, reference, name)
+        source, batches, planner = run.source, run.batches, run.planner
+        low, high, sigma, weight = run.low, run.high, run.sigma, run.weight
+        ref_pre = run.ref_pre
 
         def stage(b: int) -> str:
             start, stop = batches[b]

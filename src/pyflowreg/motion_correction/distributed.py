@@ -34,20 +34,17 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..executors.base import WarpSettings, estimate_frames, warp_frame
+from ..executors.base import estimate_frames, warp_frame
 from ..executors.dask import dask_client
 from ._engine import (
     BatchResult,
     executor_maker,
-    lend,
     output_dtype,
-    raw_reference,
+    prepare_run,
     run_registration,
 )
 from ._outputs import valid_mask
-from ._source import FrameSource, batch_ranges
-from .initialization import InitialFlowPlanner
-from .reference import normalization_range, prepared_reference_image
+from ._source import FrameSource
 from .statistics import StatisticsAccumulator
 
 logger = logging.getLogger(__name__)
@@ -228,33 +225,14 @@ def _run_ranges(
 ) -> None:
     """Every batch as an independent range job on the cluster (see the module docstring)."""
     n_frames, h, w, n_channels = (int(s) for s in reader.shape)
-    sigma = options.sigma_for_channels(n_channels)
-    weight = None if options.weight is None else np.asarray(options.weight, dtype=np.float64)
     params = options.flow_parameters()
     dtype = output_dtype(options, reader.dtype)
 
     state.stage = "starting the executor"
     with make_executor(params, dtype) as executor:
-        state.n_workers = executor.n_workers
-        state.stage = "computing the reference"
-        ref_raw = raw_reference(reader, options, reference, lend(executor), name)
-        state.reference = ref_raw
-        low, high = normalization_range(ref_raw, options.channel_normalization)
-        ref_pre = prepared_reference_image(ref_raw, low, high, sigma)
-        sink.start(ref_raw)
-        source = FrameSource(reader, low, high, sigma, name=name)
-        batches = batch_ranges(n_frames, options.buffer_size)
-        executor.reconfigure(params, WarpSettings(options.interpolation_method, dtype))
-        executor.set_reference(ref_pre, weight)
-        planner = InitialFlowPlanner(
-            source,
-            executor,
-            batches,
-            ref_pre,
-            chain=options.update_initialization_w,
-            cc=options.cc_initialization,
-            cc_hw=options.cc_hw,
-        )
+        run = prepare_run(reader, options, executor, sink, state, reference, name)
+        ref_raw, source, batches, planner = run.ref_raw, run.source, run.batches, run.planner
+        low, high, sigma = run.low, run.high, run.sigma
 
         frame_bytes = h * w * max(8, n_channels * np.dtype(dtype).itemsize)
         targets = sink.region_outputs(
