@@ -98,11 +98,17 @@ def register(source: Path, out: Path, args, config: RegistrationConfig, fmt: str
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=512, help="frame height and width (px)")
-    parser.add_argument("--frames", type=int, default=100, help="frames of the timed recording")
-    parser.add_argument("--long", type=int, default=10, help="length factor of the memory run")
+    parser.add_argument("--frames", type=int, default=400, help="frames of the timed recording")
+    parser.add_argument("--long", type=int, default=5, help="length factor of the memory run")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of both")
     parser.add_argument("--quality", default="fast", choices=["quality", "balanced", "fast"])
-    parser.add_argument("--buffer-size", type=int, default=20, help="frames per batch/range")
+    parser.add_argument(
+        "--buffer-size",
+        type=int,
+        default=100,
+        help="frames per batch/range (at 20 or less the boundary pass of the initial-flow "
+        "chaining re-registers every frame on the client)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dask-log", action="store_true", help="keep Dask's message log")
     args = parser.parse_args(argv)
