@@ -54,7 +54,27 @@ def open_h5(path: PathType, mode: str = "r", **kwargs: Any) -> h5py.File:
         raise corrupt_file_error(path, exc) from exc
 
 
-class HDF5Reader(ArraySourceReader):
+class H5FileReader(ArraySourceReader):
+    """A reader over datasets of one open HDF5 file (HDF5 and MAT v7.3 input).
+
+    Subclasses open ``self._file`` with :func:`open_h5` before calling ``super().__init__``;
+    read errors of the file (truncated or damaged data) are reported as corrupt files.
+    """
+
+    _file: h5py.File
+
+    def _read_raw(self, start: int, stop: int) -> np.ndarray:
+        try:
+            return super()._read_raw(start, stop)
+        except OSError as exc:
+            raise corrupt_file_error(self.path, exc) from exc
+
+    def _close(self) -> None:
+        super()._close()
+        self._file.close()
+
+
+class HDF5Reader(H5FileReader):
     """Read a video from an HDF5 file.
 
     Parameters
@@ -104,16 +124,6 @@ class HDF5Reader(ArraySourceReader):
             self._file.close()
             raise
         self.dataset_names = names
-
-    def _read_raw(self, start: int, stop: int) -> np.ndarray:
-        try:
-            return super()._read_raw(start, stop)
-        except OSError as exc:
-            raise corrupt_file_error(self.path, exc) from exc
-
-    def _close(self) -> None:
-        super()._close()
-        self._file.close()
 
 
 class HDF5Writer(VideoWriter):

@@ -32,7 +32,7 @@ from pyflowreg.io.base import (
     check_input_path,
     corrupt_file_error,
 )
-from pyflowreg.io.hdf5 import HDF5Writer, list_datasets, open_h5
+from pyflowreg.io.hdf5 import H5FileReader, HDF5Writer, list_datasets, open_h5
 
 __all__ = ["MAT5Reader", "MAT73Reader", "MATWriter", "is_mat73", "open_mat"]
 
@@ -139,7 +139,7 @@ class MAT5Reader(ArraySourceReader):
         self.variable_names = names
 
 
-class MAT73Reader(ArraySourceReader):
+class MAT73Reader(H5FileReader):
     """Read a video variable from a v7.3 MAT file (HDF5), one frame range at a time.
 
     Parameters are those of :class:`MAT5Reader`; ``axis_order`` is MATLAB's order, reversed
@@ -185,16 +185,6 @@ class MAT73Reader(ArraySourceReader):
             self._file.close()
             raise
         self.variable_names = names
-
-    def _read_raw(self, start: int, stop: int) -> np.ndarray:
-        try:
-            return super()._read_raw(start, stop)
-        except OSError as exc:
-            raise corrupt_file_error(self.path, exc) from exc
-
-    def _close(self) -> None:
-        super()._close()
-        self._file.close()
 
 
 def open_mat(path: PathType, **kwargs: Any) -> VideoReader:
