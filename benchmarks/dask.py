@@ -8,7 +8,7 @@ frames repeated, written chunk by chunk) on the cluster, to HDF5 (results stream
 client) and to Zarr (workers write their own regions), sampling the client process's resident
 memory every 20 ms: a bounded window of ranges keeps it flat::
 
-    python benchmarks/dask.py                          # 512x512, 100 frames, 2 workers
+    python benchmarks/dask.py                          # 512x512, 400 frames, 2 workers
     python benchmarks/dask.py --size 96 --frames 40    # a quick check
 
 The peak memory is the client's own (this process, which also hosts the LocalCluster's
@@ -28,12 +28,11 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse  # noqa: E402
+import importlib.util  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
 
 from pyflowreg.datasets import make_recording  # noqa: E402
 from pyflowreg.executors._worker_init import THREAD_LIMITS  # noqa: E402
@@ -41,38 +40,11 @@ from pyflowreg.io import open_writer  # noqa: E402
 from pyflowreg.motion_correction import OFOptions, compensate_recording  # noqa: E402
 from pyflowreg.motion_correction.compensate_recording import RegistrationConfig  # noqa: E402
 
-
-class ClientPeakRSS:
-    """Context manager: peak resident memory of this process (MiB), sampled by a thread."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
-        self._process = psutil.Process()
-        self._stop = threading.Event()
-        self.start = self.peak = 0
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> ClientPeakRSS:
-        self.start = self.peak = self._process.memory_info().rss
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def peak_mib(self) -> float:
-        return self.peak / 2**20
-
-    @property
-    def growth_mib(self) -> float:
-        return (self.peak - self.start) / 2**20
+# the shared memory sampler, loaded by path (this folder is off sys.path, see above)
+_spec = importlib.util.spec_from_file_location("_memory", _HERE / "_memory.py")
+_memory = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_memory)
+PeakRSS = _memory.PeakRSS
 
 
 def write_recording(path: Path, video: np.ndarray, repeats: int) -> Path:
@@ -166,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{'output':<8}{'frames':>8}{'peak':>10}{'growth':>10}")
             for fmt in ("HDF5", "ZARR"):
                 for path, n in ((source, args.frames), (long_source, args.frames * args.long)):
-                    with ClientPeakRSS() as memory:
+                    with PeakRSS(children=False) as memory:
                         register(path, tmp / f"mem-{fmt}-{n}", args, on_dask, fmt)
                     print(f"{fmt:<8}{n:>8}{memory.peak_mib:>10.0f}{memory.growth_mib:>10.0f}")
 

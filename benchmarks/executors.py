@@ -16,12 +16,11 @@ several processes are counted once per process, so this overstates multiprocessi
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 
 import numpy as np
-import psutil
 
+from _memory import PeakRSS  # benchmarks/ is on sys.path when run as a script
 from pyflowreg._runtime import get_runtime
 from pyflowreg.core import FlowParameters
 from pyflowreg.datasets import make_recording
@@ -31,45 +30,6 @@ from pyflowreg.motion_correction import OFOptions, compensate_arr
 from pyflowreg.motion_correction.compensate_recording import RegistrationConfig
 
 EXECUTORS = ("sequential", "threading", "multiprocessing")
-
-
-class PeakRSS:
-    """Context manager: peak resident memory of this process plus its children, in MiB."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._process = psutil.Process()
-
-    def _total(self) -> int:
-        total = self._process.memory_info().rss
-        for child in self._process.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass  # the child exited between listing and reading
-        return total
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._total())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self.peak = self._total()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._total())
-
-    @property
-    def mib(self) -> float:
-        return self.peak / 2**20
 
 
 def normalised(video: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         for n_jobs in [1] if executor == "sequential" else n_jobs_list:
             with PeakRSS() as memory:
                 seconds = measure(executor, n_jobs)
-            rows.append((executor, n_jobs, args.frames / seconds, memory.mib))
+            rows.append((executor, n_jobs, args.frames / seconds, memory.peak_mib))
     base = next((fps for name, _, fps, _ in rows if name == "sequential"), None)
 
     print(f"\n{'executor':<16}{'n_jobs':>7}{'frames/s':>11}{'speed-up':>10}{'peak RSS MiB':>14}")

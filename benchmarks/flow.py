@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from _memory import PeakRSS  # benchmarks/ is on sys.path when run as a script
 from pyflowreg.core import (
     FlowParameters,
     estimate,
@@ -28,37 +28,6 @@ from pyflowreg.core import (
 )
 from pyflowreg.datasets import make_recording
 from pyflowreg.metrics import endpoint_error
-
-
-class PeakRSS:
-    """Samples the process's resident set size in a background thread; ``peak`` in MiB.
-
-    The process total (data, NumPy, Numba and the recording included), the figure a user
-    would see in ``top``."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self.interval = interval
-        self.peak = 0.0
-        self._stop = threading.Event()
-
-    def __enter__(self):
-        self.base = self._proc.memory_info().rss / 2**20
-        self.peak = self.base
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss / 2**20)
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def prepare_data(size: int, frames: int, channels: int, seed: int):
@@ -96,11 +65,11 @@ def run_preset(ref, video, truth, preset: str, threads: int, repeats: int):
             best = min(best, time.perf_counter() - t0)
         return n / best
 
-    with PeakRSS() as mem:
+    with PeakRSS(children=False) as mem:
         fps1 = timed(1)
         fps2 = timed(threads) if threads > 1 else fps1
     epe = endpoint_error(fields, truth)
-    return fps1, fps2, epe, mem.peak
+    return fps1, fps2, epe, mem.peak_mib
 
 
 def main(argv=None) -> None:

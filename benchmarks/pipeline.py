@@ -29,14 +29,12 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
-import psutil
 
+from _memory import PeakRSS  # benchmarks/ is on sys.path when run as a script
 from pyflowreg.core import estimate, gaussian_filter_video, normalize, prepare_reference
 from pyflowreg.datasets import make_recording
 from pyflowreg.io import open_reader, open_writer
@@ -50,44 +48,6 @@ from pyflowreg.motion_correction import (
 from pyflowreg.motion_correction.reference import normalization_range, prepared_reference_image
 
 CLIP_FRAMES = 50
-
-
-class PeakRSS:
-    """Context manager: peak RSS (this process and its children) above the start, in MiB."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
-        self._process = psutil.Process()
-        self._stop = threading.Event()
-        self.baseline = self.peak = self._total()
-
-    def _total(self) -> int:
-        total = self._process.memory_info().rss
-        for child in self._process.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._total())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._total())
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.baseline) / 2**20
 
 
 def write_recording(path: Path, n_frames: int, size: int, seed: int = 0) -> Path:
@@ -137,7 +97,7 @@ def memory_child(args) -> None:
         )
     heap = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    row = {"frames": result.n_frames, "peak_mib": peak.mib, "heap_mib": heap}
+    row = {"frames": result.n_frames, "peak_mib": peak.growth_mib, "heap_mib": heap}
     print(json.dumps({**row, "seconds": result.seconds}))
 
 
