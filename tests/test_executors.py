@@ -70,7 +70,8 @@ def run(name, factory, recording, n_jobs=2, backend_params=None, dtype=np.uint16
         outputs.append(ex.process_batch(raw[:4], filtered[:4], None, 0))
         outputs.append(ex.process_batch(raw[4:], filtered[4:], uv, 4))
         if name == "multiprocessing":
-            assert len(our_blocks()) == 2  # one reference block, one batch block
+            # reference, inputs and one output block: process_batch never needs a second one
+            assert len(our_blocks()) == 3
         ex.set_reference(refs[1])
         outputs.append(ex.process_batch(raw, filtered, uv, 0))
     return outputs
@@ -196,13 +197,43 @@ def test_frame_error_names_the_frame(name, recording):
     assert our_blocks() == []
 
 
+@pytest.mark.parametrize("name", EXECUTORS)
+def test_submitted_batches_overlap_and_equal_process_batch(name, recording):
+    """submit_batch: batch b + 1 runs while batch b is read; the outputs equal
+    process_batch's, and views into shared buffers stay intact until released."""
+    raw, filtered, refs = recording
+    expected = run("sequential", FlowregBackend, recording)
+    uv = np.full((32, 48, 2), 0.25, np.float32)
+    cls = get_runtime().get_executor_class(name)
+    with cls(2, FlowregBackend, PARAMS, {}, WarpSettings("cubic", np.dtype(np.uint16))) as ex:
+        ex.set_reference(refs[0])
+        first = ex.submit_batch(raw[:4], filtered[:4], None, 0)
+        reg0, w0 = first.result()
+        second = ex.submit_batch(raw[4:], filtered[4:], uv, 4)  # while batch 0 is still held
+        assert np.array_equal(reg0, expected[0][0]) and np.array_equal(w0, expected[0][1])
+        first.release()
+        reg1, w1 = second.result()
+        assert np.array_equal(reg1, expected[1][0]) and np.array_equal(w1, expected[1][1])
+        assert second.volatile == (name == "multiprocessing")
+        if name == "multiprocessing":
+            assert len(our_blocks()) == 4  # reference, inputs, two output blocks
+            third = ex.submit_batch(raw[:1], filtered[:1], None, 0)
+            with pytest.raises(RuntimeError, match="release the outputs of earlier batches"):
+                ex.submit_batch(raw[:1], filtered[:1], None, 0)
+            third.release()
+        second.release()
+        # an unreleased batch in flight is cancelled by close()
+        ex.submit_batch(raw, filtered, uv, 0)
+    assert our_blocks() == []
+
+
 def test_error_inside_with_block_releases_shared_memory(recording):
     raw, filtered, refs = recording
     with pytest.raises(KeyboardInterrupt):
         with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, WarpSettings()) as ex:
             ex.set_reference(refs[0])
             ex.process_batch(raw[:2], filtered[:2], None)
-            assert len(our_blocks()) == 2
+            assert len(our_blocks()) == 3
             raise KeyboardInterrupt
     assert our_blocks() == []
 

@@ -428,3 +428,17 @@ def test_compute_reference_follows_the_model(recording):
     ]
     np.testing.assert_allclose(reference, np.mean(warped, axis=0), rtol=1e-4, atol=1e-5)
     assert reference.shape == (40, 40, 1) and reference.dtype == np.float32
+
+
+@pytest.mark.parametrize("sigma_t", [0.0, 0.1, 0.6, 2.0])
+def test_temporal_mean_weights_give_the_mean_of_the_filtered_clip(sigma_t):
+    from pyflowreg.motion_correction.reference import temporal_mean_weights
+
+    rng = np.random.default_rng(3)
+    clip = rng.random((9, 6, 5, 1)).astype(np.float32)
+    filtered = gaussian_filter_video(clip, np.array([0.0, 0.0, sigma_t]))
+    weights = temporal_mean_weights(len(clip), sigma_t)
+    assert weights.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(
+        np.tensordot(weights, clip, axes=(0, 0)), filtered.mean(axis=0), rtol=1e-5, atol=1e-6
+    )

@@ -15,7 +15,6 @@ independently, as every backend supporting parallel executors must).
 
 from __future__ import annotations
 
-import abc
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -162,7 +161,84 @@ def register_frame(
     return warp_frame(raw_frame, w, warp_settings), w
 
 
-class Executor(abc.ABC):
+class PendingBatch:
+    """A batch handed to :meth:`Executor.submit_batch`.
+
+    Parameters
+    ----------
+    wait : callable
+        ``wait() -> (registered, w)``: blocks until the batch is done; raises its error.
+    release : callable, optional
+        Hands the output buffers back to the executor.
+    volatile : bool
+        Whether the outputs are views into buffers that :meth:`release` lets the executor reuse.
+    cancel : callable, optional
+        Drops the frames not started yet (those running finish).
+    """
+
+    def __init__(
+        self,
+        wait: Callable[[], tuple[np.ndarray, np.ndarray]],
+        release: Callable[[], None] | None = None,
+        volatile: bool = False,
+        cancel: Callable[[], None] | None = None,
+    ) -> None:
+        self._wait = wait
+        self._release = release
+        self._cancel = cancel
+        self.volatile = volatile
+        self._outcome: tuple[np.ndarray, np.ndarray] | BaseException | None = None
+
+    @classmethod
+    def completed(cls, registered: np.ndarray, w: np.ndarray) -> PendingBatch:
+        """A batch that is already done."""
+        pending = cls(lambda: (registered, w))
+        pending.wait()
+        return pending
+
+    @classmethod
+    def failed(cls, exc: BaseException) -> PendingBatch:
+        """A batch whose registration raised ``exc``."""
+        pending = cls(lambda: None)
+        pending._outcome = exc
+        return pending
+
+    def wait(self) -> None:
+        """Block until the batch is done, without raising its error (:meth:`result` does)."""
+        if self._outcome is None:
+            try:
+                self._outcome = self._wait()
+            except BaseException as exc:
+                self._outcome = exc
+                if not isinstance(exc, Exception):
+                    raise  # KeyboardInterrupt, SystemExit: never swallowed
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(registered, w)`` of the batch, ``(n, H, W, C)`` and ``(n, H, W, 2)`` float32."""
+        self.wait()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
+
+    def cancel(self) -> None:
+        """Stop the batch early (frames not started are dropped), then :meth:`release` it."""
+        if self._outcome is None:
+            if self._cancel is not None:
+                self._cancel()
+            self.wait()
+            if not isinstance(self._outcome, BaseException):
+                self._outcome = RuntimeError("the batch was cancelled")
+        self.release()
+
+    def release(self) -> None:
+        """Give the output buffers back to the executor (idempotent)."""
+        self.wait()
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+class Executor:
     """Base class of the parallelization executors (a context manager).
 
     Parameters
@@ -208,6 +284,7 @@ class Executor(abc.ABC):
         self._backend: Any = None
         self._prepared: Any = None
         self._frame_shape: tuple[int, int, int] | None = None
+        self._in_flight: PendingBatch | None = None
         self._closed = False
 
     @property
@@ -258,6 +335,55 @@ class Executor(abc.ABC):
         self._frame_shape = reference.shape
         self._reference_changed(self._prepared)
 
+    def submit_batch(
+        self,
+        raw: np.ndarray,
+        filtered: np.ndarray,
+        uv: np.ndarray | None,
+        first_index: int = 0,
+    ) -> PendingBatch:
+        """Start registering a batch; :meth:`PendingBatch.result` gives its outputs.
+
+        Executors with workers return at once, so the caller can write the previous batch
+        while this one is registered. One batch is in flight at a time: submitting waits for
+        the previous one to finish (its outputs stay readable until it is released). The
+        arguments are those of :meth:`process_batch`.
+
+        The outputs may be views into the executor's buffers (``PendingBatch.volatile``): they
+        stay valid until :meth:`PendingBatch.release`, which hands the buffers back; copy what
+        must outlive that. Release every pending batch (or close the executor).
+        """
+        self._check_open()
+        if self._prepared is None:
+            raise RuntimeError("set_reference() must be called before process_batch()")
+        raw = np.asarray(raw)
+        filtered = np.asarray(filtered, dtype=np.float32)
+        h, w, c = self._frame_shape
+        if raw.ndim != 4 or raw.shape[1:] != (h, w, c):
+            raise ValueError(f"raw must have shape (T, {h}, {w}, {c}), got {raw.shape}")
+        if raw.dtype.kind not in "uif":
+            raise TypeError(f"raw must have a real numeric dtype, got {raw.dtype}")
+        if filtered.shape != raw.shape:
+            raise ValueError(
+                f"filtered must have the shape of raw {raw.shape}, got {filtered.shape}"
+            )
+        if uv is None:
+            uv = np.zeros((h, w, 2), np.float32)
+        uv = np.ascontiguousarray(uv, dtype=np.float32)
+        if uv.shape != (h, w, 2):
+            raise ValueError(f"uv must have shape {(h, w, 2)}, got {uv.shape}")
+        if self._in_flight is not None:
+            self._in_flight.wait()
+            self._in_flight = None
+        if raw.shape[0] == 0:
+            return PendingBatch.completed(
+                np.empty((0, h, w, c), self.warp_settings.dtype),
+                np.empty((0, h, w, 2), np.float32),
+            )
+        pending = self._submit(raw, filtered, uv, int(first_index))
+        self._in_flight = pending
+        return pending
+
     def process_batch(
         self,
         raw: np.ndarray,
@@ -282,39 +408,30 @@ class Executor(abc.ABC):
         -------
         registered : ndarray, (T, H, W, C), ``warp_settings.dtype``
         w : ndarray, (T, H, W, 2) float32
-            In input order.
+            In input order; arrays the caller owns.
         """
-        self._check_open()
-        if self._prepared is None:
-            raise RuntimeError("set_reference() must be called before process_batch()")
-        raw = np.asarray(raw)
-        filtered = np.asarray(filtered, dtype=np.float32)
-        h, w, c = self._frame_shape
-        if raw.ndim != 4 or raw.shape[1:] != (h, w, c):
-            raise ValueError(f"raw must have shape (T, {h}, {w}, {c}), got {raw.shape}")
-        if raw.dtype.kind not in "uif":
-            raise TypeError(f"raw must have a real numeric dtype, got {raw.dtype}")
-        if filtered.shape != raw.shape:
-            raise ValueError(
-                f"filtered must have the shape of raw {raw.shape}, got {filtered.shape}"
-            )
-        if uv is None:
-            uv = np.zeros((h, w, 2), np.float32)
-        uv = np.ascontiguousarray(uv, dtype=np.float32)
-        if uv.shape != (h, w, 2):
-            raise ValueError(f"uv must have shape {(h, w, 2)}, got {uv.shape}")
-        n = raw.shape[0]
-        if n == 0:
-            return (
-                np.empty((0, h, w, c), self.warp_settings.dtype),
-                np.empty((0, h, w, 2), np.float32),
-            )
+        pending = self.submit_batch(raw, filtered, uv, first_index)
+        try:
+            registered, w = pending.result()
+            if pending.volatile:
+                registered, w = registered.copy(), w.copy()
+        finally:
+            pending.release()
+        return registered, w
+
+    def _submit(
+        self, raw: np.ndarray, filtered: np.ndarray, uv: np.ndarray, first_index: int
+    ) -> PendingBatch:
+        """Start a validated, non-empty batch (default: register it now, in this thread)."""
+        n, (h, w, c) = raw.shape[0], self._frame_shape
         registered = np.empty((n, h, w, c), self.warp_settings.dtype)
         flow = np.empty((n, h, w, 2), np.float32)
-        self._run_batch(raw, filtered, uv, int(first_index), registered, flow)
-        return registered, flow
+        try:
+            self._run_batch(raw, filtered, uv, first_index, registered, flow)
+        except BaseException as exc:
+            return PendingBatch.failed(exc)
+        return PendingBatch.completed(registered, flow)
 
-    @abc.abstractmethod
     def _run_batch(
         self,
         raw: np.ndarray,
@@ -324,9 +441,14 @@ class Executor(abc.ABC):
         registered: np.ndarray,
         flow: np.ndarray,
     ) -> None:
-        """Fill ``registered[i]`` and ``flow[i]`` for every frame ``i`` of the batch."""
+        """Fill ``registered[i]`` and ``flow[i]`` for every frame ``i`` of the batch.
 
-    def _reference_changed(self, prepared: Any) -> None:  # noqa: B027 - optional hook
+        Executors implement this (registered synchronously by the default :meth:`_submit`) or
+        override :meth:`_submit` to run batches asynchronously.
+        """
+        raise NotImplementedError
+
+    def _reference_changed(self, prepared: Any) -> None:
         """Hook: the prepared reference changed (executors with workers share it here)."""
 
     def _frame_error(self, index: int, exc: BaseException, n_frames: int = 1) -> RuntimeError:
@@ -334,6 +456,12 @@ class Executor(abc.ABC):
         return RuntimeError(
             f"registering {frames} failed ({self.name} executor): {type(exc).__name__}: {exc}"
         )
+
+    def _cancel_in_flight(self) -> None:
+        """Cancel the batch in flight, if any (before the workers go away)."""
+        pending, self._in_flight = self._in_flight, None
+        if pending is not None:
+            pending.cancel()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -345,6 +473,7 @@ class Executor(abc.ABC):
             return
         self._closed = True
         self._prepared = None
+        self._cancel_in_flight()
         if self._backend is not None:
             self._backend.close()
             self._backend = None

@@ -4,9 +4,12 @@ The pool and the shared-memory blocks live for the whole run:
 
 - the prepared reference is copied into a block once per :meth:`set_reference`; workers attach
   it the first time they see its name and keep it until the reference changes;
-- the batch (raw and filtered frames, the initial field) and the outputs (registered frames and
-  fields) live in one block sized by the first batch, reused by the next ones and replaced only
-  when a larger batch or another frame shape comes;
+- the inputs of a batch (raw and filtered frames, the initial field) live in one block, and
+  its outputs (registered frames and fields) in one of two output blocks; blocks are sized by
+  the first batch, reused by the next ones and replaced only when a larger batch or another
+  frame shape comes;
+- :meth:`~MultiprocessingExecutor.submit_batch` returns at once with views into the output
+  block (no copy out): while the workers fill one output block, the caller writes the other;
 - a task is just ``(block names, frame index)``: no frame is ever pickled.
 
 Workers are started with ``forkserver`` on Linux (``spawn`` elsewhere) and run with one
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ._worker_init import THREAD_LIMITS, bootstrap
-from .base import Executor, register_frame
+from .base import Executor, PendingBatch, register_frame
 from .shared import ArraySlot, AttachedTree, SharedTree, attach_tree
 
 
@@ -47,8 +50,7 @@ class _WorkerState:
         self.params = params
         self.backend = factory(params, backend_params)
         self.warp_settings = warp_settings
-        self.batch: AttachedTree | None = None
-        self.reference: AttachedTree | None = None
+        self.blocks: dict[str, AttachedTree] = {}
 
     def configure(self, params: Any, warp_settings: Any) -> None:
         """Follow the caller's :meth:`Executor.reconfigure` (rebuild the backend if needed)."""
@@ -57,8 +59,26 @@ class _WorkerState:
             self.params = params
         self.warp_settings = warp_settings
 
+    def tree(self, name: str) -> Any:
+        """The tree of block ``name``, attached on first use.
+
+        The caller has at most :data:`_LIVE_BLOCKS` blocks at a time (reference, inputs, two
+        output slots); blocks unused for longest are detached first, so a replaced block's
+        memory is freed once every worker has moved on.
+        """
+        attached = self.blocks.pop(name, None)
+        if attached is None:
+            # Views stay writeable although inputs are only read: Numba compiles read-only
+            # arrays as distinct, measurably slower (~10 %) specialisations of every kernel.
+            attached = attach_tree(name, writable=True)
+            while len(self.blocks) >= _LIVE_BLOCKS:
+                self.blocks.pop(next(iter(self.blocks))).close()
+        self.blocks[name] = attached  # most recently used last
+        return attached.tree
+
 
 _STATE: _WorkerState | None = None
+_LIVE_BLOCKS = 4
 
 
 def _init_worker(factory: Any, params: Any, backend_params: dict, warp_settings: Any) -> None:
@@ -66,39 +86,53 @@ def _init_worker(factory: Any, params: Any, backend_params: dict, warp_settings:
     _STATE = _WorkerState(factory, params, backend_params, warp_settings)
 
 
-def _attach(current: AttachedTree | None, name: str, writable: bool) -> AttachedTree:
-    if current is not None and current.name == name:
-        return current
-    if current is not None:
-        current.close()
-    return attach_tree(name, writable=writable)
-
-
 def _register_shared_frame(
-    batch_name: str, reference_name: str, i: int, params: Any, warp_settings: Any
+    names: tuple[str, str, str], i: int, params: Any, warp_settings: Any
 ) -> None:
-    """Worker task: register frame ``i`` of the shared batch into the shared outputs."""
+    """Worker task: register frame ``i`` of the shared inputs into the shared outputs.
+
+    ``names`` are the blocks of the inputs (raw, filtered, uv), the outputs (registered, w)
+    and the prepared reference.
+    """
     state = _STATE
     state.configure(params, warp_settings)
-    # Views stay writeable although workers only read the inputs: Numba compiles read-only
-    # arrays as distinct, measurably slower (~10 %) specialisations of every kernel.
-    state.reference = _attach(state.reference, reference_name, writable=True)
-    if state.batch is None or state.batch.name != batch_name:
-        state.batch = _attach(state.batch, batch_name, writable=True)
-    batch = state.batch.tree
+    inputs, outputs, reference = (state.tree(name) for name in names)
     registered, w = register_frame(
         state.backend,
-        state.reference.tree,
-        batch["raw"][i],
-        batch["filtered"][i],
-        batch["uv"],
+        reference,
+        inputs["raw"][i],
+        inputs["filtered"][i],
+        inputs["uv"],
         state.warp_settings,
     )
-    batch["registered"][i] = registered
-    batch["w"][i] = w
+    outputs["registered"][i] = registered
+    outputs["w"][i] = w
 
 
 # -- caller side ---------------------------------------------------------------------------------
+
+
+class _Buffer:
+    """A shared block reused batch after batch, replaced when a batch needs more room."""
+
+    def __init__(self, layout: dict, capacity: int) -> None:
+        self.block = SharedTree(layout)
+        self.capacity = capacity
+        self.key = {k: (v.shape[1:], np.dtype(v.dtype)) for k, v in layout.items()}
+        self.pinned = False
+
+    @classmethod
+    def fit(cls, buffer: _Buffer | None, layout: dict, n: int) -> _Buffer:
+        """``buffer`` if it holds ``layout`` for ``n`` frames, else a new one (the old unlinked)."""
+        key = {k: (v.shape[1:], np.dtype(v.dtype)) for k, v in layout.items()}
+        if buffer is not None and buffer.key == key and buffer.capacity >= n:
+            return buffer
+        if buffer is not None:
+            buffer.close()
+        return cls(layout, n)
+
+    def close(self) -> None:
+        self.block.close()
 
 
 class MultiprocessingExecutor(Executor):
@@ -134,9 +168,8 @@ class MultiprocessingExecutor(Executor):
             ) from exc
         self._pool: cf.ProcessPoolExecutor | None = None
         self._reference_block: SharedTree | None = None
-        self._batch_block: SharedTree | None = None
-        self._batch_key: tuple | None = None
-        self._batch_capacity = 0
+        self._inputs: _Buffer | None = None
+        self._slots: list[_Buffer] = []
         self._broken = False
 
     def _reference_changed(self, prepared: Any) -> None:
@@ -144,24 +177,34 @@ class MultiprocessingExecutor(Executor):
         if old is not None:
             old.close()  # no task is in flight between batches; workers keep their mapping
 
-    def _batch_views(self, raw: np.ndarray) -> dict:
+    def _input_buffer(self, raw: np.ndarray) -> _Buffer:
         n, h, w, c = raw.shape
-        key = (raw.shape[1:], raw.dtype, self.warp_settings.dtype)
-        block = self._batch_block
-        if block is None or self._batch_key != key or self._batch_capacity < n:
-            if block is not None:
-                block.close()
-            self._batch_block = None
-            layout = {
-                "raw": ArraySlot((n, h, w, c), raw.dtype),
-                "filtered": ArraySlot((n, h, w, c), np.dtype(np.float32)),
-                "uv": ArraySlot((h, w, 2), np.dtype(np.float32)),
-                "registered": ArraySlot((n, h, w, c), self.warp_settings.dtype),
-                "w": ArraySlot((n, h, w, 2), np.dtype(np.float32)),
-            }
-            self._batch_block, self._batch_key = SharedTree(layout), key
-            self._batch_capacity = n
-        return self._batch_block.views()
+        layout = {
+            "raw": ArraySlot((n, h, w, c), raw.dtype),
+            "filtered": ArraySlot((n, h, w, c), np.dtype(np.float32)),
+            "uv": ArraySlot((h, w, 2), np.dtype(np.float32)),
+        }
+        self._inputs = _Buffer.fit(self._inputs, layout, n)
+        return self._inputs
+
+    def _output_slot(self, n: int) -> _Buffer:
+        """A free output buffer for ``n`` frames (two at most: one being written out by the
+        caller while the workers fill the other)."""
+        h, w, c = self._frame_shape
+        layout = {
+            "registered": ArraySlot((n, h, w, c), self.warp_settings.dtype),
+            "w": ArraySlot((n, h, w, 2), np.dtype(np.float32)),
+        }
+        for k, slot in enumerate(self._slots):
+            if not slot.pinned:
+                self._slots[k] = _Buffer.fit(slot, layout, n)
+                return self._slots[k]
+        if len(self._slots) >= 2:
+            raise RuntimeError(
+                "release the outputs of earlier batches before submitting another one"
+            )
+        self._slots.append(_Buffer.fit(None, layout, n))
+        return self._slots[-1]
 
     def _ensure_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
@@ -173,48 +216,66 @@ class MultiprocessingExecutor(Executor):
             )
         return self._pool
 
-    def _run_batch(
-        self,
-        raw: np.ndarray,
-        filtered: np.ndarray,
-        uv: np.ndarray,
-        first_index: int,
-        registered: np.ndarray,
-        flow: np.ndarray,
-    ) -> None:
+    def _submit(
+        self, raw: np.ndarray, filtered: np.ndarray, uv: np.ndarray, first_index: int
+    ) -> PendingBatch:
         if self._broken:
             raise RuntimeError("the multiprocessing executor is unusable: a worker died earlier")
         n = raw.shape[0]
-        views = self._batch_views(raw)
+        inputs = self._input_buffer(raw)
+        views = inputs.block.views()
         views["raw"][:n] = raw
         views["filtered"][:n] = filtered
         views["uv"][...] = uv
+        del views
+        slot = self._output_slot(n)
         pool = self._ensure_pool()
-        names = (self._batch_block.name, self._reference_block.name)
+        names = (inputs.block.name, slot.block.name, self._reference_block.name)
         config = (self.flow_params, self.warp_settings)
-        futures = []
-        try:
-            for i in range(n):
-                futures.append(pool.submit(_register_shared_frame, *names, i, *config))
-            cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
-        except BrokenProcessPool as exc:  # raised by submit() once the pool is broken
-            self._broken = True
-            raise self._died(first_index, n) from exc
-        finally:
+        futures: list[cf.Future] = []
+        slot.pinned = True
+
+        def cancel() -> None:
             for future in futures:
                 future.cancel()
+
+        def release() -> None:
+            slot.pinned = False
+
+        try:
+            for i in range(n):
+                futures.append(pool.submit(_register_shared_frame, names, i, *config))
+        except BrokenProcessPool as exc:  # raised by submit() once the pool is broken
+            self._broken = True
+            cancel()
             cf.wait(futures)
-        errors = [(i, f.exception()) for i, f in enumerate(futures) if not f.cancelled()]
-        errors = [(i, e) for i, e in errors if e is not None]
-        for _, exc in errors:
-            if isinstance(exc, BrokenProcessPool):
-                self._broken = True
-                raise self._died(first_index, n) from exc
-        if errors:
-            i, exc = errors[0]
-            raise self._frame_error(first_index + i, exc) from exc
-        registered[...] = views["registered"][:n]
-        flow[...] = views["w"][:n]
+            release()
+            raise self._died(first_index, n) from exc
+        except BaseException:
+            cancel()
+            cf.wait(futures)
+            release()
+            raise
+
+        def wait() -> tuple[np.ndarray, np.ndarray]:
+            try:
+                cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
+            finally:
+                cancel()
+                cf.wait(futures)
+            errors = [(i, f.exception()) for i, f in enumerate(futures) if not f.cancelled()]
+            errors = [(i, e) for i, e in errors if e is not None]
+            for _, exc in errors:
+                if isinstance(exc, BrokenProcessPool):
+                    self._broken = True
+                    raise self._died(first_index, n) from exc
+            if errors:
+                i, exc = errors[0]
+                raise self._frame_error(first_index + i, exc) from exc
+            outputs = slot.block.views()
+            return outputs["registered"][:n], outputs["w"][:n]
+
+        return PendingBatch(wait, release, volatile=True, cancel=cancel)
 
     def _died(self, first_index: int, n: int) -> RuntimeError:
         return RuntimeError(
@@ -226,16 +287,18 @@ class MultiprocessingExecutor(Executor):
     def _shutdown(self, abort: bool) -> None:
         pool, self._pool = self._pool, None
         try:
+            if pool is not None and (abort or self._broken):
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.terminate()
+            self._cancel_in_flight()
             if pool is not None:
-                if abort or self._broken:
-                    for process in list(getattr(pool, "_processes", {}).values()):
-                        process.terminate()
                 pool.shutdown(wait=True, cancel_futures=True)
         finally:
-            for block in (self._batch_block, self._reference_block):
+            blocks = [self._reference_block, self._inputs, *self._slots]
+            self._reference_block, self._inputs, self._slots = None, None, []
+            for block in blocks:
                 if block is not None:
                     block.close()
-            self._batch_block = self._reference_block = None
             super().close()
 
     def close(self) -> None:

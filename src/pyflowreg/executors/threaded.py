@@ -12,7 +12,7 @@ import concurrent.futures as cf
 
 import numpy as np
 
-from .base import Executor, register_frame
+from .base import Executor, PendingBatch, register_frame
 
 
 class ThreadingExecutor(Executor):
@@ -24,16 +24,13 @@ class ThreadingExecutor(Executor):
         super().__init__(*args, **kwargs)
         self._pool: cf.ThreadPoolExecutor | None = None
 
-    def _run_batch(
-        self,
-        raw: np.ndarray,
-        filtered: np.ndarray,
-        uv: np.ndarray,
-        first_index: int,
-        registered: np.ndarray,
-        flow: np.ndarray,
-    ) -> None:
+    def _submit(
+        self, raw: np.ndarray, filtered: np.ndarray, uv: np.ndarray, first_index: int
+    ) -> PendingBatch:
         backend, prepared, settings = self.backend, self._prepared, self.warp_settings
+        n, (h, w, c) = raw.shape[0], self._frame_shape
+        registered = np.empty((n, h, w, c), settings.dtype)
+        flow = np.empty((n, h, w, 2), np.float32)
 
         def work(i: int) -> None:
             registered[i], flow[i] = register_frame(
@@ -42,22 +39,32 @@ class ThreadingExecutor(Executor):
 
         if self._pool is None:
             self._pool = cf.ThreadPoolExecutor(self.n_workers, thread_name_prefix="pyflowreg")
-        futures = [self._pool.submit(work, i) for i in range(raw.shape[0])]
-        try:
-            cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
-        finally:
-            # stop early on an error (or KeyboardInterrupt): drop queued frames, let running
-            # ones finish so nothing writes into the outputs after we return
+        futures = [self._pool.submit(work, i) for i in range(n)]
+
+        def wait() -> tuple[np.ndarray, np.ndarray]:
+            try:
+                cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
+            finally:
+                # stop early on an error (or KeyboardInterrupt): drop queued frames, let
+                # running ones finish so nothing writes into the outputs after we return
+                for future in futures:
+                    future.cancel()
+                cf.wait(futures)
+            for i, future in enumerate(futures):
+                exc = None if future.cancelled() else future.exception()
+                if exc is not None:
+                    raise self._frame_error(first_index + i, exc) from exc
+            return registered, flow
+
+        def cancel() -> None:
             for future in futures:
                 future.cancel()
-            cf.wait(futures)
-        for i, future in enumerate(futures):
-            exc = None if future.cancelled() else future.exception()
-            if exc is not None:
-                raise self._frame_error(first_index + i, exc) from exc
+
+        return PendingBatch(wait, cancel=cancel)
 
     def close(self) -> None:
         """Shut the thread pool down and release the backend."""
+        self._cancel_in_flight()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from ..executors.base import WarpSettings
+from ..executors.base import PendingBatch, WarpSettings
 from ._source import FrameSource, batch_ranges, prefetch
 from .initialization import InitialFlowPlanner
 from .reference import (
@@ -50,6 +50,26 @@ class BatchResult:
     registered: np.ndarray
     w: np.ndarray
     batch: int = 0
+
+
+class _Job(NamedTuple):
+    """A batch handed to the executor."""
+
+    b: int
+    start: int
+    stop: int
+    raw: np.ndarray
+    pending: PendingBatch
+    tic: float
+
+
+class _Done(NamedTuple):
+    """A registered batch waiting to be written (``reference``: the updated raw reference)."""
+
+    job: _Job
+    registered: np.ndarray
+    w: np.ndarray
+    reference: np.ndarray | None
 
 
 class Sink(Protocol):
@@ -240,36 +260,69 @@ def run_registration(
         run = prepare_run(reader, options, executor, sink, state, reference, name)
         source, batches, planner = run.source, run.batches, run.planner
         low, high, sigma, weight = run.low, run.high, run.sigma, run.weight
-        ref_pre = run.ref_pre
 
         def stage(b: int) -> str:
             start, stop = batches[b]
             return f"batch {b + 1}/{len(batches)} (frames {start}-{stop - 1})"
 
-        state.stage = stage(0)
-        for b, (start, stop, raw, filtered) in enumerate(prefetch(source, batches)):
-            state.stage = stage(b)
-            uv = planner.next()
-            tic = time.perf_counter()
-            registered, w = executor.process_batch(raw, filtered, uv, start)
-            state.flow_seconds += time.perf_counter() - tic
+        def collect(job: _Job) -> _Done:
+            """Wait for a submitted batch; what the next batch needs from it happens here."""
+            state.stage = stage(job.b)
+            registered, w = job.pending.result()
+            state.flow_seconds += time.perf_counter() - job.tic
             planner.observe(w)
-            sink.add(start, raw, registered, w)
-            state.n_frames = stop
-            if batch_callback is not None:
-                batch_callback(BatchResult(start, registered, w, b))
+            ref_raw = None
             if options.update_reference:
                 ref_raw = registered.mean(axis=0, dtype=np.float64).astype(np.float32)
                 ref_pre = prepared_reference_image(ref_raw, low, high, sigma)
                 executor.set_reference(ref_pre, weight)
                 planner.set_reference(ref_pre)
-                sink.reference_changed(ref_raw)
+            return _Done(job, registered, w, ref_raw)
+
+        def finish(done: _Done) -> None:
+            """Hand a collected batch to the sink and callbacks, then free its buffers."""
+            job = done.job
+            state.stage = stage(job.b)
+            try:
+                sink.add(job.start, job.raw, done.registered, done.w)
+                if batch_callback is not None:
+                    registered, w = done.registered, done.w
+                    if job.pending.volatile:  # the callback may keep what it gets
+                        registered, w = registered.copy(), w.copy()
+                    batch_callback(BatchResult(job.start, registered, w, job.b))
+                if done.reference is not None:
+                    sink.reference_changed(done.reference)
+            finally:
+                job.pending.release()
+            state.n_frames = job.stop
             if progress is not None:
-                progress(stop, n_frames)
-            logger.debug("registered frames %d-%d of %s", start, stop - 1, name)
-            # drop this batch before the read-ahead resumes: at most two batches in memory
-            del raw, filtered, registered, w
-            if b + 1 < len(batches):
-                state.stage = stage(b + 1)  # a failed read-ahead is reported as the next batch
+                progress(job.stop, n_frames)
+            logger.debug("registered frames %d-%d of %s", job.start, job.stop - 1, name)
+
+        # Batch b is submitted before batch b - 1 is written: the workers register one batch
+        # while this thread writes the previous one (at most three batches of raw frames and
+        # two of outputs in memory).
+        job: _Job | None = None
+        state.stage = stage(0)
+        try:
+            for b, (start, stop, raw, filtered) in enumerate(prefetch(source, batches)):
+                done = collect(job) if job is not None else None
+                state.stage = stage(b)
+                uv = planner.next()
+                tic = time.perf_counter()
+                pending = executor.submit_batch(raw, filtered, uv, start)
+                job = _Job(b, start, stop, raw, pending, tic)
+                del raw, filtered, pending
+                if done is not None:
+                    finish(done)
+                    del done
+                if b + 1 < len(batches):
+                    state.stage = stage(b + 1)  # a failed read-ahead is reported as the next batch
+            if job is not None:
+                finish(collect(job))
+                job = None
+        finally:
+            if job is not None:
+                job.pending.cancel()
         state.flow_seconds += planner.executor_seconds
     state.stage = "finishing"

@@ -6,7 +6,10 @@ normalised by their own joint/per-channel min/max, smoothed more strongly than t
 frames (σ + (1, 1, 0.5)) and averaged; every frame is then registered to that mean
 with ``alpha + 2`` (zero initial flow), and the *raw* frames warped by those fields
 are averaged. The frames are streamed in chunks of ``buffer_size``, so memory does not
-grow with the number of reference frames. A given array or image file is used as is.
+grow with the number of reference frames. Two passes over the frames: the first takes
+their range and their mean (normalising and filtering are linear, so the filtered mean
+is the filter of the mean, with the temporal filter's border weights), the second
+registers them, pipelined with the executor. A given array or image file is used as is.
 
 :func:`phase_correlation_shift` is the rigid pre-alignment of ``cc_initialization``.
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..core.preprocess import reference_range
+from ..core.preprocess import reference_range, temporal_halo
 from ._source import FrameSource, batch_ranges, prefetch, preprocess_image
 
 #: Extra smoothing of the reference frames, added to the per-channel (σy, σx, σt).
@@ -142,37 +145,69 @@ def compute_reference(
     if len(probe) == 1:
         return probe.read_raw(0, 1)[0].astype(np.float32)
 
-    low, high = _streamed_range(probe, chunks, channel_normalization)
-    source = FrameSource(reader, low, high, smooth, indices=indices, name=name, workers=workers)
-    total = np.zeros(source.frame_shape, np.float64)
-    for _, _, _, filtered in prefetch(source, chunks):
-        total += filtered.sum(axis=0, dtype=np.float64)
-        del filtered
-    target = (total / len(source)).astype(np.float32)
+    low, high, mean_raw = _range_and_mean(probe, chunks, channel_normalization)
+    # the mean of the normalised, filtered frames, from one pass over the raw frames: the
+    # pre-filter is linear, so it commutes with the (temporally weighted) mean
+    target = preprocess_image(mean_raw, low, high, smooth)
 
+    source = FrameSource(reader, low, high, smooth, indices=indices, name=name, workers=workers)
     alpha = tuple(a + REFERENCE_EXTRA_ALPHA for a in params.alpha)
     ref_params = replace(params, alpha=alpha)
     h, w = source.frame_shape[:2]
     zeros = np.zeros((h, w, 2), np.float32)
-    total[:] = 0.0
+    total = np.zeros(source.frame_shape, np.float64)
     with make_executor(ref_params, np.float32) as executor:
         executor.set_reference(target, weight)
-        for start, _, raw, filtered in prefetch(source, chunks):
-            registered, _ = executor.process_batch(raw, filtered, zeros, source.frame_index(start))
-            total += np.asarray(registered).sum(axis=0, dtype=np.float64)
-            del raw, filtered, registered  # before the read-ahead resumes
+        previous = None
+        try:
+            for start, _, raw, filtered in prefetch(source, chunks):
+                pending = executor.submit_batch(raw, filtered, zeros, source.frame_index(start))
+                del raw, filtered  # before the read-ahead resumes
+                if previous is not None:  # summed while the workers register the next chunk
+                    total += previous.result()[0].sum(axis=0, dtype=np.float64)
+                    previous.release()
+                previous, pending = pending, None
+            total += previous.result()[0].sum(axis=0, dtype=np.float64)
+        finally:
+            if previous is not None:
+                previous.cancel()
     return (total / len(source)).astype(np.float32)
 
 
-def _streamed_range(source: FrameSource, chunks, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Min/max (joint or per channel) of all raw frames of ``source``, chunk by chunk."""
+def temporal_mean_weights(n_frames: int, sigma_t: float) -> np.ndarray:
+    """Weights ``a`` such that the mean over time of the temporally filtered clip is
+    ``sum_t a[t] * frame[t]`` (the pre-filter's Gaussian, nearest-frame borders).
+
+    Interior frames weigh ``1 / n_frames``; the borders, which the filter repeats, weigh a
+    little more. With a temporal σ too small to filter, all weights are equal.
+    """
+    if temporal_halo(np.array([0.0, 0.0, sigma_t])) == 0:
+        return np.full(n_frames, 1.0 / n_frames)
+    impulses = ndimage.gaussian_filter1d(
+        np.eye(n_frames), sigma_t, axis=0, mode="nearest", truncate=4.0
+    )
+    return impulses.mean(axis=0)
+
+
+def _range_and_mean(
+    source: FrameSource, chunks, mode: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Min/max (joint or per channel) of the raw frames of ``source`` and their mean with
+    :func:`temporal_mean_weights` per channel, in one pass, chunk by chunk."""
+    n, c = len(source), source.frame_shape[2]
+    weights = np.stack([temporal_mean_weights(n, s) for s in source.sigma[:, 2]], axis=1)
+    total = np.zeros(source.frame_shape, np.float64)
     lows, highs = [], []
     for start, stop in chunks:
-        raw = source.read_raw(start, stop).reshape(-1, source.frame_shape[2])
-        lows.append(raw.min(axis=0))
-        highs.append(raw.max(axis=0))
+        raw = source.read_raw(start, stop)
+        flat = raw.reshape(-1, c)
+        lows.append(flat.min(axis=0))
+        highs.append(flat.max(axis=0))
+        for t in range(stop - start):
+            total += weights[start + t] * raw[t]
     extremes = np.stack([np.min(lows, axis=0), np.max(highs, axis=0)])[:, None, None, :]
-    return normalization_range(extremes, mode)
+    low, high = normalization_range(extremes, mode)
+    return low, high, total.astype(np.float32)
 
 
 def prepared_reference_image(reference: np.ndarray, low, high, sigma: np.ndarray) -> np.ndarray:
