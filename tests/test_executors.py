@@ -183,6 +183,8 @@ def test_frame_error_names_the_frame(name, recording):
     cls = get_runtime().get_executor_class(name)
     with cls(2, _plugins.ShiftBackend, PARAMS, {}, WarpSettings()) as ex:
         ex.set_reference(refs[0])
+        if name == "multiprocessing":
+            assert ex.wait_until_started(timeout=30)  # every frame goes to a worker
         # the sequential executor estimates a batch in one call: it names the batch's frames
         frames = "frames 10..15" if name == "sequential" else "frame 14"
         message = re.escape(f"registering {frames} failed ({name} executor)")
@@ -227,6 +229,28 @@ def test_submitted_batches_overlap_and_equal_process_batch(name, recording):
     assert our_blocks() == []
 
 
+def test_frames_registered_while_the_pool_starts(recording, monkeypatch):
+    """Until the workers run, the calling process registers frames itself (from the last):
+    same outputs, and its errors name the frame and chain the original exception."""
+    raw, filtered, refs = recording
+    expected = run("sequential", FlowregBackend, recording)[0]
+    monkeypatch.setattr(MultiprocessingExecutor, "_start_pool", lambda self: None)
+    with MultiprocessingExecutor(
+        2, FlowregBackend, PARAMS, {}, WarpSettings("cubic", np.uint16)
+    ) as ex:
+        ex.set_reference(refs[0])
+        reg, w = ex.process_batch(raw[:4], filtered[:4], None, 0)  # never started: all here
+        assert np.array_equal(reg, expected[0]) and np.array_equal(w, expected[1])
+    poisoned = filtered.copy()
+    poisoned[1, 0, 0, 0] = _plugins.POISON
+    with MultiprocessingExecutor(2, _plugins.ShiftBackend, PARAMS, {}, WarpSettings()) as ex:
+        ex.set_reference(refs[0])
+        with pytest.raises(RuntimeError, match=r"registering frame 11 failed") as info:
+            ex.process_batch(raw, poisoned, None, first_index=10)
+        assert str(info.value.__cause__) == "poisoned frame"
+    assert our_blocks() == []
+
+
 def test_error_inside_with_block_releases_shared_memory(recording):
     raw, filtered, refs = recording
     with pytest.raises(KeyboardInterrupt):
@@ -245,6 +269,7 @@ def test_killed_worker_raises_instead_of_hanging(recording):
     params = {"die_in_worker": True}
     with MultiprocessingExecutor(2, _plugins.ShiftBackend, PARAMS, params, settings) as ex:
         ex.set_reference(refs[0])
+        assert ex.wait_until_started(timeout=30)  # the frames go to the (dying) workers
         with pytest.raises(RuntimeError, match="a multiprocessing worker died unexpectedly"):
             ex.process_batch(raw, filtered, None, first_index=100)
         with pytest.raises(RuntimeError, match="a worker died earlier"):
@@ -257,6 +282,7 @@ def test_workers_limit_their_threads(recording):
     params = {"probe_threads": True}
     with MultiprocessingExecutor(2, _plugins.ShiftBackend, PARAMS, params, WarpSettings()) as ex:
         ex.set_reference(refs[0])
+        assert ex.wait_until_started(timeout=30)  # the frames go to the workers
         _, w = ex.process_batch(raw[:2], filtered[:2], None)
     assert np.all(w[..., 0] == 1)  # NUMBA_NUM_THREADS was set before numba was imported
     assert np.all(w[..., 1] == 1)

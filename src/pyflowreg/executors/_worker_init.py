@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 
 #: Environment of worker processes: one thread each, the pool provides the parallelism.
 THREAD_LIMITS: dict[str, str] = {
@@ -23,8 +24,17 @@ def bootstrap(env: dict[str, str], payload: bytes) -> None:
     """Process-pool initializer: set ``env``, then unpickle and call ``(init, args)``.
 
     ``payload`` is ``pickle.dumps((init, args))``; unpickling it is what imports the heavy
-    modules, so it happens after the environment is set.
+    modules, so it happens after the environment is set. A worker forked from the warm fork
+    server (:mod:`pyflowreg.executors._preload`) has Numba loaded already: its configuration is
+    re-read so that the thread limit still applies.
     """
     os.environ.update(env)
+    if "numba" in sys.modules:  # forked from a warm fork server: numba read its config there
+        try:
+            from numba.core import config
+
+            config.reload_config()
+        except (ImportError, RuntimeError):  # pragma: no cover - threads already launched
+            pass
     init, args = pickle.loads(payload)
     init(*args)

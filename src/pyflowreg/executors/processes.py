@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
+import os
 import pickle
 import sys
+import threading
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -31,6 +34,29 @@ import numpy as np
 from ._worker_init import THREAD_LIMITS, bootstrap
 from .base import Executor, PendingBatch, register_frame
 from .shared import ArraySlot, AttachedTree, SharedTree, attach_tree
+
+#: Module the fork server imports once so that forked workers start warm.
+PRELOAD_MODULE = "pyflowreg.executors._preload"
+
+
+def use_warm_forkserver() -> bool:
+    """Add :data:`PRELOAD_MODULE` to the fork server's preload list (keeping the others).
+
+    Takes effect when the fork server starts, i.e. unless this process started it already;
+    from then on a worker is a fork of a process that has pyflowreg and its kernels loaded,
+    which makes the start-up of a pool about 10x cheaper. Returns whether the module is on
+    the list.
+    """
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    modules = list(getattr(server, "_preload_modules", None) or ["__main__"])
+    if PRELOAD_MODULE not in modules:
+        try:
+            forkserver.set_forkserver_preload([*modules, PRELOAD_MODULE])
+        except (TypeError, ValueError):
+            return False
+    return True
 
 
 def default_start_method() -> str:
@@ -109,7 +135,36 @@ def _register_shared_frame(
     outputs["w"][i] = w
 
 
+def _ping() -> int:
+    """Worker task that only makes the pool start a process."""
+    return os.getpid()
+
+
 # -- caller side ---------------------------------------------------------------------------------
+
+
+class _Frames:
+    """Which frames of a submitted batch went where: still unassigned, to a worker (futures),
+    or registered in the calling process while the pool was starting."""
+
+    def __init__(self, n: int) -> None:
+        self.lock = threading.Lock()
+        self.unassigned = list(range(n))
+        self.futures: dict[int, cf.Future] = {}
+        self.error: BaseException | None = None
+
+    def take_last(self) -> int | None:
+        """Claim the last unassigned frame for the calling process (None: none left)."""
+        with self.lock:
+            return self.unassigned.pop() if self.unassigned else None
+
+    def stop(self) -> None:
+        """Assign nothing more; cancel the frames queued in the pool."""
+        with self.lock:
+            self.unassigned.clear()
+            futures = list(self.futures.values())
+        for future in futures:
+            future.cancel()
 
 
 class _Buffer:
@@ -171,6 +226,12 @@ class MultiprocessingExecutor(Executor):
         self._inputs: _Buffer | None = None
         self._slots: list[_Buffer] = []
         self._broken = False
+        self._ready = threading.Event()
+        self._dispatch_lock = threading.Lock()
+        self._waiting: tuple | None = None
+        self._starter: threading.Thread | None = None
+        self._start_error: BaseException | None = None
+        self._start_pool()
 
     def _reference_changed(self, prepared: Any) -> None:
         old, self._reference_block = self._reference_block, SharedTree(prepared)
@@ -206,15 +267,65 @@ class MultiprocessingExecutor(Executor):
         self._slots.append(_Buffer.fit(None, layout, n))
         return self._slots[-1]
 
-    def _ensure_pool(self) -> cf.ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = cf.ProcessPoolExecutor(
-                self.n_workers,
-                mp_context=mp.get_context(self.start_method),
-                initializer=bootstrap,
-                initargs=(dict(THREAD_LIMITS), self._payload),
-            )
-        return self._pool
+    def _start_pool(self) -> None:
+        """Create the pool and start its workers on a background thread.
+
+        Starting processes blocks (the first start of the fork server in a process takes about
+        half a second); meanwhile the calling process registers frames itself (see
+        :meth:`_submit`), so the start-up is overlapped with useful work.
+        """
+        if self.start_method == "forkserver":
+            use_warm_forkserver()
+        self._pool = cf.ProcessPoolExecutor(
+            self.n_workers,
+            mp_context=mp.get_context(self.start_method),
+            initializer=bootstrap,
+            initargs=(dict(THREAD_LIMITS), self._payload),
+        )
+        pool = self._pool
+
+        def start() -> None:
+            try:
+                for _ in range(self.n_workers):  # one submit per process the pool starts
+                    pool.submit(_ping)
+            except BaseException as exc:  # BrokenProcessPool, or the pool shut down
+                self._start_error = exc
+            with self._dispatch_lock:
+                self._ready.set()
+                waiting, self._waiting = self._waiting, None
+            if waiting is not None:
+                self._dispatch(*waiting)
+
+        self._starter = threading.Thread(target=start, name="pyflowreg-pool-start", daemon=True)
+        self._starter.start()
+
+    def wait_until_started(self, timeout: float | None = None) -> bool:
+        """Block until the worker processes are started (False if ``timeout`` ran out).
+
+        Never needed for correctness: batches submitted before that are shared between the
+        calling process and the workers as they come up.
+        """
+        return self._ready.wait(timeout)
+
+    def _dispatch(
+        self, frames: _Frames, names: tuple, config: tuple, fill: Callable | None = None
+    ) -> None:
+        """Send the unassigned frames of a batch to the workers (the pool is running);
+        ``fill(i)``, if given, first copies frame ``i`` into the shared inputs."""
+        with frames.lock:
+            todo, frames.unassigned = frames.unassigned, []
+            try:
+                if self._start_error is not None:
+                    raise self._start_error
+                for i in sorted(todo):
+                    if fill is not None:
+                        fill(i)
+                    frames.futures[i] = self._pool.submit(_register_shared_frame, names, i, *config)
+            except BrokenProcessPool as exc:
+                self._broken = True
+                frames.error = exc
+            except BaseException as exc:
+                frames.error = exc
 
     def _submit(
         self, raw: np.ndarray, filtered: np.ndarray, uv: np.ndarray, first_index: int
@@ -224,47 +335,75 @@ class MultiprocessingExecutor(Executor):
         n = raw.shape[0]
         inputs = self._input_buffer(raw)
         views = inputs.block.views()
-        views["raw"][:n] = raw
-        views["filtered"][:n] = filtered
         views["uv"][...] = uv
-        del views
         slot = self._output_slot(n)
-        pool = self._ensure_pool()
         names = (inputs.block.name, slot.block.name, self._reference_block.name)
         config = (self.flow_params, self.warp_settings)
-        futures: list[cf.Future] = []
+        frames = _Frames(n)
         slot.pinned = True
 
-        def cancel() -> None:
-            for future in futures:
-                future.cancel()
+        def fill(i: int) -> None:
+            views["raw"][i] = raw[i]
+            views["filtered"][i] = filtered[i]
+
+        if self._ready.is_set():  # each frame goes out as soon as it is copied
+            self._dispatch(frames, names, config, fill)
+        else:
+            views["raw"][:n] = raw
+            views["filtered"][:n] = filtered
+            with self._dispatch_lock:
+                if self._ready.is_set():
+                    self._dispatch(frames, names, config)
+                else:  # the starter thread dispatches what is left once the workers run
+                    self._waiting = (frames, names, config)
 
         def release() -> None:
             slot.pinned = False
 
-        try:
-            for i in range(n):
-                futures.append(pool.submit(_register_shared_frame, names, i, *config))
-        except BrokenProcessPool as exc:  # raised by submit() once the pool is broken
-            self._broken = True
-            cancel()
-            cf.wait(futures)
-            release()
-            raise self._died(first_index, n) from exc
-        except BaseException:
-            cancel()
-            cf.wait(futures)
-            release()
-            raise
+        def registered_here() -> BaseException | None:
+            """While the pool starts, register frames (from the last) in this process."""
+            outputs = slot.block.views()
+            while not self._ready.is_set():
+                i = frames.take_last()
+                if i is None:
+                    break
+                try:
+                    outputs["registered"][i], outputs["w"][i] = register_frame(
+                        self.backend,
+                        self._prepared,
+                        views["raw"][i],
+                        views["filtered"][i],
+                        views["uv"],
+                        self.warp_settings,
+                    )
+                except Exception as exc:
+                    frames.stop()
+                    error = self._frame_error(first_index + i, exc)
+                    error.__cause__ = exc
+                    return error
+            return None
 
         def wait() -> tuple[np.ndarray, np.ndarray]:
             try:
+                local_error = registered_here()
+                if local_error is not None:
+                    raise local_error
+                with frames.lock:  # a dispatch holds the lock until all its frames are sent
+                    left = bool(frames.unassigned)
+                if left:  # frames for the workers: sent by the starter thread or here
+                    self._ready.wait()
+                    self._dispatch(frames, names, config)
+                if frames.error is not None:
+                    if isinstance(frames.error, BrokenProcessPool):
+                        raise self._died(first_index, n) from frames.error
+                    raise frames.error
+                futures = list(frames.futures.values())
                 cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
             finally:
-                cancel()
-                cf.wait(futures)
-            errors = [(i, f.exception()) for i, f in enumerate(futures) if not f.cancelled()]
-            errors = [(i, e) for i, e in errors if e is not None]
+                frames.stop()
+                cf.wait(list(frames.futures.values()))
+            errors = [(i, f.exception()) for i, f in frames.futures.items() if not f.cancelled()]
+            errors = sorted((i, e) for i, e in errors if e is not None)
             for _, exc in errors:
                 if isinstance(exc, BrokenProcessPool):
                     self._broken = True
@@ -275,7 +414,7 @@ class MultiprocessingExecutor(Executor):
             outputs = slot.block.views()
             return outputs["registered"][:n], outputs["w"][:n]
 
-        return PendingBatch(wait, release, volatile=True, cancel=cancel)
+        return PendingBatch(wait, release, volatile=True, cancel=frames.stop)
 
     def _died(self, first_index: int, n: int) -> RuntimeError:
         return RuntimeError(
@@ -285,6 +424,9 @@ class MultiprocessingExecutor(Executor):
         )
 
     def _shutdown(self, abort: bool) -> None:
+        if self._starter is not None:
+            self._starter.join()  # the workers are started (or failed to): now stop them
+            self._starter = None
         pool, self._pool = self._pool, None
         try:
             if pool is not None and (abort or self._broken):
