@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from ..executors.base import PendingBatch, WarpSettings
-from ._source import FrameSource, batch_ranges, prefetch
+from ._source import FrameSource, ReadAhead, batch_ranges
 from .initialization import InitialFlowPlanner
 from .reference import (
     as_reference_image,
@@ -300,12 +300,13 @@ def run_registration(
             logger.debug("registered frames %d-%d of %s", job.start, job.stop - 1, name)
 
         # Batch b is submitted before batch b - 1 is written: the workers register one batch
-        # while this thread writes the previous one (at most three batches of raw frames and
-        # two of outputs in memory).
+        # while this thread writes the previous one, then reads the next one (at most two
+        # batches of raw frames and two of outputs in memory).
         job: _Job | None = None
         state.stage = stage(0)
         try:
-            for b, (start, stop, raw, filtered) in enumerate(prefetch(source, batches)):
+            reads = ReadAhead(source, batches)
+            for b, (start, stop, raw, filtered) in enumerate(reads):
                 done = collect(job) if job is not None else None
                 state.stage = stage(b)
                 uv = planner.next()
@@ -316,6 +317,7 @@ def run_registration(
                 if done is not None:
                     finish(done)
                     del done
+                reads.ahead()  # batch b - 1 is written: read b + 1 while b is registered
                 if b + 1 < len(batches):
                     state.stage = stage(b + 1)  # a failed read-ahead is reported as the next batch
             if job is not None:

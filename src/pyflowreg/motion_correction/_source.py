@@ -173,28 +173,56 @@ class FrameSource:
             raise ValueError(f"frame {frame} of {self.name} contains NaN or inf values")
 
 
-def prefetch(
-    source: FrameSource, ranges: list[tuple[int, int]]
-) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+class ReadAhead:
     """``(start, stop, raw, filtered)`` for each range, the next range read and pre-filtered on a
-    background thread while the caller registers the current one (one batch ahead at most).
+    background thread while the caller registers the current one (one range ahead at most).
 
-    Only for parallel runs (``source.workers > 1``): a sequential run reads in the caller's
-    thread, one batch in memory, one core busy.
+    The read-ahead of the next range starts when the caller calls :meth:`ahead` (once it has
+    let go of what it no longer needs, so that at most two ranges are in memory), or else when
+    it asks for the next range. Only for parallel runs (``source.workers > 1``): a sequential
+    run reads in the caller's thread, one range in memory, one core busy.
     """
-    if not ranges:
-        return
-    if source.workers == 1:
-        for start, stop in ranges:
-            yield start, stop, *source.read(start, stop)
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="pyflowreg-read") as pool:
-        pending = pool.submit(source.read, *ranges[0])
-        for k, (start, stop) in enumerate(ranges):
-            raw, filtered = pending.result()
-            if k + 1 < len(ranges):
-                pending = pool.submit(source.read, *ranges[k + 1])
-            yield start, stop, raw, filtered
+
+    def __init__(self, source: FrameSource, ranges: list[tuple[int, int]]) -> None:
+        self.source = source
+        self.ranges = list(ranges)
+        self._next = 0
+        self._pending = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pyflowreg-read")
+        if source.workers == 1:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __iter__(self) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        try:
+            while self._next < len(self.ranges):
+                start, stop = self.ranges[self._next]
+                if self._pending is None:
+                    raw, filtered = self.source.read(start, stop)
+                else:
+                    pending, self._pending = self._pending, None
+                    raw, filtered = pending.result()
+                self._next += 1
+                if self._pool is not None and self._next == 1:
+                    self.ahead()  # nothing to let go of yet
+                yield start, stop, raw, filtered
+                del raw, filtered
+        finally:
+            self.close()
+
+    def ahead(self) -> None:
+        """Start reading the next range on the background thread (no-op when sequential,
+        already started, or at the end)."""
+        if self._pool is None or self._pending is not None or self._next >= len(self.ranges):
+            return
+        self._pending = self._pool.submit(self.source.read, *self.ranges[self._next])
+
+    def close(self) -> None:
+        """Stop the background thread (waits for a read in progress)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._pending = None
 
 
 def batch_ranges(n_frames: int, buffer_size: int) -> list[tuple[int, int]]:

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.preprocess import reference_range, temporal_halo
-from ._source import FrameSource, batch_ranges, prefetch, preprocess_image
+from ._source import FrameSource, ReadAhead, batch_ranges, preprocess_image
 
 #: Extra smoothing of the reference frames, added to the per-channel (σy, σx, σt).
 REFERENCE_EXTRA_SIGMA = np.array([1.0, 1.0, 0.5])
@@ -160,13 +160,15 @@ def compute_reference(
         executor.set_reference(target, weight)
         previous = None
         try:
-            for start, _, raw, filtered in prefetch(source, chunks):
+            reads = ReadAhead(source, chunks)
+            for start, _, raw, filtered in reads:
                 pending = executor.submit_batch(raw, filtered, zeros, source.frame_index(start))
-                del raw, filtered  # before the read-ahead resumes
+                del raw, filtered
                 if previous is not None:  # summed while the workers register the next chunk
                     total += previous.result()[0].sum(axis=0, dtype=np.float64)
                     previous.release()
                 previous, pending = pending, None
+                reads.ahead()
             total += previous.result()[0].sum(axis=0, dtype=np.float64)
         finally:
             if previous is not None:
