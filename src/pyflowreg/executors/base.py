@@ -376,10 +376,7 @@ class Executor:
             self._in_flight.wait()
             self._in_flight = None
         if raw.shape[0] == 0:
-            return PendingBatch.completed(
-                np.empty((0, h, w, c), self.warp_settings.dtype),
-                np.empty((0, h, w, 2), np.float32),
-            )
+            return PendingBatch.completed(*self._new_outputs(0))
         pending = self._submit(raw, filtered, uv, int(first_index))
         self._in_flight = pending
         return pending
@@ -423,14 +420,20 @@ class Executor:
         self, raw: np.ndarray, filtered: np.ndarray, uv: np.ndarray, first_index: int
     ) -> PendingBatch:
         """Start a validated, non-empty batch (default: register it now, in this thread)."""
-        n, (h, w, c) = raw.shape[0], self._frame_shape
-        registered = np.empty((n, h, w, c), self.warp_settings.dtype)
-        flow = np.empty((n, h, w, 2), np.float32)
+        registered, flow = self._new_outputs(raw.shape[0])
         try:
             self._run_batch(raw, filtered, uv, first_index, registered, flow)
-        except BaseException as exc:
+        except Exception as exc:  # raised by result(); KeyboardInterrupt propagates now
             return PendingBatch.failed(exc)
         return PendingBatch.completed(registered, flow)
+
+    def _new_outputs(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Uninitialised ``registered`` (output dtype) and ``flow`` arrays for ``n`` frames."""
+        h, w, c = self._frame_shape
+        return (
+            np.empty((n, h, w, c), self.warp_settings.dtype),
+            np.empty((n, h, w, 2), np.float32),
+        )
 
     def _run_batch(
         self,

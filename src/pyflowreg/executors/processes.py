@@ -173,14 +173,19 @@ class _Buffer:
     def __init__(self, layout: dict, capacity: int) -> None:
         self.block = SharedTree(layout)
         self.capacity = capacity
-        self.key = {k: (v.shape[1:], np.dtype(v.dtype)) for k, v in layout.items()}
+        self.key = self.layout_key(layout)
         self.pinned = False
+
+    @staticmethod
+    def layout_key(layout: dict) -> dict:
+        """What must match for a block to be reused: each array's shape past the frame axis
+        and its dtype."""
+        return {k: (v.shape[1:], np.dtype(v.dtype)) for k, v in layout.items()}
 
     @classmethod
     def fit(cls, buffer: _Buffer | None, layout: dict, n: int) -> _Buffer:
         """``buffer`` if it holds ``layout`` for ``n`` frames, else a new one (the old unlinked)."""
-        key = {k: (v.shape[1:], np.dtype(v.dtype)) for k, v in layout.items()}
-        if buffer is not None and buffer.key == key and buffer.capacity >= n:
+        if buffer is not None and buffer.key == cls.layout_key(layout) and buffer.capacity >= n:
             return buffer
         if buffer is not None:
             buffer.close()

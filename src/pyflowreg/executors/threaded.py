@@ -28,9 +28,7 @@ class ThreadingExecutor(Executor):
         self, raw: np.ndarray, filtered: np.ndarray, uv: np.ndarray, first_index: int
     ) -> PendingBatch:
         backend, prepared, settings = self.backend, self._prepared, self.warp_settings
-        n, (h, w, c) = raw.shape[0], self._frame_shape
-        registered = np.empty((n, h, w, c), settings.dtype)
-        flow = np.empty((n, h, w, 2), np.float32)
+        registered, flow = self._new_outputs(raw.shape[0])
 
         def work(i: int) -> None:
             registered[i], flow[i] = register_frame(
@@ -39,7 +37,11 @@ class ThreadingExecutor(Executor):
 
         if self._pool is None:
             self._pool = cf.ThreadPoolExecutor(self.n_workers, thread_name_prefix="pyflowreg")
-        futures = [self._pool.submit(work, i) for i in range(n)]
+        futures = [self._pool.submit(work, i) for i in range(raw.shape[0])]
+
+        def cancel() -> None:
+            for future in futures:
+                future.cancel()
 
         def wait() -> tuple[np.ndarray, np.ndarray]:
             try:
@@ -47,18 +49,13 @@ class ThreadingExecutor(Executor):
             finally:
                 # stop early on an error (or KeyboardInterrupt): drop queued frames, let
                 # running ones finish so nothing writes into the outputs after we return
-                for future in futures:
-                    future.cancel()
+                cancel()
                 cf.wait(futures)
             for i, future in enumerate(futures):
                 exc = None if future.cancelled() else future.exception()
                 if exc is not None:
                     raise self._frame_error(first_index + i, exc) from exc
             return registered, flow
-
-        def cancel() -> None:
-            for future in futures:
-                future.cancel()
 
         return PendingBatch(wait, cancel=cancel)
 

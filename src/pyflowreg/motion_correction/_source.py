@@ -188,10 +188,11 @@ class ReadAhead:
         self.ranges = list(ranges)
         self._next = 0
         self._pending = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pyflowreg-read")
-        if source.workers == 1:
-            self._pool.shutdown()
-            self._pool = None
+        self._pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="pyflowreg-read")
+            if source.workers > 1
+            else None
+        )
 
     def __iter__(self) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
         try:

@@ -167,7 +167,7 @@ def compute_reference(
                 if previous is not None:  # summed while the workers register the next chunk
                     total += previous.result()[0].sum(axis=0, dtype=np.float64)
                     previous.release()
-                previous, pending = pending, None
+                previous = pending
                 reads.ahead()
             total += previous.result()[0].sum(axis=0, dtype=np.float64)
         finally:
