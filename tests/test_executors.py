@@ -22,8 +22,8 @@ from pyflowreg.executors import (
     WarpSettings,
     register_frame,
     resolve_n_jobs,
+    warp_frame,
 )
-from pyflowreg.executors.base import cast_frames
 from pyflowreg.executors.shared import PREFIX, ArraySlot, SharedTree, attach_tree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/_plugins.py, as a plug-in
@@ -133,11 +133,19 @@ def test_outputs_in_float_from_integer_frames(recording):
     assert reg.dtype == np.float32 and reg.shape == (4, 32, 48, 1) and w.shape == (4, 32, 48, 2)
 
 
-def test_cast_frames_rounds_and_clips():
-    values = np.array([-3.2, 0.5, 1.5, 254.6, 300.0], np.float32)
-    assert cast_frames(values, np.dtype(np.uint8)).tolist() == [0, 0, 2, 255, 255]
-    assert cast_frames(np.array([70000], np.int32), np.dtype(np.uint16)).tolist() == [65535]
-    assert cast_frames(values, np.dtype(np.float64)).dtype == np.float64
+def test_warp_frame_rounds_and_clips_to_the_output_dtype():
+    values = np.array([-3.2, 0.5, 1.5, 254.6, 300.0], np.float32).reshape(1, 5, 1)
+    zero = np.zeros((1, 5, 2), np.float32)
+    to_uint8 = warp_frame(values, zero, WarpSettings("cubic", np.dtype(np.uint8)))
+    assert to_uint8.ravel().tolist() == [0, 0, 2, 255, 255]
+    wide = np.array([70000, -5], np.int32).reshape(1, 2, 1)
+    to_uint16 = warp_frame(wide, zero[:, :2], WarpSettings("linear", np.dtype(np.uint16)))
+    assert to_uint16.ravel().tolist() == [65535, 0]
+    out = np.empty((1, 5, 1), np.float64)
+    assert warp_frame(values, zero, WarpSettings("nearest", np.dtype(np.float64)), out) is out
+    np.testing.assert_array_equal(out, values)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        warp_frame(values, np.full_like(zero, np.nan), WarpSettings("cubic", np.dtype(np.uint8)))
 
 
 def test_n_jobs():

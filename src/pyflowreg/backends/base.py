@@ -46,6 +46,22 @@ class FlowBackend(abc.ABC):
     ) -> np.ndarray:
         """Displacement fields ``(T, H, W, 2)`` float32 for ``frames`` ``(T, H, W, C)``."""
 
+    def estimate_into(
+        self, prepared: Any, frames: np.ndarray, uv: np.ndarray | None, out: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`estimate` written into ``out`` ``(T, H, W, 2)`` float32 (returns ``out``).
+
+        Backends that can write the fields in place (the CPU backend) override this and save
+        a copy of every field; the default copies the result of :meth:`estimate`.
+        """
+        w = np.asarray(self.estimate(prepared, frames, uv), dtype=np.float32)
+        if w.shape != out.shape:
+            raise ValueError(
+                f"flow backend returned fields of shape {w.shape}, expected {out.shape}"
+            )
+        out[...] = w
+        return out
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release device memory or other resources (optional)."""
 

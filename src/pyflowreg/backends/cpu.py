@@ -33,10 +33,22 @@ class FlowregBackend(FlowBackend):
 
     def estimate(self, prepared: PreparedReference, frames, uv=None) -> np.ndarray:
         frames = np.asarray(frames)
+        return self._solve(prepared, frames, uv, np.empty((*frames.shape[:3], 2), np.float32))
+
+    def estimate_into(self, prepared: PreparedReference, frames, uv, out) -> np.ndarray:
+        """Write the fields straight into ``out`` (no copy), unless a subclass changed
+        :meth:`estimate`, which then stays the one place the fields come from."""
+        if type(self).estimate is not FlowregBackend.estimate:
+            return super().estimate_into(prepared, frames, uv, out)
+        return self._solve(prepared, frames, uv, out)
+
+    def _solve(self, prepared: PreparedReference, frames, uv, out) -> np.ndarray:
+        frames = np.asarray(frames)
         if frames.ndim != 4:
             raise ValueError(f"frames must be (T, H, W, C), got shape {frames.shape}")
+        if out.shape != (*frames.shape[:3], 2):
+            raise ValueError(f"out must have shape {(*frames.shape[:3], 2)}, got {out.shape}")
         init = broadcast_uv(uv, frames.shape[0], prepared.shape)
-        out = np.empty((*frames.shape[:3], 2), np.float32)
         for t in range(frames.shape[0]):
-            out[t] = estimate(prepared, frames[t], init[t])
+            estimate(prepared, frames[t], init[t], out=out[t])
         return out

@@ -163,7 +163,11 @@ def level_step(
 
 
 def estimate(
-    prepared: PreparedReference, moving: np.ndarray, uv: np.ndarray | None = None
+    prepared: PreparedReference,
+    moving: np.ndarray,
+    uv: np.ndarray | None = None,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Displacement field aligning ``moving`` to the prepared reference.
 
@@ -174,6 +178,8 @@ def estimate(
         ``(H, W)`` or ``(H, W, C)`` float frame, pre-processed like the reference.
     uv : ndarray, optional
         Initial field ``(H, W, 2)`` in pixels.
+    out : ndarray, optional
+        ``(H, W, 2)`` float32 array to write the field into (returned).
 
     Returns
     -------
@@ -216,7 +222,10 @@ def estimate(
         flow = np.stack((u, v))
     if flow.shape[1:] != (h, w):
         flow = resize(flow, (h, w))
-    return np.ascontiguousarray(np.moveaxis(flow, 0, -1), dtype=np.float32)
+    if out is None:
+        out = np.empty((h, w, 2), np.float32)
+    out[...] = np.moveaxis(flow, 0, -1)
+    return out
 
 
 def get_displacement(

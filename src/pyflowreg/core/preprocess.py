@@ -8,9 +8,9 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from scipy import ndimage
+from numba import njit
 
-from .pyramid import blur_cols, blur_rows
+from .pyramid import blur_row, mirror
 
 
 def reference_range(reference: np.ndarray, separate: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -46,73 +46,162 @@ def temporal_halo(sigma: np.ndarray) -> int:
     return math.ceil(4.0 * sigma_t - 0.5) if sigma_t > 0 else 0
 
 
-def gaussian_filter_video(video: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+def gaussian_filter_video(video: np.ndarray, sigma: np.ndarray, workers: int = 1) -> np.ndarray:
     """Gaussian pre-filter of a float32 video ``(T, H, W, C)``.
 
     ``sigma`` is ``(C, 3)`` with ``(sigma_y, sigma_x, sigma_t)`` per channel (a 3-vector applies
-    to every channel). Spatial passes are Numba kernels that release the GIL (taps to 4 sigma,
-    symmetric borders); the temporal pass (``scipy.ndimage``, nearest borders) runs only where
-    its kernel reaches a neighbouring frame (``sigma_t >= 0.125``), and it only sees the frames
-    given: callers pass a batch with a halo of :func:`temporal_halo` frames on each side and
-    crop it afterwards.
+    to every channel). The passes are Numba kernels that release the GIL: the spatial ones
+    (taps to 4 sigma, symmetric borders) frame by frame, the temporal one (nearest borders, the
+    weights and summation order of ``scipy.ndimage.gaussian_filter1d``, so it gives the same
+    float32 values) only where its kernel reaches a neighbouring frame (``sigma_t >= 0.125``).
+    The temporal pass only sees the frames given: callers pass a batch with a halo of
+    :func:`temporal_halo` frames on each side and crop it afterwards.
     """
     video = np.asarray(video, dtype=np.float32)
     if video.ndim != 4:
         raise ValueError(f"video must be (T, H, W, C), got shape {video.shape}")
     c = video.shape[-1]
-    sig = np.asarray(sigma, dtype=np.float64)
-    if sig.ndim == 1:
-        sig = np.tile(sig, (c, 1))
-    if sig.shape != (c, 3) or np.any(sig < 0) or not np.all(np.isfinite(sig)):
-        raise ValueError(f"sigma must be (3,) or ({c}, 3) non-negative values, got {sig.tolist()}")
-    out = np.empty_like(video)
-    for ch in range(c):
-        sy, sx, st = sig[ch]
-        plane = np.ascontiguousarray(video[..., ch])  # (T, H, W): frames are the "channels"
-        if sy > 0:
-            plane = blur_rows(plane, _taps(sy))
-        if sx > 0:
-            plane = blur_cols(plane, _taps(sx))
-        if temporal_halo(np.array([0.0, 0.0, st])) > 0:
-            plane = ndimage.gaussian_filter1d(plane, st, axis=0, mode="nearest", truncate=4.0)
-        out[..., ch] = plane
-    return out
+    return _filter(video, np.zeros(c), np.ones(c), _sigma_table(sigma, c), workers)
 
 
 def prefilter(raw: np.ndarray, low, high, sigma: np.ndarray, workers: int = 1) -> np.ndarray:
-    """:func:`normalize` then :func:`gaussian_filter_video` of ``raw`` (T, H, W, C).
+    """:func:`normalize` then :func:`gaussian_filter_video` of ``raw`` (T, H, W, C), fused.
 
-    With ``workers > 1`` the per-frame work (normalisation and the spatial passes) runs on that
-    many threads over chunks of frames (the kernels release the GIL); the temporal pass then
-    sees the whole block. The result does not depend on ``workers``.
+    One pass per frame normalises the raw values (any real dtype) and applies both spatial
+    passes without intermediate videos; with ``workers > 1`` the frames are shared among that
+    many threads (the kernels release the GIL), and so are the rows of the temporal pass.
+    The result does not depend on ``workers`` and equals the two functions called in turn.
     """
     raw = np.asarray(raw)
     if raw.ndim != 4:
         raise ValueError(f"raw must be (T, H, W, C), got shape {raw.shape}")
     c = raw.shape[-1]
+    low = np.broadcast_to(np.asarray(low, np.float64), (c,))
+    high = np.broadcast_to(np.asarray(high, np.float64), (c,))
+    return _filter(raw, low, high, _sigma_table(sigma, c), workers)
+
+
+def _sigma_table(sigma, c: int) -> np.ndarray:
     sig = np.asarray(sigma, dtype=np.float64)
-    sig = np.tile(sig, (c, 1)) if sig.ndim == 1 else sig
-    spatial = np.array(sig, dtype=np.float64, copy=True)
-    if spatial.ndim == 2 and spatial.shape[-1] == 3:
-        spatial[:, 2] = 0.0
+    if sig.ndim == 1:
+        sig = np.tile(sig, (c, 1))
+    if sig.shape != (c, 3) or np.any(sig < 0) or not np.all(np.isfinite(sig)):
+        raise ValueError(f"sigma must be (3,) or ({c}, 3) non-negative values, got {sig.tolist()}")
+    return sig
 
-    def part(bounds: tuple[int, int]) -> np.ndarray:
-        a, b = bounds
-        return gaussian_filter_video(normalize(raw[a:b], low, high), spatial)
 
-    n = raw.shape[0]
+def _filter(raw: np.ndarray, low, high, sig: np.ndarray, workers: int) -> np.ndarray:
+    """Normalise with ``(low, high)`` (per channel) and filter with ``sig`` (C, 3)."""
+    n, h, w, c = raw.shape
+    if raw.dtype.byteorder not in ("=", "|"):
+        raw = raw.astype(raw.dtype.newbyteorder("="))
+    low = np.asarray(low, np.float64)
+    lows = low.astype(np.float32)
+    scales = (1.0 / (np.asarray(high, np.float64) - low)).astype(np.float32)
+    out = np.empty((n, h, w, c), np.float32)
+    if out.size == 0:
+        return out
+    none = np.empty(0, np.float32)
+    taps = [(_taps(sy) if sy > 0 else none, _taps(sx) if sx > 0 else none) for sy, sx, _ in sig]
+
+    def spatial(a: int, b: int) -> None:
+        for ch in range(c):
+            ty, tx = taps[ch]
+            _normalize_blur(raw[a:b, ..., ch], lows[ch], scales[ch], ty, tx, out[a:b, ..., ch])
+
+    _split(n, workers, spatial)
+    for ch in range(c):
+        st = sig[ch, 2]
+        if temporal_halo(np.array([0.0, 0.0, st])) == 0:
+            continue
+        plane = out[..., ch].copy()  # the input of the pass, which writes into out
+        rows = functools.partial(_temporal_nearest, plane, _temporal_weights(float(st)))
+        _split(h, workers, lambda a, b, rows=rows, target=out[..., ch]: rows(a, b, target))
+    return out
+
+
+def _split(n: int, workers: int, task) -> None:
+    """``task(a, b)`` over ``workers`` contiguous parts of ``range(n)``, on threads."""
     workers = max(1, min(int(workers), n))
     if workers == 1:
-        out = part((0, n))
-    else:
-        edges = np.linspace(0, n, workers + 1).astype(int)
-        with ThreadPoolExecutor(workers) as pool:
-            out = np.concatenate(list(pool.map(part, itertools.pairwise(edges))))
-    if temporal_halo(sig) > 0:
-        temporal = np.zeros_like(sig)
-        temporal[:, 2] = sig[:, 2]
-        out = gaussian_filter_video(out, temporal)
-    return out
+        task(0, n)
+        return
+    edges = np.linspace(0, n, workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda ab: task(*ab), itertools.pairwise(edges)))
+
+
+@njit(cache=True, nogil=True)
+def _normalize_blur(raw, low, scale, taps_y, taps_x, out):
+    """``out`` (n, h, w) float32 = spatial blur of ``(float32(raw) - low) * scale``, per frame.
+
+    ``raw`` (n, h, w) of any real dtype and strides; an empty ``taps_y``/``taps_x`` skips that
+    axis. Same float32 operations in the same order as :func:`normalize`, ``blur_rows`` and
+    ``blur_cols``, without intermediate videos.
+    """
+    n, h, w = raw.shape
+    norm = np.empty((h, w), np.float32)
+    vert = np.empty((h, w), np.float32)
+    row = np.empty(w, np.float32)
+    ry = taps_y.shape[0] // 2
+    for t in range(n):
+        for i in range(h):
+            for j in range(w):
+                norm[i, j] = (np.float32(raw[t, i, j]) - low) * scale
+        src = norm
+        if taps_y.shape[0] > 0:
+            for i in range(h):
+                acc = vert[i]
+                acc[:] = 0.0
+                for k in range(taps_y.shape[0]):
+                    line = norm[mirror(i + k - ry, h)]
+                    tk = taps_y[k]
+                    for j in range(w):
+                        acc[j] += tk * line[j]
+            src = vert
+        for i in range(h):
+            if taps_x.shape[0] > 0:
+                row[:] = 0.0
+                blur_row(src[i], taps_x, row)
+                out[t, i, :] = row
+            else:
+                out[t, i, :] = src[i]
+
+
+@njit(cache=True, nogil=True)
+def _temporal_nearest(plane, weights, a, b, out):
+    """Rows ``a .. b-1`` of the temporal Gaussian of ``plane`` (T, h, w) into ``out``.
+
+    Nearest-frame borders; float64 sums in the order of scipy's symmetric correlation: the
+    centre tap, then the pairs of frames from the outermost inwards.
+    """
+    n, _, w = plane.shape
+    r = weights.shape[0] // 2
+    acc = np.empty(w, np.float64)
+    for t in range(n):
+        for i in range(a, b):
+            centre = plane[t, i]
+            for j in range(w):
+                acc[j] = np.float64(centre[j]) * weights[r]
+            for d in range(r, 0, -1):
+                before = plane[max(t - d, 0), i]
+                after = plane[min(t + d, n - 1), i]
+                wd = weights[r + d]
+                for j in range(w):
+                    acc[j] += (np.float64(before[j]) + np.float64(after[j])) * wd
+            for j in range(w):
+                out[t, i, j] = np.float32(acc[j])
+
+
+@functools.lru_cache(maxsize=64)
+def _temporal_weights(sigma: float) -> np.ndarray:
+    """The float64 taps of ``scipy.ndimage.gaussian_filter1d`` (truncate 4)."""
+    radius = int(4.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x**2)
+    weights = phi / phi.sum()
+    weights.flags.writeable = False
+    return weights
 
 
 @functools.lru_cache(maxsize=64)

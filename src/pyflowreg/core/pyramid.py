@@ -88,26 +88,36 @@ def blur_rows(img, taps):
 def blur_cols(img, taps):
     """Convolve every channel of ``img`` (C, h, w) along axis 2 (columns) with ``taps``.
 
-    Tap-outer loops over contiguous runs of a row, so the interior vectorises; only the
-    ``radius`` columns at each border take the mirrored indices.
+    Tap-outer loops over contiguous runs of a row (slices, so the interior vectorises); only
+    the ``radius`` columns at each border take the mirrored indices.
     """
-    c, h, w = img.shape
-    r = taps.shape[0] // 2
+    c, h, _ = img.shape
     out = np.zeros_like(img)
     for ch in range(c):
         for i in range(h):
-            for k in range(taps.shape[0]):
-                t = taps[k]
-                off = k - r
-                j0 = max(0, -off)
-                j1 = min(w, w - off)
-                for j in range(j0, j1):
-                    out[ch, i, j] += t * img[ch, i, j + off]
-                for j in range(0, min(j0, w)):
-                    out[ch, i, j] += t * img[ch, i, mirror(j + off, w)]
-                for j in range(max(j1, 0), w):
-                    out[ch, i, j] += t * img[ch, i, mirror(j + off, w)]
+            blur_row(img[ch, i], taps, out[ch, i])
     return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def blur_row(src, taps, dst):
+    """``dst += taps * src`` along a row (symmetric borders), tap by tap (``dst`` zeroed)."""
+    w = src.shape[0]
+    r = taps.shape[0] // 2
+    for k in range(taps.shape[0]):
+        t = taps[k]
+        off = k - r
+        j0 = max(0, -off)
+        j1 = min(w, w - off)
+        if j1 > j0:
+            s = src[j0 + off : j1 + off]
+            d = dst[j0:j1]
+            for j in range(j1 - j0):
+                d[j] += t * s[j]
+        for j in range(0, min(j0, w)):
+            dst[j] += t * src[mirror(j + off, w)]
+        for j in range(max(j1, 0), w):
+            dst[j] += t * src[mirror(j + off, w)]
 
 
 @functools.lru_cache(maxsize=1024)

@@ -86,42 +86,107 @@ def warp_level(moving, reference, u, v, hx, hy):
     return out
 
 
+#: Dtypes the warp kernel reads and writes directly; others go through a float copy.
+_KERNEL_KINDS = frozenset("u1 u2 u4 u8 i1 i2 i4 i8 f4 f8".split())
+#: Sources warped in float64 (float32 would not hold their values exactly).
+_WIDE = (np.float64, np.int32, np.uint32, np.int64)
+
+
 @njit(cache=True, nogil=True)
-def _warp_frame(img, u, v, method, use_fill, fill):
-    """Warp ``img`` (C, H, W) float by (u, v) with method 0/1/2 (nearest/linear/cubic)."""
-    c, h, w = img.shape
-    out = np.empty_like(img)
+def _warp_into(img, w, method, use_fill, fill, narrow, to_int, lo, hi, out):
+    """Warp ``img`` (h, w, C) by ``w`` (h, w, 2) into ``out`` (h, w, C).
+
+    ``method`` 0/1/2 is nearest/linear/cubic. Coordinates and weights are float64; with
+    ``narrow`` the source values, the field and each result pass through float32 first (the
+    float32 work type). With ``to_int`` results are rounded half to even and clipped to
+    ``[lo, hi]`` before they are stored, so integers never wrap around.
+    """
+    h, wd, c = img.shape
     for i in range(h):
-        for j in range(w):
-            y = i + v[i, j]
-            x = j + u[i, j]
-            if use_fill and (y < 0.0 or y > h - 1 or x < 0.0 or x > w - 1):
+        for j in range(wd):
+            if narrow:
+                y = i + np.float32(w[i, j, 1])
+                x = j + np.float32(w[i, j, 0])
+            else:
+                y = i + np.float64(w[i, j, 1])
+                x = j + np.float64(w[i, j, 0])
+            if use_fill and (y < 0.0 or y > h - 1 or x < 0.0 or x > wd - 1):
                 for ch in range(c):
-                    out[ch, i, j] = fill
+                    _store(out, i, j, ch, fill, narrow, to_int, lo, hi)
                 continue
+            y0 = math.floor(y)
+            x0 = math.floor(x)
+            yi = int(y0)
+            xi = int(x0)
             if method == 2:
+                wy0, wy1, wy2, wy3 = keys_weights(y - y0)
+                wx0, wx1, wx2, wx3 = keys_weights(x - x0)
+                xm = clamp(xi - 1, wd)
+                xa = clamp(xi, wd)
+                xb = clamp(xi + 1, wd)
+                xc = clamp(xi + 2, wd)
                 for ch in range(c):
-                    out[ch, i, j] = cubic_sample(img, ch, y, x)
+                    acc = 0.0
+                    for k in range(4):
+                        r = clamp(yi - 1 + k, h)
+                        row = (
+                            wx0 * _value(img, r, xm, ch, narrow)
+                            + wx1 * _value(img, r, xa, ch, narrow)
+                            + wx2 * _value(img, r, xb, ch, narrow)
+                            + wx3 * _value(img, r, xc, ch, narrow)
+                        )
+                        if k == 0:
+                            acc += wy0 * row
+                        elif k == 1:
+                            acc += wy1 * row
+                        elif k == 2:
+                            acc += wy2 * row
+                        else:
+                            acc += wy3 * row
+                    _store(out, i, j, ch, acc, narrow, to_int, lo, hi)
             elif method == 1:
-                y0 = math.floor(y)
-                x0 = math.floor(x)
                 ty = y - y0
                 tx = x - x0
-                ya = clamp(int(y0), h)
-                yb = clamp(int(y0) + 1, h)
-                xa = clamp(int(x0), w)
-                xb = clamp(int(x0) + 1, w)
+                ya = clamp(yi, h)
+                yb = clamp(yi + 1, h)
+                xa = clamp(xi, wd)
+                xb = clamp(xi + 1, wd)
                 for ch in range(c):
-                    top = (1.0 - tx) * img[ch, ya, xa] + tx * img[ch, ya, xb]
-                    bot = (1.0 - tx) * img[ch, yb, xa] + tx * img[ch, yb, xb]
-                    out[ch, i, j] = (1.0 - ty) * top + ty * bot
+                    top = (1.0 - tx) * _value(img, ya, xa, ch, narrow) + tx * _value(
+                        img, ya, xb, ch, narrow
+                    )
+                    bot = (1.0 - tx) * _value(img, yb, xa, ch, narrow) + tx * _value(
+                        img, yb, xb, ch, narrow
+                    )
+                    _store(out, i, j, ch, (1.0 - ty) * top + ty * bot, narrow, to_int, lo, hi)
             else:
                 # round half away from zero, then clamp
                 yn = clamp(math.floor(y + 0.5) if y >= 0 else math.ceil(y - 0.5), h)
-                xn = clamp(math.floor(x + 0.5) if x >= 0 else math.ceil(x - 0.5), w)
+                xn = clamp(math.floor(x + 0.5) if x >= 0 else math.ceil(x - 0.5), wd)
                 for ch in range(c):
-                    out[ch, i, j] = img[ch, yn, xn]
-    return out
+                    _store(out, i, j, ch, _value(img, yn, xn, ch, narrow), narrow, to_int, lo, hi)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _value(img, y, x, ch, narrow):
+    """``img[y, x, ch]`` as float64 (through float32 when ``narrow``)."""
+    if narrow:
+        return np.float64(np.float32(img[y, x, ch]))
+    return np.float64(img[y, x, ch])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _store(out, i, j, ch, val, narrow, to_int, lo, hi):
+    """``out[i, j, ch] = val`` in the work type; integers rounded and clipped."""
+    if narrow:
+        val = np.float64(np.float32(val))
+    if to_int:
+        val = np.rint(val)
+        if val < lo:
+            val = lo
+        elif val > hi:
+            val = hi
+    out[i, j, ch] = val
 
 
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -130,6 +195,37 @@ def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
         info = np.iinfo(dtype)
         return np.clip(np.rint(values), info.min, info.max).astype(dtype)
     return values.astype(dtype, copy=False)
+
+
+def warp_into(
+    frame: np.ndarray,
+    w: np.ndarray,
+    out: np.ndarray,
+    method: str = "cubic",
+    fill: float | None = None,
+    work: np.dtype | None = None,
+) -> np.ndarray:
+    """Backward-warp one ``(H, W, C)`` frame by ``w`` (H, W, 2) into ``out`` (H, W, C).
+
+    No checks beyond what the kernel needs (callers validate): the frame is read in its own
+    dtype, computed in ``work`` (default: float64 for 32/64-bit integers and float64 frames,
+    float32 otherwise) and written in ``out``'s dtype, integers rounded and clipped.
+    """
+    code = METHODS[method]
+    if work is None:
+        work = np.float64 if frame.dtype in _WIDE else np.float32
+    narrow = np.dtype(work) != np.float64
+    direct = out.dtype.str[1:] in _KERNEL_KINDS and out.dtype.isnative
+    target = out if direct else np.empty(out.shape, work)
+    if frame.dtype.str[1:] not in _KERNEL_KINDS or not frame.dtype.isnative:
+        frame = frame.astype(work)
+    to_int = target.dtype.kind in "ui"
+    lo, hi = (np.iinfo(target.dtype).min, np.iinfo(target.dtype).max) if to_int else (0, 0)
+    fill_value = 0.0 if fill is None else float(fill)
+    _warp_into(frame, w, code, fill is not None, fill_value, narrow, to_int, lo, hi, target)
+    if not direct:
+        out[...] = _cast(target, out.dtype)
+    return out
 
 
 def warp(
@@ -184,16 +280,11 @@ def warp(
         raise ValueError(f"{w.shape[0]} fields for {n} frames")
     if not np.all(np.isfinite(w)):
         raise ValueError("w contains NaN or infinite values")
-    work = np.float64 if arr.dtype in (np.float64, np.int32, np.uint32, np.int64) else np.float32
+    if w.dtype not in (np.float32, np.float64) or not w.dtype.isnative:
+        w = w.astype(np.float64)
     out = np.empty(video.shape, dtype=arr.dtype.newbyteorder("="))
-    code = METHODS[method]
     for t in range(n):
-        field = w[t] if w.ndim == 4 else w
-        u = np.ascontiguousarray(field[..., 0], dtype=work)
-        v = np.ascontiguousarray(field[..., 1], dtype=work)
-        img = np.ascontiguousarray(np.moveaxis(video[t], -1, 0), dtype=work)
-        res = _warp_frame(img, u, v, code, fill is not None, 0.0 if fill is None else float(fill))
-        out[t] = _cast(np.moveaxis(res, 0, -1), out.dtype)
+        warp_into(video[t], w[t] if w.ndim == 4 else w, out[t], method, fill)
     for axis in sorted(squeeze, reverse=True):
         out = out.squeeze(axis)
     return out

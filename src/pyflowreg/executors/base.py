@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..core.params import FlowParameters
-from ..core.warp import warp
+from ..core.warp import warp_into
 
 WARP_METHODS = ("cubic", "linear", "nearest")
 
@@ -71,23 +71,14 @@ def resolve_n_jobs(n_jobs: int) -> int:
     return int(n_jobs)
 
 
-def cast_frames(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``values`` as ``dtype``; float to integer rounds and clips to the dtype's range."""
-    dtype = np.dtype(dtype)
-    if values.dtype == dtype:
-        return values
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        if values.dtype.kind == "f":
-            values = np.rint(values)
-        return np.clip(values, info.min, info.max).astype(dtype)
-    return values.astype(dtype)
-
-
 def estimate_frames(
-    backend: Any, prepared: Any, filtered: np.ndarray, uv: np.ndarray
+    backend: Any,
+    prepared: Any,
+    filtered: np.ndarray,
+    uv: np.ndarray,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Displacement fields of a block of frames (one ``backend.estimate`` call).
+    """Displacement fields of a block of frames (one backend call).
 
     Parameters
     ----------
@@ -99,32 +90,48 @@ def estimate_frames(
         Normalised, pre-filtered frames.
     uv : ndarray, (H, W, 2) float32
         Initial displacement field in pixels, shared by the frames.
+    out : ndarray, (n, H, W, 2) float32, optional
+        Where to write the fields (a new array by default).
 
     Returns
     -------
     ndarray, (n, H, W, 2) float32
         ``w[..., 0] = u`` (columns), ``w[..., 1] = v`` (rows), in pixels.
     """
-    w = np.asarray(backend.estimate(prepared, filtered, uv), dtype=np.float32)
     expected = (*filtered.shape[:3], 2)
+    if out is None:
+        out = np.empty(expected, np.float32)
+    if hasattr(backend, "estimate_into"):
+        return backend.estimate_into(prepared, filtered, uv, out)
+    w = np.asarray(backend.estimate(prepared, filtered, uv), dtype=np.float32)
     if w.shape != expected:
         raise ValueError(f"flow backend returned fields of shape {w.shape}, expected {expected}")
-    return w
+    out[...] = w
+    return out
 
 
-def warp_frame(raw_frame: np.ndarray, w: np.ndarray, warp_settings: WarpSettings) -> np.ndarray:
+def warp_frame(
+    raw_frame: np.ndarray,
+    w: np.ndarray,
+    warp_settings: WarpSettings,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """The registered frame: ``raw_frame`` (H, W, C) backward-warped by ``w`` (H, W, 2).
 
-    Warps in the raw dtype when it is the output dtype, otherwise in floating point, then casts
-    to ``warp_settings.dtype`` (integers rounded and clipped).
+    Warps in the raw dtype when it is the output dtype, otherwise in floating point (float64
+    where float32 would not hold the values), and writes ``warp_settings.dtype`` (integers
+    rounded and clipped) into ``out`` (a new array by default) in one pass.
     """
+    if not np.isfinite(w).all():
+        raise ValueError("the displacement field contains NaN or infinite values")
     out_dtype = warp_settings.dtype
-    if raw_frame.dtype == out_dtype:
-        source = raw_frame
-    else:
-        source = raw_frame.astype(np.result_type(raw_frame.dtype, out_dtype, np.float32))
-    warped = warp(source, w, method=warp_settings.method, fill=warp_settings.fill)
-    return cast_frames(warped, out_dtype)
+    source = raw_frame.dtype
+    if source != out_dtype:
+        source = np.result_type(source, out_dtype, np.float32)
+    work = np.float64 if source in (np.float64, np.int32, np.uint32, np.int64) else np.float32
+    if out is None:
+        out = np.empty(raw_frame.shape, out_dtype)
+    return warp_into(raw_frame, w, out, warp_settings.method, warp_settings.fill, work)
 
 
 def register_frame(
@@ -134,6 +141,7 @@ def register_frame(
     filtered_frame: np.ndarray,
     uv: np.ndarray,
     warp_settings: WarpSettings,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flow and registered frame for one frame: :func:`estimate_frames` then :func:`warp_frame`.
 
@@ -151,14 +159,19 @@ def register_frame(
         Initial displacement field in pixels.
     warp_settings : WarpSettings
         Interpolation, output dtype and fill value of the final warp.
+    out : (registered, w), optional
+        Arrays of shapes (H, W, C) and (H, W, 2) to write the results into.
 
     Returns
     -------
     registered : ndarray, (H, W, C), ``warp_settings.dtype``
     w : ndarray, (H, W, 2) float32
     """
-    w = estimate_frames(backend, prepared, filtered_frame[None], uv)[0]
-    return warp_frame(raw_frame, w, warp_settings), w
+    registered, w = out if out is not None else (None, None)
+    w = estimate_frames(
+        backend, prepared, filtered_frame[None], uv, None if w is None else w[None]
+    )[0]
+    return warp_frame(raw_frame, w, warp_settings, registered), w
 
 
 class PendingBatch:

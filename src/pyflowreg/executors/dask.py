@@ -181,7 +181,7 @@ def _register_block(backend, prepared, warp_settings, job, data, uv):
     flow = estimate_frames(backend, prepared, filtered, uv)
     registered = np.empty(raw.shape, warp_settings.dtype)
     for i in range(raw.shape[0]):
-        registered[i] = warp_frame(raw[i], flow[i], warp_settings)
+        warp_frame(raw[i], flow[i], warp_settings, registered[i])
     return registered, flow
 
 

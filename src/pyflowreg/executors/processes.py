@@ -123,16 +123,15 @@ def _register_shared_frame(
     state = _STATE
     state.configure(params, warp_settings)
     inputs, outputs, reference = (state.tree(name) for name in names)
-    registered, w = register_frame(
+    register_frame(
         state.backend,
         reference,
         inputs["raw"][i],
         inputs["filtered"][i],
         inputs["uv"],
         state.warp_settings,
+        (outputs["registered"][i], outputs["w"][i]),
     )
-    outputs["registered"][i] = registered
-    outputs["w"][i] = w
 
 
 def _ping() -> int:
@@ -373,13 +372,14 @@ class MultiprocessingExecutor(Executor):
                 if i is None:
                     break
                 try:
-                    outputs["registered"][i], outputs["w"][i] = register_frame(
+                    register_frame(
                         self.backend,
                         self._prepared,
                         views["raw"][i],
                         views["filtered"][i],
                         views["uv"],
                         self.warp_settings,
+                        (outputs["registered"][i], outputs["w"][i]),
                     )
                 except Exception as exc:
                     frames.stop()

@@ -33,11 +33,11 @@ class SequentialExecutor(Executor):
     ) -> None:
         try:
             # one call for the whole batch: GPU backends solve the frames as a tensor dimension
-            flow[...] = estimate_frames(self.backend, self._prepared, filtered, uv)
+            estimate_frames(self.backend, self._prepared, filtered, uv, flow)
         except Exception as exc:
             raise self._frame_error(first_index, exc, raw.shape[0]) from exc
         for i in range(raw.shape[0]):
             try:
-                registered[i] = warp_frame(raw[i], flow[i], self.warp_settings)
+                warp_frame(raw[i], flow[i], self.warp_settings, registered[i])
             except Exception as exc:
                 raise self._frame_error(first_index + i, exc) from exc

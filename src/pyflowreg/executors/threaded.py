@@ -31,8 +31,8 @@ class ThreadingExecutor(Executor):
         registered, flow = self._new_outputs(raw.shape[0])
 
         def work(i: int) -> None:
-            registered[i], flow[i] = register_frame(
-                backend, prepared, raw[i], filtered[i], uv, settings
+            register_frame(
+                backend, prepared, raw[i], filtered[i], uv, settings, (registered[i], flow[i])
             )
 
         if self._pool is None:

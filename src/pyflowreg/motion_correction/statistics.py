@@ -22,10 +22,10 @@ Keys of :meth:`StatisticsAccumulator.result` (also the arrays of ``statistics.np
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-#: Values converted to float64 at a time when correlating (bounds the temporary memory).
-_CHUNK_VALUES = 1 << 19
+import numpy as np
+from numba import njit
 
 STATISTICS_KEYS: tuple[str, ...] = (
     "mean_displacement",
@@ -49,39 +49,76 @@ def displacement_statistics(w: np.ndarray) -> dict[str, np.ndarray]:
     -------
     dict
         ``mean_displacement`` (T,), ``max_displacement`` (T,), ``mean_divergence`` (T,)
-        and ``translation`` (T, 2), all float64.
+        and ``translation`` (T, 2), all float64. The divergence uses central differences
+        inside the frame and one-sided ones at its edges (as ``numpy.gradient``).
     """
     w = np.asarray(w)
     if w.ndim != 4 or w.shape[-1] != 2:
         raise ValueError(f"w must have shape (T, H, W, 2), got {w.shape}")
-    n = w.shape[0]
-    out = {
-        "mean_displacement": np.empty(n),
-        "max_displacement": np.empty(n),
-        "mean_divergence": np.empty(n),
-        "translation": np.empty((n, 2)),
+    if not w.dtype.isnative or w.dtype.kind != "f":
+        w = w.astype(np.float64)
+    sums = np.zeros((w.shape[0], 5))
+    if w.size:
+        _field_sums(w, sums)
+    pixels = max(w.shape[1] * w.shape[2], 1)
+    return {
+        "mean_displacement": sums[:, 0] / pixels,
+        "max_displacement": sums[:, 1].copy(),
+        "mean_divergence": sums[:, 2] / pixels,
+        "translation": sums[:, 3:5] / pixels,
     }
-    step = max(1, _CHUNK_VALUES // max(w[0].size, 1))
-    for start in range(0, n, step):
-        part = slice(start, min(start + step, n))
-        u = w[part, ..., 0].astype(np.float64)
-        v = w[part, ..., 1].astype(np.float64)
-        k = u.shape[0]
-        magnitude = np.hypot(u, v).reshape(k, -1)
-        out["mean_displacement"][part] = magnitude.mean(axis=1)
-        out["max_displacement"][part] = magnitude.max(axis=1)
-        divergence = _derivative(u, axis=2) + _derivative(v, axis=1)
-        out["mean_divergence"][part] = divergence.reshape(k, -1).mean(axis=1)
-        out["translation"][part, 0] = u.reshape(k, -1).mean(axis=1)
-        out["translation"][part, 1] = v.reshape(k, -1).mean(axis=1)
-    return out
 
 
-def _derivative(field: np.ndarray, axis: int) -> np.ndarray:
-    """Central differences along ``axis`` (one-sided at the edges); zeros for length 1."""
-    if field.shape[axis] < 2:
-        return np.zeros_like(field)
-    return np.gradient(field, axis=axis)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _field_sums(w, sums):
+    """Per frame: sum and max of ``|w|``, sum of the divergence, sums of ``u`` and ``v``.
+
+    The sum of ``numpy.gradient`` along a line telescopes to its four end values
+    (``1.5 f[-1] - 0.5 f[-2] + 0.5 f[1] - 1.5 f[0]``; ``2 (f[1] - f[0])`` for two samples),
+    so the divergence needs only the border rows and columns.
+    """
+    n, h, wd, _ = w.shape
+    for t in range(n):
+        total = 0.0
+        peak = 0.0
+        su = 0.0
+        sv = 0.0
+        for i in range(h):
+            for j in range(wd):
+                u = np.float64(w[t, i, j, 0])
+                v = np.float64(w[t, i, j, 1])
+                m = math.sqrt(u * u + v * v)
+                total += m
+                peak = max(peak, m)
+                su += u
+                sv += v
+        div = 0.0
+        if wd > 1:
+            for i in range(h):
+                div += _line_gradient_sum(
+                    w[t, i, 0, 0], w[t, i, 1, 0], w[t, i, wd - 2, 0], w[t, i, wd - 1, 0]
+                )
+        if h > 1:
+            for j in range(wd):
+                div += _line_gradient_sum(
+                    w[t, 0, j, 1], w[t, 1, j, 1], w[t, h - 2, j, 1], w[t, h - 1, j, 1]
+                )
+        sums[t, 0] = total
+        sums[t, 1] = peak
+        sums[t, 2] = div
+        sums[t, 3] = su
+        sums[t, 4] = sv
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _line_gradient_sum(first, second, before_last, last):
+    """Sum of the central/one-sided differences along a line, from its end values."""
+    return (
+        1.5 * np.float64(last)
+        - 0.5 * np.float64(before_last)
+        + 0.5 * np.float64(second)
+        - 1.5 * np.float64(first)
+    )
 
 
 def correlation_with_reference(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -107,15 +144,33 @@ def correlation_with_reference(frames: np.ndarray, reference: np.ndarray) -> np.
     ref = reference.astype(np.float64).ravel()
     ref -= ref.mean()
     ref_norm = np.sqrt(ref @ ref)
-    out = np.empty(n, np.float64)
-    step = max(1, _CHUNK_VALUES // max(ref.size, 1))
-    for start in range(0, n, step):
-        block = frames[start : start + step].reshape(-1, ref.size).astype(np.float64)
-        block -= block.mean(axis=1, keepdims=True)
-        denom = np.sqrt(np.einsum("ij,ij->i", block, block)) * ref_norm
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start : start + step] = np.where(denom > 0, (block @ ref) / denom, np.nan)
+    flat = frames.reshape(n, -1)
+    if flat.dtype.kind not in "uif" or not flat.dtype.isnative:
+        flat = flat.astype(np.float64)
+    out = np.full(n, np.nan)
+    if ref.size and ref_norm > 0:
+        _correlations(flat, ref, ref_norm, out)
     return out
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _correlations(frames, ref, ref_norm, out):
+    """Pearson correlation of each row of ``frames`` (n, N) with the centred ``ref`` (N,)."""
+    n, size = frames.shape
+    for t in range(n):
+        row = frames[t]
+        total = 0.0
+        for k in range(size):
+            total += np.float64(row[k])
+        mean = total / size
+        cross = 0.0
+        square = 0.0
+        for k in range(size):
+            x = np.float64(row[k]) - mean
+            cross += x * ref[k]
+            square += x * x
+        if square > 0:
+            out[t] = cross / (math.sqrt(square) * ref_norm)
 
 
 class StatisticsAccumulator:
