@@ -16,6 +16,7 @@ independently, as every backend supporting parallel executors must).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -201,6 +202,7 @@ class PendingBatch:
         self._cancel = cancel
         self.volatile = volatile
         self._outcome: tuple[np.ndarray, np.ndarray] | BaseException | None = None
+        self._on_done: Callable[[], None] | None = None
 
     @classmethod
     def completed(cls, registered: np.ndarray, w: np.ndarray) -> PendingBatch:
@@ -225,6 +227,13 @@ class PendingBatch:
                 self._outcome = exc
                 if not isinstance(exc, Exception):
                     raise  # KeyboardInterrupt, SystemExit: never swallowed
+            finally:
+                self._done()
+
+    def _done(self) -> None:
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done()
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """``(registered, w)`` of the batch, ``(n, H, W, C)`` and ``(n, H, W, 2)`` float32."""
@@ -298,6 +307,9 @@ class Executor:
         self._prepared: Any = None
         self._frame_shape: tuple[int, int, int] | None = None
         self._in_flight: PendingBatch | None = None
+        #: Seconds during which a batch was in the executor's hands (from submission until its
+        #: outputs were ready), summed over batches: the time spent estimating and warping.
+        self.flow_seconds = 0.0
         self._closed = False
 
     @property
@@ -390,7 +402,16 @@ class Executor:
             self._in_flight = None
         if raw.shape[0] == 0:
             return PendingBatch.completed(*self._new_outputs(0))
+        tic = time.perf_counter()
         pending = self._submit(raw, filtered, uv, int(first_index))
+
+        def count() -> None:
+            self.flow_seconds += time.perf_counter() - tic
+
+        if pending._outcome is not None:  # done in this thread
+            count()
+        else:
+            pending._on_done = count
         self._in_flight = pending
         return pending
 

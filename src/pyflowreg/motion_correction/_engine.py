@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -60,7 +59,6 @@ class _Job(NamedTuple):
     stop: int
     raw: np.ndarray
     pending: PendingBatch
-    tic: float
 
 
 class _Done(NamedTuple):
@@ -91,6 +89,7 @@ class RunState:
     n_frames: int = 0
     n_workers: int = 1
     flow_seconds: float = 0.0
+    reference_flow_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -196,6 +195,7 @@ def prepare_run(reader, options, executor, sink, state: RunState, reference, nam
     threads = max(1, min(state.n_workers, os.cpu_count() or 1))  # pre-filter threads, here
     state.stage = "computing the reference"
     ref_raw = raw_reference(reader, options, reference, lend(executor), name, workers=threads)
+    state.reference_flow_seconds = executor.flow_seconds
     state.reference = ref_raw
     low, high = normalization_range(ref_raw, options.channel_normalization)
     ref_pre = prepared_reference_image(ref_raw, low, high, sigma)
@@ -269,7 +269,6 @@ def run_registration(
             """Wait for a submitted batch; what the next batch needs from it happens here."""
             state.stage = stage(job.b)
             registered, w = job.pending.result()
-            state.flow_seconds += time.perf_counter() - job.tic
             planner.observe(w)
             ref_raw = None
             if options.update_reference:
@@ -310,9 +309,8 @@ def run_registration(
                 done = collect(job) if job is not None else None
                 state.stage = stage(b)
                 uv = planner.next()
-                tic = time.perf_counter()
                 pending = executor.submit_batch(raw, filtered, uv, start)
-                job = _Job(b, start, stop, raw, pending, tic)
+                job = _Job(b, start, stop, raw, pending)
                 del raw, filtered, pending
                 if done is not None:
                     finish(done)
@@ -326,5 +324,5 @@ def run_registration(
         finally:
             if job is not None:
                 job.pending.cancel()
-        state.flow_seconds += planner.executor_seconds
+        state.flow_seconds = executor.flow_seconds
     state.stage = "finishing"

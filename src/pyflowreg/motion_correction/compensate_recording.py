@@ -26,10 +26,11 @@ Outputs in ``options.output_path`` (``<ext>`` from ``options.output_format``):
     Per-frame statistics (see :mod:`.statistics`) and the raw reference, float32
     ``(H, W)`` or ``(H, W, C)``.
 ``options.json``, ``run.json``
-    The options (arrays omitted) and the run: ``frames``, ``seconds``,
-    ``frames_per_second``, ``flow_seconds``, ``executor``, ``n_workers``,
-    ``flow_backend``, ``versions`` (python, numpy, numba, pyflowreg), ``start_time``,
-    ``end_time``.
+    The options (arrays omitted) and the run: ``frames``, ``seconds`` (wall time),
+    ``frames_per_second``, ``flow_seconds`` (time batches spent in the executor: flow
+    estimation and warping, reference pass included), ``reference_flow_seconds`` (its
+    reference-pass part), ``executor``, ``n_workers``, ``flow_backend``, ``versions``
+    (python, numpy, numba, pyflowreg), ``start_time``, ``end_time``.
 
 With the ``ARRAY`` output format the registered video (and ``w``) are returned in the
 :class:`RegistrationResult` instead; ``NULL`` discards them.
@@ -451,6 +452,7 @@ def _write_meta(outputs, options, state, statistics, executor, seconds, start_ti
             "seconds": seconds,
             "frames_per_second": state.n_frames / seconds if seconds > 0 else None,
             "flow_seconds": state.flow_seconds,
+            "reference_flow_seconds": state.reference_flow_seconds,
             "executor": executor,
             "n_workers": state.n_workers,
             "flow_backend": options.flow_backend,

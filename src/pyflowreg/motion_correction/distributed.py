@@ -293,7 +293,8 @@ def _run_ranges(
                         progress(stop, n_frames)
                     logger.debug("registered frames %d-%d of %s", start, stop - 1, name)
         finally:
-            state.flow_seconds += time.perf_counter() - tic  # ranges and boundary pass, wall
+            # the reference pass and boundary pass in the executor, the ranges as wall time
+            state.flow_seconds = executor.flow_seconds + time.perf_counter() - tic
             plan_future.release()
             if spec is not None:
                 with contextlib.suppress(Exception):

@@ -31,8 +31,6 @@ Means are taken in float64 and stored as float32 ``(H, W, 2)`` fields.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from ._source import FrameSource
@@ -86,7 +84,6 @@ class InitialFlowPlanner:
         self._observed: np.ndarray | None = None
         self._next_batch = 0
         #: Seconds spent in ``executor.process_batch`` by the boundary pass.
-        self.executor_seconds = 0.0
 
     def set_reference(self, reference: np.ndarray) -> None:
         """Use a new pre-processed reference for the following batches."""
@@ -159,9 +156,7 @@ class InitialFlowPlanner:
         fields = []
         for a, b in self._chunks(start, stop):
             raw, filtered = self.source.read(a, b)
-            tic = time.perf_counter()
             _, w = self.executor.process_batch(raw, filtered, seed, self.source.frame_index(a))
-            self.executor_seconds += time.perf_counter() - tic
             fields.append(np.asarray(w))
         w = fields[0] if len(fields) == 1 else np.concatenate(fields)
         return w.mean(axis=0, dtype=np.float64).astype(np.float32)
