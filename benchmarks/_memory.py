@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import psutil
+
+
+def proportional_set_size(pid: int) -> int | None:
+    """Bytes of the process's proportional set size (Linux ``smaps_rollup``), or None.
+
+    Each page counts once in all: a page shared by ``n`` processes adds ``1/n`` of its size to
+    each, so shared-memory blocks mapped by several workers are not counted several times
+    (summing RSS over processes counts them once per process).
+    """
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return None
 
 
 class PeakRSS:
@@ -17,7 +35,9 @@ class PeakRSS:
     interval : float
         Seconds between samples.
 
-    Attributes ``start_mib``, ``peak_mib`` and ``growth_mib`` (peak above the start) are in MiB.
+    Attributes ``start_mib``, ``peak_mib`` and ``growth_mib`` (peak above the start) are in MiB;
+    ``pss_growth_mib`` is the same growth measured as proportional set size (shared pages
+    counted once over all processes; None where the kernel does not report it).
     """
 
     def __init__(self, *, children: bool = True, interval: float = 0.02) -> None:
@@ -26,24 +46,39 @@ class PeakRSS:
         self._process = psutil.Process()
         self._stop = threading.Event()
         self.start = self.peak = self._total()
+        self.pss_start = self.pss_peak = self._total_pss()
+
+    def _processes(self) -> list[psutil.Process]:
+        if not self.children:
+            return [self._process]
+        return [self._process, *self._process.children(recursive=True)]
 
     def _total(self) -> int:
-        total = self._process.memory_info().rss
-        if self.children:
-            for child in self._process.children(recursive=True):
-                try:
-                    total += child.memory_info().rss
-                except psutil.Error:
-                    pass  # the child exited between listing and reading
+        total = 0
+        for process in self._processes():
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                pass  # the child exited between listing and reading
         return total
+
+    def _total_pss(self) -> int | None:
+        sizes = [proportional_set_size(p.pid) for p in self._processes()]
+        if sizes[0] is None:
+            return None
+        return sum(size for size in sizes if size is not None)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self._total())
+            pss = self._total_pss()
+            if pss is not None:
+                self.pss_peak = max(self.pss_peak, pss)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRSS:
         self.start = self.peak = self._total()
+        self.pss_start = self.pss_peak = self._total_pss()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -52,6 +87,9 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._total())
+        pss = self._total_pss()
+        if pss is not None:
+            self.pss_peak = max(self.pss_peak, pss)
 
     @property
     def start_mib(self) -> float:
@@ -64,3 +102,9 @@ class PeakRSS:
     @property
     def growth_mib(self) -> float:
         return (self.peak - self.start) / 2**20
+
+    @property
+    def pss_growth_mib(self) -> float | None:
+        if self.pss_start is None:
+            return None
+        return (self.pss_peak - self.pss_start) / 2**20

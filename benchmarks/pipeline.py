@@ -3,11 +3,16 @@
 Three measurements of ``compensate_recording`` (synthetic data from
 ``pyflowreg.datasets.make_recording``):
 
-1. **Peak memory vs recording length**: peak resident memory (RSS of this process and its
-   children, sampled every 20 ms, above the RSS before the run) and the peak of NumPy and
-   Python allocations (``tracemalloc``, main process only) on a long and a short
-   recording of the same frame size; each run in a fresh Python process after a warm-up
-   that loads the compiled kernels. Bounded memory means the two peaks are about equal.
+1. **Peak memory vs recording length**: peak memory of this process and its children
+   (sampled every 20 ms, above the level before the run) as proportional set size (PSS:
+   each shared-memory page counted once over all processes) and as RSS summed over the
+   processes (shared pages once per process), and the peak of NumPy and Python
+   allocations (``tracemalloc``, main process only), on a long and a short recording of
+   the same frame size; each run in a fresh Python process after a warm-up that loads the
+   compiled kernels. Bounded memory means the two peaks are about equal. The short
+   recording must hold a few batches (default 200 frames, ``buffer_size`` 50) so that it
+   reaches the pipeline's steady state too: a run of two batches never holds a batch read
+   ahead, and would look smaller for that reason alone.
 2. **Overhead vs flow time**: wall time of a file-to-file run against the time batches
    spent in the executor (flow estimation + warp, ``flow_seconds`` of ``run.json``), for
    HDF5 and TIFF input and output, on the short and the long recording. The rest
@@ -101,7 +106,12 @@ def memory_child(args) -> None:
         )
     heap = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    row = {"frames": result.n_frames, "peak_mib": peak.growth_mib, "heap_mib": heap}
+    row = {
+        "frames": result.n_frames,
+        "peak_mib": peak.growth_mib,
+        "pss_mib": peak.pss_growth_mib,
+        "heap_mib": heap,
+    }
     print(json.dumps({**row, "seconds": result.seconds}))
 
 
@@ -188,7 +198,13 @@ def main(argv=None) -> None:
     parser.add_argument("--short", type=int, default=200, help="frames of the short recording")
     parser.add_argument("--accuracy-frames", type=int, default=40)
     parser.add_argument("--quality", default="fast", help="quality_setting (fast)")
-    parser.add_argument("--buffer-size", type=int, default=100)
+    parser.add_argument(
+        "--buffer-size",
+        type=int,
+        default=50,
+        help="frames per batch (50: the short recording then holds 4 batches, enough for the "
+        "pipeline's steady state of one batch read ahead, one registered, one written)",
+    )
     parser.add_argument("--executor", default=None, help="parallelization (auto)")
     parser.add_argument("--n-jobs", type=int, default=-1)
     parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "overhead", "accuracy"])
@@ -206,14 +222,24 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="pyflowreg_bench_") as tmp:
         work = Path(tmp)
         if "memory" not in args.skip:
-            print("\n1. peak memory vs recording length (RSS above start, incl. workers;")
-            print("   heap: peak of NumPy/Python allocations in the main process, tracemalloc)")
-            print(f"{'frames':>8} {'RSS MiB':>9} {'heap MiB':>9} {'seconds':>9}")
-            for row in measure_memory(args, work):
+            print("\n1. peak memory vs recording length, above the start, workers included")
+            print("   (PSS: shared pages counted once; RSS: summed per process, shared pages")
+            print("   once per process that maps them; heap: NumPy/Python allocations of the")
+            print("   main process, tracemalloc)")
+            print(f"{'frames':>8} {'PSS MiB':>9} {'RSS MiB':>9} {'heap MiB':>9} {'seconds':>9}")
+            rows = measure_memory(args, work)
+            for row in rows:
+                pss = "n/a" if row["pss_mib"] is None else f"{row['pss_mib']:.1f}"
                 print(
-                    f"{row['frames']:>8} {row['peak_mib']:>9.1f} {row['heap_mib']:>9.1f} "
-                    f"{row['seconds']:>9.1f}"
+                    f"{row['frames']:>8} {pss:>9} {row['peak_mib']:>9.1f} "
+                    f"{row['heap_mib']:>9.1f} {row['seconds']:>9.1f}"
                 )
+            short, long = rows
+            for key, label in (("pss_mib", "PSS"), ("heap_mib", "heap")):
+                if short[key] and long[key] is not None:
+                    growth = 100 * (long[key] / short[key] - 1)
+                    frames = f"{long['frames']} frames vs {short['frames']}"
+                    print(f"   {label}: {frames}: {growth:+.1f}%")
         if "overhead" not in args.skip:
             print("\n2. file-to-file overhead vs flow time (flow: time in the executor, the")
             print("   reference pass included; other = total - flow; ref %: reference pass")

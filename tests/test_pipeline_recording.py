@@ -325,7 +325,9 @@ def test_reader_is_asked_for_bounded_ranges(tmp_path, recording, monkeypatch):
     compensate_recording(options, config=SEQUENTIAL)
     # frames: halo ceil(4 * 0.5 - 0.5) = 2; reference frames (sigma_t + 0.5): halo 4
     assert requests and max(requests) <= options.buffer_size + 2 * 4
-    n_reference_reads = 3 * 6  # min/max, mean, registration passes over 6 chunks
+    # two passes (range and mean, registration) over chunks of buffer_size // 2 = 2 frames
+    n_reference_reads = 2 * 15
+    assert max(requests[:n_reference_reads]) <= options.buffer_size // 2 + 2 * 4
     assert max(requests[n_reference_reads:]) <= options.buffer_size + 2 * 2
 
 

@@ -128,7 +128,9 @@ def compute_reference(
         ``make_executor(params, dtype)`` returns an executor (context manager) whose
         ``process_batch`` warps raw frames to ``dtype``.
     chunk_size : int
-        Frames per read (``buffer_size``).
+        The run's ``buffer_size``. The reference frames are read and registered in chunks of
+        half of it (at least 1 frame): the reference pass then needs less memory than the
+        registration that follows, and its first chunk reaches the workers sooner.
     workers : int
         Threads for the pre-processing of the frames (same result for any).
 
@@ -141,7 +143,7 @@ def compute_reference(
         raise ValueError("reference_frames selects no frame of the video")
     smooth = np.asarray(sigma, dtype=np.float64) + REFERENCE_EXTRA_SIGMA
     probe = FrameSource(reader, 0.0, 1.0, smooth, indices=indices, name=name)
-    chunks = batch_ranges(len(probe), chunk_size)
+    chunks = batch_ranges(len(probe), max(1, chunk_size // 2))
     if len(probe) == 1:
         return probe.read_raw(0, 1)[0].astype(np.float32)
 
