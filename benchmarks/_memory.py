@@ -37,11 +37,14 @@ class PeakRSS:
 
     Attributes ``start_mib``, ``peak_mib`` and ``growth_mib`` (peak above the start) are in MiB;
     ``pss_growth_mib`` is the same growth measured as proportional set size (shared pages
-    counted once over all processes; None where the kernel does not report it).
+    counted once over all processes) when ``pss`` is set, else None (also where the kernel
+    does not report it). Reading the PSS makes the kernel walk the page tables of every
+    process at every sample, which costs CPU time: leave it off when timing.
     """
 
-    def __init__(self, *, children: bool = True, interval: float = 0.02) -> None:
+    def __init__(self, *, children: bool = True, interval: float = 0.02, pss: bool = False) -> None:
         self.children = children
+        self.pss = pss
         self.interval = interval
         self._process = psutil.Process()
         self._stop = threading.Event()
@@ -63,6 +66,8 @@ class PeakRSS:
         return total
 
     def _total_pss(self) -> int | None:
+        if not self.pss:
+            return None
         sizes = [proportional_set_size(p.pid) for p in self._processes()]
         if sizes[0] is None:
             return None

@@ -100,7 +100,7 @@ def memory_child(args) -> None:
     source = write_recording(work / f"memory_{args.child_frames}.h5", args.child_frames, args.size)
     warm_up(args)
     tracemalloc.start()
-    with PeakRSS() as peak:
+    with PeakRSS(pss=True) as peak:
         result = compensate_recording(
             options(source, work / "out_memory", args), config=config(args)
         )
