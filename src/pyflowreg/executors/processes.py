@@ -19,6 +19,7 @@ passes, pickled by reference, so third-party backends need a module-level factor
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
@@ -102,6 +103,14 @@ class _WorkerState:
         self.blocks[name] = attached  # most recently used last
         return attached.tree
 
+    def forget(self, names: tuple[str, ...]) -> None:
+        """Detach blocks the caller has unlinked, so that their memory is freed now rather
+        than when newer blocks push them out."""
+        for name in names:
+            attached = self.blocks.pop(name, None)
+            if attached is not None:
+                attached.close()
+
 
 _STATE: _WorkerState | None = None
 _LIVE_BLOCKS = 4
@@ -113,14 +122,19 @@ def _init_worker(factory: Any, params: Any, backend_params: dict, warp_settings:
 
 
 def _register_shared_frame(
-    names: tuple[str, str, str], i: int, params: Any, warp_settings: Any
+    names: tuple[str, str, str],
+    i: int,
+    params: Any,
+    warp_settings: Any,
+    retired: tuple[str, ...] = (),
 ) -> None:
     """Worker task: register frame ``i`` of the shared inputs into the shared outputs.
 
     ``names`` are the blocks of the inputs (raw, filtered, uv), the outputs (registered, w)
-    and the prepared reference.
+    and the prepared reference; ``retired`` the blocks the caller unlinked lately.
     """
     state = _STATE
+    state.forget(retired)
     state.configure(params, warp_settings)
     inputs, outputs, reference = (state.tree(name) for name in names)
     register_frame(
@@ -235,12 +249,22 @@ class MultiprocessingExecutor(Executor):
         self._waiting: tuple | None = None
         self._starter: threading.Thread | None = None
         self._start_error: BaseException | None = None
+        #: Blocks unlinked lately; each task carries them so that workers detach them at once.
+        self._retired: collections.deque[str] = collections.deque(maxlen=8)
         self._start_pool()
 
     def _reference_changed(self, prepared: Any) -> None:
         old, self._reference_block = self._reference_block, SharedTree(prepared)
         if old is not None:
-            old.close()  # no task is in flight between batches; workers keep their mapping
+            self._retired.append(old.name)
+            old.close()  # no task is in flight between batches
+
+    def _fit(self, buffer: _Buffer | None, layout: dict, n: int) -> _Buffer:
+        """:meth:`_Buffer.fit`, remembering a replaced block for the workers to detach."""
+        fitted = _Buffer.fit(buffer, layout, n)
+        if buffer is not None and fitted is not buffer:
+            self._retired.append(buffer.block.name)
+        return fitted
 
     def _input_buffer(self, raw: np.ndarray) -> _Buffer:
         n, h, w, c = raw.shape
@@ -249,7 +273,7 @@ class MultiprocessingExecutor(Executor):
             "filtered": ArraySlot((n, h, w, c), np.dtype(np.float32)),
             "uv": ArraySlot((h, w, 2), np.dtype(np.float32)),
         }
-        self._inputs = _Buffer.fit(self._inputs, layout, n)
+        self._inputs = self._fit(self._inputs, layout, n)
         return self._inputs
 
     def _output_slot(self, n: int) -> _Buffer:
@@ -262,13 +286,13 @@ class MultiprocessingExecutor(Executor):
         }
         for k, slot in enumerate(self._slots):
             if not slot.pinned:
-                self._slots[k] = _Buffer.fit(slot, layout, n)
+                self._slots[k] = self._fit(slot, layout, n)
                 return self._slots[k]
         if len(self._slots) >= 2:
             raise RuntimeError(
                 "release the outputs of earlier batches before submitting another one"
             )
-        self._slots.append(_Buffer.fit(None, layout, n))
+        self._slots.append(self._fit(None, layout, n))
         return self._slots[-1]
 
     def _start_pool(self) -> None:
@@ -342,7 +366,7 @@ class MultiprocessingExecutor(Executor):
         views["uv"][...] = uv
         slot = self._output_slot(n)
         names = (inputs.block.name, slot.block.name, self._reference_block.name)
-        config = (self.flow_params, self.warp_settings)
+        config = (self.flow_params, self.warp_settings, tuple(self._retired))
         frames = _Frames(n)
         slot.pinned = True
 
