@@ -345,3 +345,23 @@ def test_shared_tree_round_trip():
 def test_executor_settings_pickle():
     settings = WarpSettings("nearest", np.dtype(np.int16), 0.0)
     assert pickle.loads(pickle.dumps(settings)) == settings
+
+
+def test_flow_seconds_counts_each_batch_until_its_outputs_are_ready(recording):
+    """``Executor.flow_seconds`` sums submission-to-result time, also for asynchronous pools."""
+    import time
+
+    video, filtered, refs = recording
+    for cls in (SequentialExecutor, ThreadingExecutor):
+        with cls(2, FlowregBackend, PARAMS, {}, WarpSettings()) as ex:
+            ex.set_reference(refs[0])
+            assert ex.flow_seconds == 0.0
+            tic = time.perf_counter()
+            pending = ex.submit_batch(video, filtered, None, 0)
+            time.sleep(0.05)  # the caller's own work meanwhile
+            pending.result()
+            after_one = ex.flow_seconds
+            assert 0 < after_one <= time.perf_counter() - tic
+            pending.release()
+            ex.process_batch(video, filtered, None, 0)
+            assert ex.flow_seconds > after_one

@@ -140,6 +140,9 @@ def test_outputs_have_expected_names_shapes_and_dtypes(tmp_path, recording, fmt,
     assert run["frames"] == T and run["executor"] == "sequential" and run["n_workers"] == 1
     assert set(run["versions"]) == {"python", "numpy", "numba", "pyflowreg"}
     assert {"seconds", "frames_per_second", "flow_backend", "start_time", "end_time"} <= set(run)
+    # the sequential executor registers in this thread: its flow time is part of the wall time,
+    # and the reference pass (computed from the frames here) is part of the flow time
+    assert 0 < run["reference_flow_seconds"] < run["flow_seconds"] <= run["seconds"]
     saved = json.loads((out / "options.json").read_text())
     assert saved["buffer_size"] == 4 and saved["output_format"] == fmt
     assert result.n_frames == T and result.executor == "sequential"

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-from .pyramid import blur_row, mirror
+from .pyramid import blur_plane_rows, blur_row
 
 
 def reference_range(reference: np.ndarray, separate: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -143,21 +143,14 @@ def _normalize_blur(raw, low, scale, taps_y, taps_x, out):
     norm = np.empty((h, w), np.float32)
     vert = np.empty((h, w), np.float32)
     row = np.empty(w, np.float32)
-    ry = taps_y.shape[0] // 2
     for t in range(n):
         for i in range(h):
             for j in range(w):
                 norm[i, j] = (np.float32(raw[t, i, j]) - low) * scale
         src = norm
         if taps_y.shape[0] > 0:
-            for i in range(h):
-                acc = vert[i]
-                acc[:] = 0.0
-                for k in range(taps_y.shape[0]):
-                    line = norm[mirror(i + k - ry, h)]
-                    tk = taps_y[k]
-                    for j in range(w):
-                        acc[j] += tk * line[j]
+            vert[:] = 0.0
+            blur_plane_rows(norm, taps_y, vert)
             src = vert
         for i in range(h):
             if taps_x.shape[0] > 0:

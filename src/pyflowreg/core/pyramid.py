@@ -71,17 +71,24 @@ def mirror(i, n):
 @njit(cache=True, nogil=True)
 def blur_rows(img, taps):
     """Convolve every channel of ``img`` (C, h, w) along axis 1 (rows) with ``taps``."""
-    c, h, w = img.shape
-    r = taps.shape[0] // 2
     out = np.zeros_like(img)
-    for ch in range(c):
-        for i in range(h):
-            for k in range(taps.shape[0]):
-                src = mirror(i + k - r, h)
-                t = taps[k]
-                for j in range(w):
-                    out[ch, i, j] += t * img[ch, src, j]
+    for ch in range(img.shape[0]):
+        blur_plane_rows(img[ch], taps, out[ch])
     return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def blur_plane_rows(src, taps, dst):
+    """``dst += taps * src`` along axis 0 of a plane (h, w) (symmetric borders; ``dst`` zeroed)."""
+    h, w = src.shape
+    r = taps.shape[0] // 2
+    for i in range(h):
+        line_out = dst[i]
+        for k in range(taps.shape[0]):
+            line = src[mirror(i + k - r, h)]
+            t = taps[k]
+            for j in range(w):
+                line_out[j] += t * line[j]
 
 
 @njit(cache=True, nogil=True)

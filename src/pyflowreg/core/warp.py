@@ -50,19 +50,23 @@ def cubic_sample(img, ch, y, x):
     xa = clamp(xi, w)
     xb = clamp(xi + 1, w)
     xc = clamp(xi + 2, w)
-    acc = 0.0
-    for k in range(4):
-        r = img[ch, clamp(yi - 1 + k, h)]
-        row = wx0 * r[xm] + wx1 * r[xa] + wx2 * r[xb] + wx3 * r[xc]
-        if k == 0:
-            acc += wy0 * row
-        elif k == 1:
-            acc += wy1 * row
-        elif k == 2:
-            acc += wy2 * row
-        else:
-            acc += wy3 * row
-    return acc
+    r0 = img[ch, clamp(yi - 1, h)]
+    r1 = img[ch, clamp(yi, h)]
+    r2 = img[ch, clamp(yi + 1, h)]
+    r3 = img[ch, clamp(yi + 2, h)]
+    return keys_dot(
+        wy0, wy1, wy2, wy3,
+        keys_dot(wx0, wx1, wx2, wx3, r0[xm], r0[xa], r0[xb], r0[xc]),
+        keys_dot(wx0, wx1, wx2, wx3, r1[xm], r1[xa], r1[xb], r1[xc]),
+        keys_dot(wx0, wx1, wx2, wx3, r2[xm], r2[xa], r2[xb], r2[xc]),
+        keys_dot(wx0, wx1, wx2, wx3, r3[xm], r3[xa], r3[xb], r3[xc]),
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, inline="always")
+def keys_dot(w0, w1, w2, w3, a, b, c, d):
+    """``w0 a + w1 b + w2 c + w3 d``, summed left to right: one cubic interpolation step."""
+    return w0 * a + w1 * b + w2 * c + w3 * d
 
 
 @njit(cache=True, nogil=True)
@@ -90,6 +94,12 @@ def warp_level(moving, reference, u, v, hx, hy):
 _KERNEL_KINDS = frozenset("u1 u2 u4 u8 i1 i2 i4 i8 f4 f8".split())
 #: Sources warped in float64 (float32 would not hold their values exactly).
 _WIDE = (np.float64, np.int32, np.uint32, np.int64)
+
+
+def work_dtype(source: np.dtype) -> type:
+    """The float type a ``source`` dtype is warped in: float64 where float32 would not hold
+    its values exactly (float64, 32/64-bit integers), float32 otherwise."""
+    return np.float64 if source in _WIDE else np.float32
 
 
 @njit(cache=True, nogil=True)
@@ -125,25 +135,19 @@ def _warp_into(img, w, method, use_fill, fill, narrow, to_int, lo, hi, out):
                 xa = clamp(xi, wd)
                 xb = clamp(xi + 1, wd)
                 xc = clamp(xi + 2, wd)
+                ym = clamp(yi - 1, h)
+                ya = clamp(yi, h)
+                yb = clamp(yi + 1, h)
+                yc = clamp(yi + 2, h)
                 for ch in range(c):
-                    acc = 0.0
-                    for k in range(4):
-                        r = clamp(yi - 1 + k, h)
-                        row = (
-                            wx0 * _value(img, r, xm, ch, narrow)
-                            + wx1 * _value(img, r, xa, ch, narrow)
-                            + wx2 * _value(img, r, xb, ch, narrow)
-                            + wx3 * _value(img, r, xc, ch, narrow)
-                        )
-                        if k == 0:
-                            acc += wy0 * row
-                        elif k == 1:
-                            acc += wy1 * row
-                        elif k == 2:
-                            acc += wy2 * row
-                        else:
-                            acc += wy3 * row
-                    _store(out, i, j, ch, acc, narrow, to_int, lo, hi)
+                    val = keys_dot(
+                        wy0, wy1, wy2, wy3,
+                        _row(img, ym, xm, xa, xb, xc, ch, narrow, wx0, wx1, wx2, wx3),
+                        _row(img, ya, xm, xa, xb, xc, ch, narrow, wx0, wx1, wx2, wx3),
+                        _row(img, yb, xm, xa, xb, xc, ch, narrow, wx0, wx1, wx2, wx3),
+                        _row(img, yc, xm, xa, xb, xc, ch, narrow, wx0, wx1, wx2, wx3),
+                    )  # fmt: skip
+                    _store(out, i, j, ch, val, narrow, to_int, lo, hi)
             elif method == 1:
                 ty = y - y0
                 tx = x - x0
@@ -173,6 +177,16 @@ def _value(img, y, x, ch, narrow):
     if narrow:
         return np.float64(np.float32(img[y, x, ch]))
     return np.float64(img[y, x, ch])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row(img, y, xm, xa, xb, xc, ch, narrow, w0, w1, w2, w3):
+    """Cubic interpolation along row ``y`` of a channel-last ``img`` at the four columns."""
+    return keys_dot(
+        w0, w1, w2, w3,
+        _value(img, y, xm, ch, narrow), _value(img, y, xa, ch, narrow),
+        _value(img, y, xb, ch, narrow), _value(img, y, xc, ch, narrow),
+    )  # fmt: skip
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -213,7 +227,7 @@ def warp_into(
     """
     code = METHODS[method]
     if work is None:
-        work = np.float64 if frame.dtype in _WIDE else np.float32
+        work = work_dtype(frame.dtype)
     narrow = np.dtype(work) != np.float64
     direct = out.dtype.str[1:] in _KERNEL_KINDS and out.dtype.isnative
     target = out if direct else np.empty(out.shape, work)

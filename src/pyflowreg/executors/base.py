@@ -22,8 +22,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..backends.base import FlowBackend
 from ..core.params import FlowParameters
-from ..core.warp import warp_into
+from ..core.warp import warp_into, work_dtype
 
 WARP_METHODS = ("cubic", "linear", "nearest")
 
@@ -99,16 +100,12 @@ def estimate_frames(
     ndarray, (n, H, W, 2) float32
         ``w[..., 0] = u`` (columns), ``w[..., 1] = v`` (rows), in pixels.
     """
-    expected = (*filtered.shape[:3], 2)
     if out is None:
-        out = np.empty(expected, np.float32)
+        out = np.empty((*filtered.shape[:3], 2), np.float32)
     if hasattr(backend, "estimate_into"):
         return backend.estimate_into(prepared, filtered, uv, out)
-    w = np.asarray(backend.estimate(prepared, filtered, uv), dtype=np.float32)
-    if w.shape != expected:
-        raise ValueError(f"flow backend returned fields of shape {w.shape}, expected {expected}")
-    out[...] = w
-    return out
+    # a backend that does not derive from FlowBackend: the base class's copy of estimate()
+    return FlowBackend.estimate_into(backend, prepared, filtered, uv, out)
 
 
 def warp_frame(
@@ -129,9 +126,9 @@ def warp_frame(
     source = raw_frame.dtype
     if source != out_dtype:
         source = np.result_type(source, out_dtype, np.float32)
-    work = np.float64 if source in (np.float64, np.int32, np.uint32, np.int64) else np.float32
     if out is None:
         out = np.empty(raw_frame.shape, out_dtype)
+    work = work_dtype(source)
     return warp_into(raw_frame, w, out, warp_settings.method, warp_settings.fill, work)
 
 
@@ -228,12 +225,16 @@ class PendingBatch:
                 if not isinstance(exc, Exception):
                     raise  # KeyboardInterrupt, SystemExit: never swallowed
             finally:
-                self._done()
+                on_done, self._on_done = self._on_done, None
+                if on_done is not None:
+                    on_done()
 
-    def _done(self) -> None:
-        on_done, self._on_done = self._on_done, None
-        if on_done is not None:
-            on_done()
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the batch is done (now, if it already is)."""
+        if self._outcome is not None:
+            callback()
+        else:
+            self._on_done = callback
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """``(registered, w)`` of the batch, ``(n, H, W, C)`` and ``(n, H, W, 2)`` float32."""
@@ -408,10 +409,7 @@ class Executor:
         def count() -> None:
             self.flow_seconds += time.perf_counter() - tic
 
-        if pending._outcome is not None:  # done in this thread
-            count()
-        else:
-            pending._on_done = count
+        pending.when_done(count)
         self._in_flight = pending
         return pending
 
