@@ -9,9 +9,12 @@ shared memory, worker imports and Numba cache loading) separately::
     python benchmarks/executors.py --size 128 --frames 40   # a quick check
     python benchmarks/executors.py --n-jobs 1,2,4,8 --direct
 
-Each configuration runs ``--repeat`` times (interleaved) and its best time counts. Peak RSS is
-sampled every 20 ms and includes worker processes (pages of shared memory touched by
-several processes are counted once per process, so this overstates multiprocessing slightly).
+Each configuration runs ``--repeat`` times (interleaved) and its best time counts; the first
+round is printed too (``first run``): there, multiprocessing starts a new worker pool, while
+later rounds take over the pool the previous run of the same configuration left idle (see
+``pyflowreg.executors.processes``). Peak RSS is sampled every 20 ms and includes worker
+processes (pages of shared memory touched by several processes are counted once per process,
+so this overstates multiprocessing slightly).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pyflowreg.core import FlowParameters
 from pyflowreg.datasets import make_recording
 from pyflowreg.executors import WarpSettings
 from pyflowreg.executors.base import resolve_n_jobs
+from pyflowreg.executors.processes import shutdown_idle_pools
 from pyflowreg.motion_correction import OFOptions, compensate_arr
 from pyflowreg.motion_correction.compensate_recording import RegistrationConfig
 
@@ -72,7 +76,8 @@ def run_direct(video, filtered, reference, params, executor: str, n_jobs: int, b
 
 def startup_cost(video, filtered, reference, params, n_jobs: int) -> tuple[float, float]:
     """Seconds until the workers of a new multiprocessing executor run, and until a first
-    batch of one frame per worker is registered (this process: fork server already warm)."""
+    batch of one frame per worker is registered (this process: fork server already warm;
+    with a new pool unless one is left idle)."""
     n = resolve_n_jobs(n_jobs)
     frames = np.resize(np.arange(len(video)), n)
     uv = np.zeros((*video.shape[1:3], 2), np.float32)
@@ -84,6 +89,15 @@ def startup_cost(video, filtered, reference, params, n_jobs: int) -> tuple[float
         ex.process_batch(video[frames], filtered[frames], uv, 0)
         first = time.perf_counter() - start
     return ready, first
+
+
+def startup_figures(video, filtered, reference, params, quality: str, n_jobs: int) -> list:
+    """Start-up seconds: workers running in a new process, with a new pool, with an idle
+    pool taken over; first batch with a new pool and with an idle one."""
+    shutdown_idle_pools()
+    new_ready, new_first = startup_cost(video, filtered, reference, params, n_jobs)
+    idle_ready, idle_first = startup_cost(video, filtered, reference, params, n_jobs)
+    return [cold_startup(quality, n_jobs), new_ready, idle_ready, new_first, idle_first]
 
 
 COLD_START = """
@@ -153,38 +167,54 @@ def main(argv: list[str] | None = None) -> None:
     # over minutes (shared host), which would otherwise decide the ratios.
     configs = [(e, n) for e in executors for n in ([1] if e == "sequential" else n_jobs_list)]
     best = {config: (float("inf"), 0.0) for config in configs}
+    first_round: dict = {}
+    shutdown_idle_pools()  # the first round starts new pools
     for _ in range(max(1, args.repeat)):
         for config in configs:
             with PeakRSS() as memory:
                 seconds = measure(*config)
+            first_round.setdefault(config, seconds)
             fastest, peak = best[config]
             best[config] = (min(fastest, seconds), max(peak, memory.peak_mib))
-    rows = [(e, n, args.frames / best[(e, n)][0], best[(e, n)][1]) for e, n in configs]
-    base = next((fps for name, _, fps, _ in rows if name == "sequential"), None)
+    rows = [
+        (e, n, args.frames / best[(e, n)][0], args.frames / first_round[(e, n)], best[(e, n)][1])
+        for e, n in configs
+    ]
+    base = next((row for row in rows if row[0] == "sequential"), None)
 
-    print(f"\n{'executor':<16}{'n_jobs':>7}{'frames/s':>11}{'speed-up':>10}{'peak RSS MiB':>14}")
-    for executor, n_jobs, fps, mib in rows:
-        speedup = f"{fps / base:.2f}x" if base else "-"
-        print(f"{executor:<16}{n_jobs:>7}{fps:>11.2f}{speedup:>10}{mib:>14.0f}")
+    print(
+        f"\n{'executor':<16}{'n_jobs':>7}{'frames/s':>11}{'speed-up':>10}"
+        f"{'first run':>11}{'speed-up':>10}{'peak RSS MiB':>14}"
+    )
+    for executor, n_jobs, fps, first_fps, mib in rows:
+        speedup = f"{fps / base[2]:.2f}x" if base else "-"
+        first_speedup = f"{first_fps / base[3]:.2f}x" if base else "-"
+        print(
+            f"{executor:<16}{n_jobs:>7}{fps:>11.2f}{speedup:>10}"
+            f"{first_fps:>11.2f}{first_speedup:>10}{mib:>14.0f}"
+        )
+    print("  frames/s: best of the rounds; first run: the first round (new worker pools)")
 
     if "multiprocessing" in executors:
-        figures = []
-        for n_jobs in n_jobs_list:
-            ready, first = startup_cost(video, filtered, reference_n, params, n_jobs)
-            figures.append((cold_startup(args.quality, n_jobs), ready, first))
+        figures = [
+            startup_figures(video, filtered, reference_n, params, args.quality, n)
+            for n in n_jobs_list
+        ]
         print(
             "\nmultiprocessing start-up, s" + "".join(f"{f'n_jobs={n}':>11}" for n in n_jobs_list)
         )
         labels = (
             "workers running, new process",
-            "workers running, warm server",
-            "first batch (1 frame/worker)",
+            "workers running, new pool",
+            "workers running, idle pool",
+            "first batch, new pool",
+            "first batch, idle pool",
         )
         for k, label in enumerate(labels):
             print(f"  {label:<29}" + "".join(f"{row[k]:>11.2f}" for row in figures))
         print(
             "  (a new process starts the fork server once; until the workers run, the caller "
-            "registers frames itself)"
+            "registers frames itself; 'first batch' is one frame per worker)"
         )
 
 

@@ -7,6 +7,7 @@ import os
 import pickle
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from pyflowreg.executors import (
     SequentialExecutor,
     ThreadingExecutor,
     WarpSettings,
+    processes,
     register_frame,
     resolve_n_jobs,
     warp_frame,
@@ -342,6 +344,164 @@ def test_shared_tree_round_trip():
         SharedTree([np.array([object()])])
 
 
+def test_shared_tree_is_laid_out_again_in_place():
+    """A block of slots takes another layout while it fits; attached trees follow it."""
+    block = SharedTree({"a": ArraySlot((4, 8), np.dtype(np.uint16))}, min_nbytes=512)
+    try:
+        first = block.key
+        assert block.relayout({"a": ArraySlot((4, 8), np.dtype(np.uint16))})
+        assert block.key == first  # same layout: nothing changes
+        reader = attach_tree(block.key)
+        assert block.relayout({"a": ArraySlot((2, 8), np.float64), "b": ArraySlot((3,), np.int8)})
+        assert block.key != first and block.key.startswith(block.name)
+        views = block.views()
+        views["a"][...] = 1.5
+        views["b"][...] = -2
+        del views
+        assert reader.tree["a"].shape == (4, 8)  # the old layout until refreshed
+        reader.refresh()
+        assert reader.tree["a"].shape == (2, 8) and reader.tree["a"].sum() == 24.0
+        assert reader.tree["b"].tolist() == [-2, -2, -2]
+        reader.close()
+        before = block.key
+        assert not block.relayout({"a": ArraySlot((100, 8), np.float64)})  # 6400 > 512 bytes
+        assert block.key == before
+        with pytest.raises(TypeError, match="ArraySlot leaves only"):
+            block.relayout({"a": np.zeros(3)})
+    finally:
+        block.close()
+    with pytest.raises(RuntimeError, match="is closed"):
+        block.relayout({"a": ArraySlot((1,), np.uint8)})
+    assert our_blocks() == []
+
+
+def test_reserve_keeps_blocks_when_shorter_batches_come_first(recording):
+    """After ``reserve(n)``, shorter batches and another output dtype reuse the same blocks
+    (laid out again in place), and the results still equal the sequential executor's."""
+    raw, filtered, refs = recording
+    expected = run("sequential", FlowregBackend, recording)
+    settings = WarpSettings("cubic", np.dtype(np.uint16))
+    with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, settings) as ex:
+        ex.reserve(6)
+        ex.set_reference(refs[0])
+        short = ex.submit_batch(raw[:2], filtered[:2], None, 0)
+        short.result()
+        blocks = our_blocks()
+        short.release()
+        ex.reconfigure(warp_settings=WarpSettings("cubic", np.dtype(np.float32)))
+        ex.set_reference(refs[0])  # a new reference block; inputs and outputs stay
+        ex.process_batch(raw[:2], filtered[:2], None, 0)
+        reg, w = ex.process_batch(raw[:4], filtered[:4], None, 0)
+        assert np.array_equal(w, expected[0][1])
+        assert np.array_equal(reg, warp_frame_all(raw[:4], w, np.float32))
+        ex.reconfigure(warp_settings=settings)
+        ex.set_reference(refs[1])
+        reg, w = ex.process_batch(raw, filtered, np.full((32, 48, 2), 0.25, np.float32), 0)
+        assert np.array_equal(reg, expected[2][0]) and np.array_equal(w, expected[2][1])
+        kept = set(blocks) & set(our_blocks())
+        assert len(kept) == 2  # the input block and the first output block
+    assert our_blocks() == []
+
+
+def warp_frame_all(raw, w, dtype):
+    settings = WarpSettings("cubic", np.dtype(dtype))
+    return np.stack([warp_frame(r, f, settings) for r, f in zip(raw, w, strict=True)])
+
+
+def worker_pids(ex) -> set[int]:
+    return set(ex._pool._processes)
+
+
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+@LINUX
+def test_idle_pool_is_taken_over_by_the_next_executor(recording):
+    """A pool outlives a sound run for ``keep_alive`` s; only an executor with the same workers,
+    backend and backend options takes it; idle workers hold no shared memory."""
+    raw, filtered, refs = recording
+    processes.shutdown_idle_pools()
+    settings = WarpSettings("cubic", np.dtype(np.uint16))
+    with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, settings, keep_alive=30) as ex:
+        ex.set_reference(refs[0])
+        assert ex.wait_until_started(timeout=30)
+        first = ex.process_batch(raw, filtered, None, 0)
+        pool, pids = ex._pool, worker_pids(ex)
+    assert our_blocks() == []
+    deadline = time.monotonic() + 10
+    while any(mapped_blocks(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(mapped_blocks(pid) for pid in pids)  # idle workers let go of the blocks
+    params = FlowParameters(min_level=0, iterations=2)  # other flow parameters: same pool
+    with MultiprocessingExecutor(2, FlowregBackend, params, {}, settings, keep_alive=30) as ex:
+        assert ex._pool is pool and ex.wait_until_started(timeout=0)
+        ex.set_reference(refs[0])
+        other = ex.process_batch(raw, filtered, None, 0)
+    with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, settings, keep_alive=30) as ex:
+        assert ex._pool is pool
+        ex.set_reference(refs[0])
+        again = ex.process_batch(raw, filtered, None, 0)
+    assert np.array_equal(again[0], first[0]) and np.array_equal(again[1], first[1])
+    assert not np.array_equal(other[1], first[1])
+    with MultiprocessingExecutor(1, FlowregBackend, PARAMS, {}, settings, keep_alive=30) as ex:
+        assert ex._pool is not pool  # other workers
+    with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {"x": 1}, settings) as ex:
+        assert ex._pool is not pool  # other backend options
+    assert processes.shutdown_idle_pools() == 2  # at most two are kept: the last two
+    assert all(not process_alive(pid) for pid in pids)
+
+
+@LINUX
+def test_idle_pool_is_stopped_after_its_time_and_never_kept_after_errors(recording, monkeypatch):
+    raw, filtered, refs = recording
+    processes.shutdown_idle_pools()
+    with MultiprocessingExecutor(
+        2, FlowregBackend, PARAMS, {}, WarpSettings(), keep_alive=0.2
+    ) as ex:
+        assert ex.wait_until_started(timeout=30)
+        pids = worker_pids(ex)
+    deadline = time.monotonic() + 10
+    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(process_alive(pid) for pid in pids)
+    assert processes.shutdown_idle_pools() == 0
+    with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, WarpSettings(), keep_alive=0) as ex:
+        assert ex.wait_until_started(timeout=30)
+    assert processes.shutdown_idle_pools() == 0  # keep_alive=0: stopped at close
+    with pytest.raises(KeyboardInterrupt):
+        with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, WarpSettings()) as ex:
+            ex.set_reference(refs[0])
+            ex.process_batch(raw[:2], filtered[:2], None)
+            raise KeyboardInterrupt
+    assert processes.shutdown_idle_pools() == 0  # interrupted: terminated, not kept
+    monkeypatch.setenv(processes.KEEP_ALIVE_ENV, "0")
+    assert processes.keep_alive_seconds() == 0.0
+    monkeypatch.setenv(processes.KEEP_ALIVE_ENV, "soon")
+    with pytest.raises(ValueError, match="PYFLOWREG_POOL_KEEP_ALIVE must be a number of seconds"):
+        MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, WarpSettings())
+    with pytest.raises(ValueError, match=r"keep_alive must be >= 0 seconds, got -1"):
+        processes.keep_alive_seconds(-1)
+    with pytest.raises(TypeError, match="keep_alive must be a number of seconds, got str"):
+        processes.keep_alive_seconds("5")
+
+
+def mapped_blocks(pid: int) -> list[str]:
+    """pyflowreg shared-memory blocks mapped by process ``pid`` (unlinked ones included)."""
+    try:
+        with open(f"/proc/{pid}/maps") as maps:
+            return [line for line in maps if PREFIX in line]
+    except FileNotFoundError:
+        return []
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_executor_settings_pickle():
     settings = WarpSettings("nearest", np.dtype(np.int16), 0.0)
     assert pickle.loads(pickle.dumps(settings)) == settings
@@ -349,8 +509,6 @@ def test_executor_settings_pickle():
 
 def test_flow_seconds_counts_each_batch_until_its_outputs_are_ready(recording):
     """``Executor.flow_seconds`` sums submission-to-result time, also for asynchronous pools."""
-    import time
-
     video, filtered, refs = recording
     for cls in (SequentialExecutor, ThreadingExecutor):
         with cls(2, FlowregBackend, PARAMS, {}, WarpSettings()) as ex:

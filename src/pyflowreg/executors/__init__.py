@@ -19,7 +19,7 @@ if TYPE_CHECKING:
         resolve_n_jobs,
         warp_frame,
     )
-    from .processes import MultiprocessingExecutor
+    from .processes import MultiprocessingExecutor, shutdown_idle_pools
     from .sequential import SequentialExecutor
     from .threaded import ThreadingExecutor
 
@@ -33,6 +33,7 @@ _EXPORTS = {
     "SequentialExecutor": ".sequential",
     "ThreadingExecutor": ".threaded",
     "MultiprocessingExecutor": ".processes",
+    "shutdown_idle_pools": ".processes",
 }
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "estimate_frames",
     "register_frame",
     "resolve_n_jobs",
+    "shutdown_idle_pools",
     "warp_frame",
 ]
 

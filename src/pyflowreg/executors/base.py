@@ -348,6 +348,14 @@ class Executor:
         self._prepared = None
         self._frame_shape = None
 
+    def reserve(self, n_frames: int) -> None:
+        """Hint: batches of up to ``n_frames`` frames will follow.
+
+        Executors that keep per-batch buffers (multiprocessing's shared memory) size them
+        for that many frames, so that shorter batches first do not make them replace their
+        buffers later. Results never depend on it; the default does nothing.
+        """
+
     def set_reference(self, reference: np.ndarray, weight: np.ndarray | None = None) -> None:
         """Prepare ``reference`` (H, W, C) float32 for the following batches.
 

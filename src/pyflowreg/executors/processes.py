@@ -5,12 +5,25 @@ The pool and the shared-memory blocks live for the whole run:
 - the prepared reference is copied into a block once per :meth:`set_reference`; workers attach
   it the first time they see its name and keep it until the reference changes;
 - the inputs of a batch (raw and filtered frames, the initial field) live in one block, and
-  its outputs (registered frames and fields) in one of two output blocks; blocks are sized by
-  the first batch, reused by the next ones and replaced only when a larger batch or another
-  frame shape comes;
+  its outputs (registered frames and fields) in one of two output blocks. Blocks are sized by
+  the first batch or by :meth:`~MultiprocessingExecutor.reserve`, and laid out again in place
+  for batches of other lengths or output dtypes while they fit, so a run touches new shared
+  memory only when it has to (on some machines first touching a page costs more than using
+  it);
 - :meth:`~MultiprocessingExecutor.submit_batch` returns at once with views into the output
   block (no copy out): while the workers fill one output block, the caller writes the other;
-- a task is just ``(block names, frame index)``: no frame is ever pickled.
+- a task is just ``(block keys, frame index)``: no frame is ever pickled.
+
+Every block is unlinked when the executor closes. The worker processes outlive it for a
+while: after a run that ended normally, the pool is kept idle for ``keep_alive`` seconds
+(default :data:`DEFAULT_KEEP_ALIVE`, environment variable ``PYFLOWREG_POOL_KEEP_ALIVE``) and
+the next executor with the same number of workers, start method, backend factory and backend
+options takes it over (at most :data:`MAX_IDLE_POOLS` are kept). Its workers are running,
+with their kernels loaded and warmed up, which saves most of the start-up of every run after
+the first (one file after another, a notebook cell run again). Idle workers let go of the
+shared blocks within about a second and then hold about 35 MiB each; a pool whose run failed
+or was interrupted is terminated, never kept. :func:`shutdown_idle_pools` stops the
+idle pools at once.
 
 Workers are started with ``forkserver`` on Linux (``spawn`` elsewhere) and run with one
 BLAS/OpenMP/Numba thread each. They build their own flow backend from the factory the caller
@@ -26,6 +39,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -34,10 +48,16 @@ import numpy as np
 
 from ._worker_init import THREAD_LIMITS, bootstrap
 from .base import Executor, PendingBatch, register_frame
-from .shared import ArraySlot, AttachedTree, SharedTree, attach_tree
+from .shared import ArraySlot, AttachedTree, SharedTree, attach_tree, data_nbytes, split_key
 
 #: Module the fork server imports once so that forked workers start warm.
 PRELOAD_MODULE = "pyflowreg.executors._preload"
+
+#: Seconds an idle pool waits for the next executor (see the module docstring).
+DEFAULT_KEEP_ALIVE = 60.0
+#: Idle pools kept at a time (an idle worker holds about 35 MiB of its own memory).
+MAX_IDLE_POOLS = 2
+KEEP_ALIVE_ENV = "PYFLOWREG_POOL_KEEP_ALIVE"
 
 
 def use_warm_forkserver() -> bool:
@@ -70,6 +90,10 @@ def default_start_method() -> str:
 # -- worker side ---------------------------------------------------------------------------------
 
 
+#: Seconds without a task after which a worker lets go of the shared blocks it attached.
+_DETACH_AFTER = 1.0
+
+
 class _WorkerState:
     def __init__(self, factory: Any, params: Any, backend_params: dict, warp_settings: Any) -> None:
         self.factory = factory
@@ -78,6 +102,21 @@ class _WorkerState:
         self.backend = factory(params, backend_params)
         self.warp_settings = warp_settings
         self.blocks: dict[str, AttachedTree] = {}
+        #: Held while a task runs; the idle detacher takes it too.
+        self.lock = threading.Lock()
+        self.last_task = time.monotonic()
+        threading.Thread(
+            target=self._detach_when_idle, name="pyflowreg-detach", daemon=True
+        ).start()
+
+    def _detach_when_idle(self) -> None:
+        """Let go of every block after :data:`_DETACH_AFTER` s without a task: the blocks of a
+        finished run are unlinked by the caller, and an idle pool must not keep them alive."""
+        while True:
+            time.sleep(_DETACH_AFTER / 2)
+            with self.lock:
+                if self.blocks and time.monotonic() - self.last_task > _DETACH_AFTER:
+                    self.forget(tuple(self.blocks))
 
     def configure(self, params: Any, warp_settings: Any) -> None:
         """Follow the caller's :meth:`Executor.reconfigure` (rebuild the backend if needed)."""
@@ -86,13 +125,15 @@ class _WorkerState:
             self.params = params
         self.warp_settings = warp_settings
 
-    def tree(self, name: str) -> Any:
-        """The tree of block ``name``, attached on first use.
+    def tree(self, key: str) -> Any:
+        """The tree of block ``key`` (:attr:`SharedTree.key`), attached on first use and
+        rebuilt when the caller laid the block out again.
 
         The caller has at most :data:`_LIVE_BLOCKS` blocks at a time (reference, inputs, two
         output slots); blocks unused for longest are detached first, so a replaced block's
         memory is freed once every worker has moved on.
         """
+        name, generation = split_key(key)
         attached = self.blocks.pop(name, None)
         if attached is None:
             # Views stay writeable although inputs are only read: Numba compiles read-only
@@ -100,6 +141,8 @@ class _WorkerState:
             attached = attach_tree(name, writable=True)
             while len(self.blocks) >= _LIVE_BLOCKS:
                 self.blocks.pop(next(iter(self.blocks))).close()
+        elif attached.generation != generation:
+            attached.refresh()
         self.blocks[name] = attached  # most recently used last
         return attached.tree
 
@@ -122,7 +165,7 @@ def _init_worker(factory: Any, params: Any, backend_params: dict, warp_settings:
 
 
 def _register_shared_frame(
-    names: tuple[str, str, str],
+    keys: tuple[str, str, str],
     i: int,
     params: Any,
     warp_settings: Any,
@@ -130,13 +173,20 @@ def _register_shared_frame(
 ) -> None:
     """Worker task: register frame ``i`` of the shared inputs into the shared outputs.
 
-    ``names`` are the blocks of the inputs (raw, filtered, uv), the outputs (registered, w)
+    ``keys`` are the blocks of the inputs (raw, filtered, uv), the outputs (registered, w)
     and the prepared reference; ``retired`` the blocks the caller unlinked lately.
     """
     state = _STATE
-    state.forget(retired)
-    state.configure(params, warp_settings)
-    inputs, outputs, reference = (state.tree(name) for name in names)
+    with state.lock:
+        state.forget(retired)
+        state.configure(params, warp_settings)
+        try:
+            _register_into(state, *(state.tree(key) for key in keys), i)
+        finally:
+            state.last_task = time.monotonic()
+
+
+def _register_into(state: _WorkerState, inputs: dict, outputs: dict, reference: Any, i: int):
     register_frame(
         state.backend,
         reference,
@@ -180,51 +230,133 @@ class _Frames:
             future.cancel()
 
 
-class _Buffer:
-    """A shared block reused batch after batch, replaced when a batch needs more room."""
+class _Slot:
+    """An output block, pinned while the caller holds views of its outputs."""
 
-    def __init__(self, layout: dict, capacity: int) -> None:
-        self.block = SharedTree(layout)
-        self.capacity = capacity
-        self.key = self.layout_key(layout)
+    def __init__(self, block: SharedTree) -> None:
+        self.block = block
         self.pinned = False
 
-    @staticmethod
-    def layout_key(layout: dict) -> dict:
-        """What must match for a block to be reused: each array's shape past the frame axis
-        and its dtype."""
-        return {k: (v.shape[1:], np.dtype(v.dtype)) for k, v in layout.items()}
 
-    @classmethod
-    def fit(cls, buffer: _Buffer | None, layout: dict, n: int) -> _Buffer:
-        """``buffer`` if it holds ``layout`` for ``n`` frames, else a new one (the old unlinked)."""
-        if buffer is not None and buffer.key == cls.layout_key(layout) and buffer.capacity >= n:
-            return buffer
-        if buffer is not None:
-            buffer.close()
-        return cls(layout, n)
+def keep_alive_seconds(value: float | None = None) -> float:
+    """Seconds an idle pool is kept: ``value``, else ``$PYFLOWREG_POOL_KEEP_ALIVE``, else
+    :data:`DEFAULT_KEEP_ALIVE` (``0`` turns keeping off)."""
+    source = "keep_alive"
+    if value is None:
+        text = os.environ.get(KEEP_ALIVE_ENV, "").strip()
+        if not text:
+            return DEFAULT_KEEP_ALIVE
+        source = KEEP_ALIVE_ENV
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(
+                f"{KEEP_ALIVE_ENV} must be a number of seconds, got {text!r}"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{source} must be a number of seconds, got {type(value).__name__}")
+    if not value >= 0:  # also NaN
+        raise ValueError(f"{source} must be >= 0 seconds, got {value}")
+    return float(value)
 
-    def close(self) -> None:
-        self.block.close()
+
+class _IdlePools:
+    """Pools kept between runs, one per key, at most :data:`MAX_IDLE_POOLS` (the least
+    recently kept is stopped first); each stops after its keep-alive time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[tuple, tuple[cf.ProcessPoolExecutor, threading.Timer]] = {}
+
+    def take(self, key: tuple) -> cf.ProcessPoolExecutor | None:
+        """The idle pool made for ``key`` if there is one and it is still sound, else None."""
+        with self._lock:
+            pool, timer = self._idle.pop(key, (None, None))
+        if pool is None:
+            return None
+        timer.cancel()
+        if getattr(pool, "_broken", False):  # a worker died while idle
+            pool.shutdown(wait=False, cancel_futures=True)
+            return None
+        return pool
+
+    def keep(self, key: tuple, pool: cf.ProcessPoolExecutor, seconds: float) -> None:
+        """Keep ``pool`` for ``seconds`` (stopping the oldest idle pool if there are too many)."""
+        timer = threading.Timer(seconds, self._expire, args=(key, pool))
+        timer.daemon = True
+        with self._lock:
+            stopped = [self._idle.pop(key, None)]
+            self._idle[key] = (pool, timer)
+            while len(self._idle) > MAX_IDLE_POOLS:
+                stopped.append(self._idle.pop(next(iter(self._idle))))
+        timer.start()
+        for entry in stopped:
+            if entry is not None:
+                entry[1].cancel()
+                entry[0].shutdown(wait=True)
+
+    def _expire(self, key: tuple, pool: cf.ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._idle.get(key, (None,))[0] is not pool:
+                return
+            del self._idle[key]
+        pool.shutdown(wait=True)
+
+    def shutdown(self) -> int:
+        """Stop every idle pool now; how many there were."""
+        with self._lock:
+            idle, self._idle = list(self._idle.values()), {}
+        for pool, timer in idle:
+            timer.cancel()
+            pool.shutdown(wait=True)
+        return len(idle)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's pools are not this process's to use or stop."""
+        self._lock = threading.Lock()
+        self._idle = {}
+
+
+_IDLE = _IdlePools()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_IDLE.forget)
+
+
+def shutdown_idle_pools() -> int:
+    """Stop the worker pools kept idle after multiprocessing runs; returns how many there were.
+
+    Idle pools stop by themselves after their keep-alive time and at interpreter exit; call
+    this to free their processes sooner.
+    """
+    return _IDLE.shutdown()
 
 
 class MultiprocessingExecutor(Executor):
     """Register the frames of a batch on ``n_jobs`` worker processes (``-1``: one per core).
 
-    Extra keyword ``start_method`` chooses the :mod:`multiprocessing` start method (default
-    :func:`default_start_method`). Always use it as a context manager (or call :meth:`close`):
-    that stops the workers and unlinks the shared memory, also after errors.
+    Extra keywords: ``start_method`` chooses the :mod:`multiprocessing` start method (default
+    :func:`default_start_method`); ``keep_alive`` the seconds the pool is kept idle for the next
+    executor after this one closes (see :func:`keep_alive_seconds`; ``0``: stop the workers
+    at close). Always use it as a context manager (or call :meth:`close`): that unlinks the
+    shared memory and hands the workers back (or stops them), also after errors.
     """
 
     name = "multiprocessing"
 
-    def __init__(self, *args, start_method: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        start_method: str | None = None,
+        keep_alive: float | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         methods = mp.get_all_start_methods()
         start_method = start_method or default_start_method()
         if start_method not in methods:
             raise ValueError(f"start_method must be one of {methods}, got {start_method!r}")
         self.start_method = start_method
+        self.keep_alive = keep_alive_seconds(keep_alive)
         init_args = (
             self.backend_factory,
             self.flow_params,
@@ -239,10 +371,17 @@ class MultiprocessingExecutor(Executor):
                 "multiprocessing workers (use a module-level class or function, not a lambda "
                 f"or a local function): {exc}"
             ) from exc
+        try:
+            identity = pickle.dumps((self.backend_factory, self.backend_params))
+        except (pickle.PicklingError, AttributeError, TypeError):  # pragma: no cover
+            identity = None  # pickled above already; never expected
+        #: What an idle pool must have been made for to serve this executor.
+        self._pool_key = (self.n_workers, start_method, identity)
         self._pool: cf.ProcessPoolExecutor | None = None
         self._reference_block: SharedTree | None = None
-        self._inputs: _Buffer | None = None
-        self._slots: list[_Buffer] = []
+        self._inputs: SharedTree | None = None
+        self._slots: list[_Slot] = []
+        self._reserved = 0
         self._broken = False
         self._ready = threading.Event()
         self._dispatch_lock = threading.Lock()
@@ -259,40 +398,61 @@ class MultiprocessingExecutor(Executor):
             self._retired.append(old.name)
             old.close()  # no task is in flight between batches
 
-    def _fit(self, buffer: _Buffer | None, layout: dict, n: int) -> _Buffer:
-        """:meth:`_Buffer.fit`, remembering a replaced block for the workers to detach."""
-        fitted = _Buffer.fit(buffer, layout, n)
-        if buffer is not None and fitted is not buffer:
-            self._retired.append(buffer.block.name)
-        return fitted
+    def reserve(self, n_frames: int) -> None:
+        """Size the shared blocks made from now on for batches of up to ``n_frames`` frames.
 
-    def _input_buffer(self, raw: np.ndarray) -> _Buffer:
-        n, h, w, c = raw.shape
-        layout = {
-            "raw": ArraySlot((n, h, w, c), raw.dtype),
-            "filtered": ArraySlot((n, h, w, c), np.dtype(np.float32)),
-            "uv": ArraySlot((h, w, 2), np.dtype(np.float32)),
-        }
-        self._inputs = self._fit(self._inputs, layout, n)
+        A run calls this with its batch length before its first, shorter batches (the
+        reference chunks, the initial-flow window), so that the blocks those make are laid out
+        again for the longer batches instead of being replaced.
+        """
+        self._reserved = max(0, int(n_frames))
+
+    def _fit(self, block: SharedTree | None, layout_for: Callable[[int], dict], n: int):
+        """``block`` laid out for ``n`` frames if it is large enough, else a new block (sized
+        for at least the reserved frames; the old one unlinked and remembered for the workers
+        to detach)."""
+        layout = layout_for(n)
+        if block is not None:
+            if block.relayout(layout):
+                return block
+            self._retired.append(block.name)
+            block.close()
+        room = data_nbytes(layout_for(max(n, self._reserved)))
+        return SharedTree(layout, min_nbytes=room)
+
+    def _input_block(self, raw: np.ndarray) -> SharedTree:
+        _, h, w, c = raw.shape
+
+        def layout(n: int) -> dict:
+            return {
+                "raw": ArraySlot((n, h, w, c), raw.dtype),
+                "filtered": ArraySlot((n, h, w, c), np.dtype(np.float32)),
+                "uv": ArraySlot((h, w, 2), np.dtype(np.float32)),
+            }
+
+        self._inputs = self._fit(self._inputs, layout, raw.shape[0])
         return self._inputs
 
-    def _output_slot(self, n: int) -> _Buffer:
-        """A free output buffer for ``n`` frames (two at most: one being written out by the
+    def _output_slot(self, n: int) -> _Slot:
+        """A free output block for ``n`` frames (two at most: one being written out by the
         caller while the workers fill the other)."""
         h, w, c = self._frame_shape
-        layout = {
-            "registered": ArraySlot((n, h, w, c), self.warp_settings.dtype),
-            "w": ArraySlot((n, h, w, 2), np.dtype(np.float32)),
-        }
-        for k, slot in enumerate(self._slots):
+
+        def layout(k: int) -> dict:
+            return {
+                "registered": ArraySlot((k, h, w, c), self.warp_settings.dtype),
+                "w": ArraySlot((k, h, w, 2), np.dtype(np.float32)),
+            }
+
+        for slot in self._slots:
             if not slot.pinned:
-                self._slots[k] = self._fit(slot, layout, n)
-                return self._slots[k]
+                slot.block = self._fit(slot.block, layout, n)
+                return slot
         if len(self._slots) >= 2:
             raise RuntimeError(
                 "release the outputs of earlier batches before submitting another one"
             )
-        self._slots.append(self._fit(None, layout, n))
+        self._slots.append(_Slot(self._fit(None, layout, n)))
         return self._slots[-1]
 
     def _start_pool(self) -> None:
@@ -302,6 +462,11 @@ class MultiprocessingExecutor(Executor):
         half a second); meanwhile the calling process registers frames itself (see
         :meth:`_submit`), so the start-up is overlapped with useful work.
         """
+        if self.keep_alive > 0:
+            self._pool = _IDLE.take(self._pool_key)
+            if self._pool is not None:  # workers of an earlier run, still running
+                self._ready.set()
+                return
         if self.start_method == "forkserver":
             use_warm_forkserver()
         self._pool = cf.ProcessPoolExecutor(
@@ -361,11 +526,12 @@ class MultiprocessingExecutor(Executor):
         if self._broken:
             raise RuntimeError("the multiprocessing executor is unusable: a worker died earlier")
         n = raw.shape[0]
-        inputs = self._input_buffer(raw)
-        views = inputs.block.views()
+        inputs = self._input_block(raw)
+        views = inputs.views()
         views["uv"][...] = uv
         slot = self._output_slot(n)
-        names = (inputs.block.name, slot.block.name, self._reference_block.name)
+        block = slot.block
+        names = (inputs.key, block.key, self._reference_block.key)
         config = (self.flow_params, self.warp_settings, tuple(self._retired))
         frames = _Frames(n)
         slot.pinned = True
@@ -390,7 +556,7 @@ class MultiprocessingExecutor(Executor):
 
         def registered_here() -> BaseException | None:
             """While the pool starts, register frames (from the last) in this process."""
-            outputs = slot.block.views()
+            outputs = block.views()
             while not self._ready.is_set():
                 i = frames.take_last()
                 if i is None:
@@ -440,8 +606,8 @@ class MultiprocessingExecutor(Executor):
             if errors:
                 i, exc = errors[0]
                 raise self._frame_error(first_index + i, exc) from exc
-            outputs = slot.block.views()
-            return outputs["registered"][:n], outputs["w"][:n]
+            outputs = block.views()
+            return outputs["registered"], outputs["w"]
 
         return PendingBatch(wait, release, volatile=True, cancel=frames.stop)
 
@@ -457,15 +623,19 @@ class MultiprocessingExecutor(Executor):
             self._starter.join()  # the workers are started (or failed to): now stop them
             self._starter = None
         pool, self._pool = self._pool, None
+        sound = not (abort or self._broken or self._start_error is not None)
         try:
-            if pool is not None and (abort or self._broken):
+            if pool is not None and not sound:
                 for process in list(getattr(pool, "_processes", {}).values()):
                     process.terminate()
             self._cancel_in_flight()
             if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+                if sound and self.keep_alive > 0:
+                    _IDLE.keep(self._pool_key, pool, self.keep_alive)
+                else:
+                    pool.shutdown(wait=True, cancel_futures=True)
         finally:
-            blocks = [self._reference_block, self._inputs, *self._slots]
+            blocks = [self._reference_block, self._inputs, *(s.block for s in self._slots)]
             self._reference_block, self._inputs, self._slots = None, None, []
             for block in blocks:
                 if block is not None:
@@ -473,7 +643,8 @@ class MultiprocessingExecutor(Executor):
             super().close()
 
     def close(self) -> None:
-        """Stop the workers and unlink every shared-memory block (idempotent)."""
+        """Unlink every shared-memory block and keep the workers idle for the next executor
+        (``keep_alive`` seconds) or stop them (idempotent)."""
         self._shutdown(abort=False)
 
     def __exit__(self, exc_type: object, *exc_info: object) -> None:

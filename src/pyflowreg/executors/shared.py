@@ -11,6 +11,11 @@ header holds the pickled layout. Another process rebuilds the tree from the bloc
     attached.close()                                       # worker: unmaps
     owner.close()                                          # parent: unlinks the block
 
+A block of reserved slots can be laid out again in place (:meth:`SharedTree.relayout`, e.g.
+for a batch of another length or output dtype) while it is large enough; its
+:attr:`~SharedTree.key` (name and generation) then changes, and an attached tree follows with
+:meth:`AttachedTree.refresh` without mapping the block again.
+
 Blocks are named ``pyflowreg_<pid>_<random>`` and are unlinked by :meth:`SharedTree.close`, when
 the owner is garbage-collected, and at interpreter exit.
 """
@@ -30,7 +35,9 @@ import numpy as np
 #: Name prefix of every shared-memory block pyflowreg creates.
 PREFIX = "pyflowreg_"
 _ALIGN = 64
-_HEADER = struct.Struct("<Q")
+_HEADER = struct.Struct("<QQ")  # length of the pickled layout, generation
+#: Bytes kept for the pickled layout, so that another layout fits the header later.
+_LAYOUT_ROOM = 1024
 
 
 class ArraySlot(NamedTuple):
@@ -85,6 +92,11 @@ def _plan(tree: Any, leaves: list, offset: int) -> tuple[Any, int]:
     return _ArrayRef(offset, shape, dtype), offset + nbytes
 
 
+def data_nbytes(tree: Any) -> int:
+    """Bytes of array data a :class:`SharedTree` of ``tree`` holds (alignment included)."""
+    return _plan(tree, [], 0)[1]
+
+
 def _rebuild(spec: Any, buf: memoryview, start: int, writable: bool) -> Any:
     if isinstance(spec, _ArrayRef):
         view = np.ndarray(spec.shape, spec.dtype, buffer=buf, offset=start + spec.offset)
@@ -99,10 +111,17 @@ def _rebuild(spec: Any, buf: memoryview, start: int, writable: bool) -> Any:
     return spec
 
 
-def _read_layout(shm: shared_memory.SharedMemory) -> tuple[Any, int]:
-    (length,) = _HEADER.unpack_from(shm.buf, 0)
+def _read_layout(shm: shared_memory.SharedMemory) -> tuple[Any, int, int]:
+    """The layout stored in the block's header, where the data starts, and the generation."""
+    length, generation = _HEADER.unpack_from(shm.buf, 0)
     spec = pickle.loads(shm.buf[_HEADER.size : _HEADER.size + length])
-    return spec, _align(_HEADER.size + length)
+    return spec, _align(_HEADER.size + max(length, _LAYOUT_ROOM)), generation
+
+
+def split_key(key: str) -> tuple[str, int]:
+    """``(name, generation)`` of a :attr:`SharedTree.key`."""
+    name, _, generation = key.partition("@")
+    return name, int(generation or 0)
 
 
 def _release(shm: shared_memory.SharedMemory) -> None:
@@ -125,27 +144,66 @@ class SharedTree:
     tree : object
         Tuples, NamedTuples (module-level classes), lists and dicts whose leaves are ndarrays
         (copied), :class:`ArraySlot` (reserved, uninitialised) or picklable Python objects.
+    min_nbytes : int
+        Room for data of at least this many bytes (to :meth:`relayout` larger trees later).
     """
 
-    def __init__(self, tree: Any) -> None:
+    def __init__(self, tree: Any, min_nbytes: int = 0) -> None:
         leaves: list = []
         spec, size = _plan(tree, leaves, 0)
         layout = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
-        start = _align(_HEADER.size + len(layout))
+        start = _align(_HEADER.size + max(len(layout), _LAYOUT_ROOM))
+        data = max(size, int(min_nbytes), 1)
         name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
-        self._shm = shared_memory.SharedMemory(name=name, create=True, size=start + max(size, 1))
+        self._shm = shared_memory.SharedMemory(name=name, create=True, size=start + data)
         self._finalizer = weakref.finalize(self, _release, self._shm)
         self.name: str = self._shm.name
         self.nbytes: int = self._shm.size
+        #: Bumped by every :meth:`relayout` that changes the layout.
+        self.generation = 0
+        self._start, self._room = start, data
+        self._write_header(spec, layout)
         buf = self._shm.buf
-        _HEADER.pack_into(buf, 0, len(layout))
-        buf[_HEADER.size : _HEADER.size + len(layout)] = layout
         for offset, shape, dtype, source in leaves:
             if source is not None:
                 target = np.ndarray(shape, dtype, buffer=buf, offset=start + offset)
                 np.copyto(target, source)
                 del target
-        self._spec, self._start = spec, start
+
+    def _write_header(self, spec: Any, layout: bytes) -> None:
+        buf = self._shm.buf
+        _HEADER.pack_into(buf, 0, len(layout), self.generation)
+        buf[_HEADER.size : _HEADER.size + len(layout)] = layout
+        self._spec = spec
+
+    @property
+    def key(self) -> str:
+        """``"<name>@<generation>"``: names the block and its current layout (for tasks)."""
+        return f"{self.name}@{self.generation}"
+
+    def relayout(self, tree: Any) -> bool:
+        """Lay ``tree`` out in this block instead of the current layout, if it fits.
+
+        ``tree`` holds :class:`ArraySlot` leaves (arrays would not be copied: TypeError). The
+        data of the earlier layout is left as it is (no pages are touched); views taken
+        before are invalid afterwards. Returns False, changing nothing, when the data or the
+        pickled layout needs more room than the block has; True (and :attr:`generation` is
+        bumped unless the layout is unchanged) otherwise.
+        """
+        if not self._finalizer.alive:
+            raise RuntimeError(f"shared-memory block {self.name} is closed")
+        leaves: list = []
+        spec, size = _plan(tree, leaves, 0)
+        if any(source is not None for *_, source in leaves):
+            raise TypeError("relayout takes ArraySlot leaves only")
+        if spec == self._spec:
+            return True
+        layout = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
+        if size > self._room or len(layout) > self._start - _HEADER.size:
+            return False
+        self.generation += 1
+        self._write_header(spec, layout)
+        return True
 
     def views(self) -> Any:
         """The tree with writable views into the block (drop them before :meth:`close`)."""
@@ -168,9 +226,14 @@ class AttachedTree:
 
     def __init__(self, name: str, writable: bool) -> None:
         self.shm = shared_memory.SharedMemory(name=name)
-        spec, start = _read_layout(self.shm)
         self.name = name
-        self.tree: Any = _rebuild(spec, self.shm.buf, start, writable)
+        self.writable = writable
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild the views from the block's current layout (after the owner's relayout)."""
+        spec, start, self.generation = _read_layout(self.shm)
+        self.tree: Any = _rebuild(spec, self.shm.buf, start, self.writable)
 
     def close(self) -> None:
         """Drop the views and unmap the block (never unlinks: the owner does)."""
@@ -182,5 +245,6 @@ class AttachedTree:
 
 
 def attach_tree(name: str, writable: bool = False) -> AttachedTree:
-    """Rebuild the tree stored in block ``name`` as views (read-only unless ``writable``)."""
-    return AttachedTree(name, writable)
+    """Rebuild the tree stored in block ``name`` (or a :attr:`SharedTree.key`) as views
+    (read-only unless ``writable``)."""
+    return AttachedTree(split_key(name)[0], writable)

@@ -221,6 +221,7 @@ def prepare_run(reader, options, executor, sink, state: RunState, reference, nam
     dtype = output_dtype(options, reader.dtype)
     state.n_workers = int(getattr(executor, "n_workers", 1))
     threads = max(1, min(state.n_workers, os.cpu_count() or 1))  # pre-filter threads, here
+    executor.reserve(min(options.buffer_size, n_frames))  # the reference chunks come first
     state.stage = "computing the reference"
     ref_raw = raw_reference(reader, options, reference, lend(executor), name, workers=threads)
     state.reference_flow_seconds = executor.flow_seconds

@@ -83,7 +83,6 @@ class InitialFlowPlanner:
         self._previous: np.ndarray | None = None
         self._observed: np.ndarray | None = None
         self._next_batch = 0
-        #: Seconds spent in ``executor.process_batch`` by the boundary pass.
 
     def set_reference(self, reference: np.ndarray) -> None:
         """Use a new pre-processed reference for the following batches."""
