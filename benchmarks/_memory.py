@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -33,7 +34,8 @@ class PeakRSS:
     children : bool
         Add the RSS of child processes (multiprocessing and Dask workers) to this process's.
     interval : float
-        Seconds between samples.
+        Seconds between samples. The list of child processes (a scan of ``/proc``, the costly
+        part of a sample) is refreshed every ``refresh`` seconds only.
 
     Attributes ``start_mib``, ``peak_mib`` and ``growth_mib`` (peak above the start) are in MiB;
     ``pss_growth_mib`` is the same growth measured as proportional set size (shared pages
@@ -42,11 +44,21 @@ class PeakRSS:
     process at every sample, which costs CPU time: leave it off when timing.
     """
 
-    def __init__(self, *, children: bool = True, interval: float = 0.02, pss: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        children: bool = True,
+        interval: float = 0.02,
+        pss: bool = False,
+        refresh: float = 0.5,
+    ) -> None:
         self.children = children
         self.pss = pss
         self.interval = interval
+        self.refresh = refresh
         self._process = psutil.Process()
+        self._listed: list[psutil.Process] = []
+        self._listed_at = -float("inf")
         self._stop = threading.Event()
         self.start = self.peak = self._total()
         self.pss_start = self.pss_peak = self._total_pss()
@@ -54,7 +66,11 @@ class PeakRSS:
     def _processes(self) -> list[psutil.Process]:
         if not self.children:
             return [self._process]
-        return [self._process, *self._process.children(recursive=True)]
+        now = time.monotonic()
+        if now - self._listed_at >= self.refresh:
+            self._listed = self._process.children(recursive=True)
+            self._listed_at = now
+        return [self._process, *self._listed]
 
     def _total(self) -> int:
         total = 0
@@ -82,6 +98,7 @@ class PeakRSS:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRSS:
+        self._listed_at = -float("inf")
         self.start = self.peak = self._total()
         self.pss_start = self.pss_peak = self._total_pss()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -91,6 +108,7 @@ class PeakRSS:
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._listed_at = -float("inf")
         self.peak = max(self.peak, self._total())
         pss = self._total_pss()
         if pss is not None:

@@ -12,9 +12,10 @@ shared memory, worker imports and Numba cache loading) separately::
 Each configuration runs ``--repeat`` times (interleaved) and its best time counts; the first
 round is printed too (``first run``): there, multiprocessing starts a new worker pool, while
 later rounds take over the pool the previous run of the same configuration left idle (see
-``pyflowreg.executors.processes``). Peak RSS is sampled every 20 ms and includes worker
-processes (pages of shared memory touched by several processes are counted once per process,
-so this overstates multiprocessing slightly).
+``pyflowreg.executors.processes``). Peak RSS is measured in one more round of its own, so that
+sampling it (every 20 ms) costs no timed round any CPU; it includes worker processes (pages of
+shared memory touched by several processes are counted once per process, so this overstates
+multiprocessing slightly).
 """
 
 from __future__ import annotations
@@ -166,18 +167,21 @@ def main(argv: list[str] | None = None) -> None:
     # Rounds over all configurations, best time of each: this machine's speed drifts by 10-20 %
     # over minutes (shared host), which would otherwise decide the ratios.
     configs = [(e, n) for e in executors for n in ([1] if e == "sequential" else n_jobs_list)]
-    best = {config: (float("inf"), 0.0) for config in configs}
+    best = {config: float("inf") for config in configs}
     first_round: dict = {}
     shutdown_idle_pools()  # the first round starts new pools
     for _ in range(max(1, args.repeat)):
         for config in configs:
-            with PeakRSS() as memory:
-                seconds = measure(*config)
+            seconds = measure(*config)
             first_round.setdefault(config, seconds)
-            fastest, peak = best[config]
-            best[config] = (min(fastest, seconds), max(peak, memory.peak_mib))
+            best[config] = min(best[config], seconds)
+    peak = {}
+    for config in configs:
+        with PeakRSS() as memory:
+            measure(*config)
+        peak[config] = memory.peak_mib
     rows = [
-        (e, n, args.frames / best[(e, n)][0], args.frames / first_round[(e, n)], best[(e, n)][1])
+        (e, n, args.frames / best[(e, n)], args.frames / first_round[(e, n)], peak[(e, n)])
         for e, n in configs
     ]
     base = next((row for row in rows if row[0] == "sequential"), None)

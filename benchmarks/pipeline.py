@@ -9,7 +9,9 @@ Three measurements of ``compensate_recording`` (synthetic data from
    processes (shared pages once per process), and the peak of NumPy and Python
    allocations (``tracemalloc``, main process only), on a long and a short recording of
    the same frame size; each run in a fresh Python process after a warm-up that loads the
-   compiled kernels. Bounded memory means the two peaks are about equal. The short
+   compiled kernels, ``--memory-runs`` times per length (the median counts: a peak is one
+   20 ms sample of a quantity that moves by a batch's buffers). Bounded memory means the
+   two peaks are about equal. The short
    recording must hold a few batches (default 200 frames, ``buffer_size`` 50) so that it
    reaches the pipeline's steady state too: a run of two batches never holds a batch read
    ahead, and would look smaller for that reason alone.
@@ -19,7 +21,10 @@ Three measurements of ``compensate_recording`` (synthetic data from
    ("other") is what the pipeline adds: reading, pre-filtering, writing, statistics,
    averaging the reference and bookkeeping. The reference pass registers up to 450 frames
    (``reference_frames = range(50, 500)``) whatever the length; its flow time is printed
-   on its own, and as a share of the registration's flow time.
+   on its own, and the overhead is printed both ways: "other %" counts the reference
+   pass's flows as flow time, "+ref %" counts them as overhead too (everything but the
+   registration's own flows, over those flows). The latter is a fixed cost per run, so it
+   falls with the length (``--overhead-frames``).
 3. **End-to-end accuracy**: endpoint error against the ground truth of the fields saved by
    the pipeline (``w.h5``; reference = the clean scene) next to the EPE of the engine
    called directly on the same pre-processed frames from zero initial flow.
@@ -115,14 +120,28 @@ def memory_child(args) -> None:
     print(json.dumps({**row, "seconds": result.seconds}))
 
 
-def measure_memory(args, work: Path) -> list[dict]:
-    rows = []
-    for n in (args.short, args.long):
-        cmd = [sys.executable, __file__, "--child-frames", str(n), "--workdir", str(work)]
-        cmd += _forwarded(args)
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    return rows
+def measure_memory(args, work: Path) -> list[list[dict]]:
+    """Per length (short, long), the rows of ``--memory-runs`` runs (interleaved)."""
+    runs: dict[int, list[dict]] = {args.short: [], args.long: []}
+    for _ in range(max(1, args.memory_runs)):
+        for n in runs:
+            cmd = [sys.executable, __file__, "--child-frames", str(n), "--workdir", str(work)]
+            cmd += _forwarded(args)
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            runs[n].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return list(runs.values())
+
+
+def _median(rows: list[dict], key: str) -> float | None:
+    values = [row[key] for row in rows if row[key] is not None]
+    return float(np.median(values)) if values else None
+
+
+def _spread(rows: list[dict], key: str) -> str:
+    values = [row[key] for row in rows if row[key] is not None]
+    if len(values) < 2:
+        return ""
+    return f"{min(values):.0f}-{max(values):.0f}"
 
 
 def _forwarded(args) -> list[str]:
@@ -139,7 +158,8 @@ def _forwarded(args) -> list[str]:
 def measure_overhead(args, work: Path) -> list[dict]:
     warm_up(args)
     rows = []
-    for n in (args.short, args.long):
+    lengths = [int(n) for n in args.overhead_frames.split(",")] if args.overhead_frames else []
+    for n in lengths or (args.short, args.long):
         for fmt, ext in (("HDF5", ".h5"), ("TIFF", ".tif")):
             source = write_recording(work / f"overhead_{n}{ext}", n, args.size)
             out = work / f"out_{fmt.lower()}_{n}"
@@ -197,6 +217,12 @@ def main(argv=None) -> None:
     parser.add_argument("--long", type=int, default=2000, help="frames of the long recording")
     parser.add_argument("--short", type=int, default=200, help="frames of the short recording")
     parser.add_argument("--accuracy-frames", type=int, default=40)
+    parser.add_argument("--memory-runs", type=int, default=3, help="runs per length (median)")
+    parser.add_argument(
+        "--overhead-frames",
+        default=None,
+        help="comma-separated recording lengths of the overhead runs (default: short,long)",
+    )
     parser.add_argument("--quality", default="fast", help="quality_setting (fast)")
     parser.add_argument(
         "--buffer-size",
@@ -226,36 +252,43 @@ def main(argv=None) -> None:
             print("   (PSS: shared pages counted once; RSS: summed per process, shared pages")
             print("   once per process that maps them; heap: NumPy/Python allocations of the")
             print("   main process, tracemalloc)")
-            print(f"{'frames':>8} {'PSS MiB':>9} {'RSS MiB':>9} {'heap MiB':>9} {'seconds':>9}")
-            rows = measure_memory(args, work)
-            for row in rows:
-                pss = "n/a" if row["pss_mib"] is None else f"{row['pss_mib']:.1f}"
+            print(f"   (median of {max(1, args.memory_runs)} runs per length; range: of PSS)")
+            print(
+                f"{'frames':>8} {'PSS MiB':>9} {'range':>11} {'RSS MiB':>9} {'heap MiB':>9} "
+                f"{'seconds':>9}"
+            )
+            runs = measure_memory(args, work)
+            for rows in runs:
+                pss = _median(rows, "pss_mib")
                 print(
-                    f"{row['frames']:>8} {pss:>9} {row['peak_mib']:>9.1f} "
-                    f"{row['heap_mib']:>9.1f} {row['seconds']:>9.1f}"
+                    f"{rows[0]['frames']:>8} {'n/a' if pss is None else f'{pss:.1f}':>9} "
+                    f"{_spread(rows, 'pss_mib'):>11} {_median(rows, 'peak_mib'):>9.1f} "
+                    f"{_median(rows, 'heap_mib'):>9.1f} {_median(rows, 'seconds'):>9.1f}"
                 )
-            short, long = rows
-            for key, label in (("pss_mib", "PSS"), ("heap_mib", "heap")):
-                if short[key] and long[key] is not None:
-                    growth = 100 * (long[key] / short[key] - 1)
-                    frames = f"{long['frames']} frames vs {short['frames']}"
-                    print(f"   {label}: {frames}: {growth:+.1f}%")
+            short, long = runs
+            for key, label in (("pss_mib", "PSS"), ("peak_mib", "RSS"), ("heap_mib", "heap")):
+                a, b = _median(short, key), _median(long, key)
+                if a and b is not None:
+                    frames = f"{long[0]['frames']} frames vs {short[0]['frames']}"
+                    print(f"   {label}: {frames}: {100 * (b / a - 1):+.1f}%")
         if "overhead" not in args.skip:
             print("\n2. file-to-file overhead vs flow time (flow: time in the executor, the")
-            print("   reference pass included; other = total - flow; ref %: reference pass")
-            print("   flow time / registration flow time)")
+            print("   reference pass included; ref: the reference pass's part of it;")
+            print("   other = total - flow; other % = other / flow; +ref % = (other + ref) /")
+            print("   (flow - ref), i.e. the reference pass counted as overhead too)")
             print(
                 f"{'format':>6} {'frames':>7} {'total s':>8} {'flow s':>8} {'ref s':>7} "
-                f"{'other s':>8} {'other %':>8} {'ref %':>6}"
+                f"{'other s':>8} {'other %':>8} {'+ref %':>7}"
             )
             for row in measure_overhead(args, work):
                 other = row["seconds"] - row["flow_seconds"]
                 ref = row["reference_seconds"]
+                registration = row["flow_seconds"] - ref
                 print(
                     f"{row['format']:>6} {row['frames']:>7} {row['seconds']:>8.2f} "
                     f"{row['flow_seconds']:>8.2f} {ref:>7.2f} {other:>8.2f} "
                     f"{100 * other / row['flow_seconds']:>7.1f}% "
-                    f"{100 * ref / (row['flow_seconds'] - ref):>5.0f}%"
+                    f"{100 * (other + ref) / registration:>6.1f}%"
                 )
         if "accuracy" not in args.skip:
             acc = measure_accuracy(args, work)

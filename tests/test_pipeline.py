@@ -9,6 +9,7 @@ import pytest
 from pyflowreg.core import estimate, prepare_reference
 from pyflowreg.core.preprocess import gaussian_filter_video, normalize, reference_range
 from pyflowreg.datasets import make_recording
+from pyflowreg.executors.base import PendingBatch
 from pyflowreg.motion_correction import (
     FlowRegLive,
     OFOptions,
@@ -207,6 +208,9 @@ class SpyExecutor:
         level = filtered.mean(axis=(1, 2, 3))[:, None, None, None]
         w = (uv[None] + level).astype(np.float32)
         return raw, w
+
+    def submit_batch(self, raw, filtered, uv, first_index):
+        return PendingBatch.completed(*self.process_batch(raw, filtered, uv, first_index))
 
 
 def _planner(video, buffer_size, **kw):

@@ -48,7 +48,8 @@ class InitialFlowPlanner:
     source : FrameSource
         The pre-processed recording.
     executor : Executor
-        With its reference set; ``process_batch`` gives the fields of a window.
+        With its reference set; ``submit_batch`` gives the fields of a window (read
+        from the executor's buffers, never copied out).
     batches : list of (start, stop)
     reference : ndarray, shape (H, W, C), float32
         The pre-processed reference (for ``cc_initialization``).
@@ -152,13 +153,19 @@ class InitialFlowPlanner:
         return [(s, min(s + size, stop)) for s in range(start, stop, size)]
 
     def _mean_flow(self, start: int, stop: int, seed: np.ndarray) -> np.ndarray:
+        chunks = self._chunks(start, stop)
         fields = []
-        for a, b in self._chunks(start, stop):
+        for a, b in chunks:
             raw, filtered = self.source.read(a, b)
-            _, w = self.executor.process_batch(raw, filtered, seed, self.source.frame_index(a))
-            fields.append(np.asarray(w))
-        w = fields[0] if len(fields) == 1 else np.concatenate(fields)
-        return w.mean(axis=0, dtype=np.float64).astype(np.float32)
+            pending = self.executor.submit_batch(raw, filtered, seed, self.source.frame_index(a))
+            try:
+                w = pending.result()[1]
+                if len(chunks) == 1:  # the usual case: the mean straight from the executor's
+                    return w.mean(axis=0, dtype=np.float64).astype(np.float32)  # buffers
+                fields.append(np.array(w))
+            finally:
+                pending.release()
+        return np.concatenate(fields).mean(axis=0, dtype=np.float64).astype(np.float32)
 
     def _rigid(self, start: int, stop: int) -> np.ndarray:
         total = None
