@@ -88,6 +88,13 @@ def test_parallelization_page_examples(runtime, tmp_path, monkeypatch, capsys):
     threaded = read_video("results/compensated.h5")
     assert threaded.shape == (N_FRAMES, 24, 32, 1)
 
+    from pyflowreg.executors import shutdown_idle_pools
+
+    shutdown_idle_pools()  # the page's own runs only
+    run = page.run_next("Worker pools between runs")
+    assert capsys.readouterr().out == "1\n"
+    assert read_run("results_day2")["executor"] == "multiprocessing"
+
     run = page.run_next("Batch size (`buffer_size`)")
     assert capsys.readouterr().out == f"{N_FRAMES} frames in batches of 4\n"
     assert read_run("results_small")["executor"] == "threading"
