@@ -479,8 +479,9 @@ def test_idle_pool_is_stopped_after_its_time_and_never_kept_after_errors(recordi
     monkeypatch.setenv(processes.KEEP_ALIVE_ENV, "soon")
     with pytest.raises(ValueError, match="PYFLOWREG_POOL_KEEP_ALIVE must be a number of seconds"):
         MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, WarpSettings())
-    with pytest.raises(ValueError, match=r"keep_alive must be >= 0 seconds, got -1"):
-        processes.keep_alive_seconds(-1)
+    for bad in (-1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"keep_alive must be a finite number of seconds >= 0"):
+            processes.keep_alive_seconds(bad)
     with pytest.raises(TypeError, match="keep_alive must be a number of seconds, got str"):
         processes.keep_alive_seconds("5")
 

@@ -255,8 +255,8 @@ def keep_alive_seconds(value: float | None = None) -> float:
             ) from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{source} must be a number of seconds, got {type(value).__name__}")
-    if not value >= 0:  # also NaN
-        raise ValueError(f"{source} must be >= 0 seconds, got {value}")
+    if not 0 <= value < float("inf"):  # also NaN
+        raise ValueError(f"{source} must be a finite number of seconds >= 0, got {value}")
     return float(value)
 
 
