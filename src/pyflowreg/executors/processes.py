@@ -365,16 +365,13 @@ class MultiprocessingExecutor(Executor):
         )
         try:
             self._payload = pickle.dumps((_init_worker, init_args))
+            identity = pickle.dumps((self.backend_factory, self.backend_params))
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             raise TypeError(
                 "the flow-backend factory and backend_params must be picklable to reach "
                 "multiprocessing workers (use a module-level class or function, not a lambda "
                 f"or a local function): {exc}"
             ) from exc
-        try:
-            identity = pickle.dumps((self.backend_factory, self.backend_params))
-        except (pickle.PicklingError, AttributeError, TypeError):  # pragma: no cover
-            identity = None  # pickled above already; never expected
         #: What an idle pool must have been made for to serve this executor.
         self._pool_key = (self.n_workers, start_method, identity)
         self._pool: cf.ProcessPoolExecutor | None = None
@@ -630,7 +627,7 @@ class MultiprocessingExecutor(Executor):
                     process.terminate()
             self._cancel_in_flight()
             if pool is not None:
-                if sound and self.keep_alive > 0:
+                if sound and not self._broken and self.keep_alive > 0:  # none died meanwhile
                     _IDLE.keep(self._pool_key, pool, self.keep_alive)
                 else:
                     pool.shutdown(wait=True, cancel_futures=True)
