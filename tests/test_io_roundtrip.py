@@ -231,7 +231,7 @@ def test_array_reader_layouts():
     np.testing.assert_array_equal(reader[:][..., 0], video)
     with pytest.raises(ValueError, match="axis_order='TYXQ' does not fit a 3-D array"):
         open_reader(video, axis_order="TYXQ")
-    with pytest.raises(ValueError, match="cannot read a 5-D array as a video"):
+    with pytest.raises(ValueError, match=r"shape \(1, 2, 3, 4, 5\) \(5-D\); a video is a 3-D"):
         open_reader(np.zeros((1, 2, 3, 4, 5)))
     with pytest.raises(TypeError, match="must be numeric"):
         open_reader(np.array([["a"]]))

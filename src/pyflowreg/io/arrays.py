@@ -86,6 +86,7 @@ def select_datasets(
     dataset_name: str | Sequence[str] | None = None,
     dataset_names: Sequence[str] | None = None,
     what: str = "dataset",
+    dtypes: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Choose the dataset(s) holding the video in a container.
 
@@ -101,6 +102,9 @@ def select_datasets(
         One dataset per channel, stacked in this order.
     what : str
         Word for the error messages ("dataset", "variable", "array").
+    dtypes : mapping of str to dtype, optional
+        Dtype of every dataset in the container, the non-numeric ones included: the errors then
+        say what is wrong with a dataset that is there but cannot hold a video.
 
     Returns
     -------
@@ -119,11 +123,24 @@ def select_datasets(
     if requested is not None:
         if isinstance(requested, str) or not requested:
             raise TypeError("dataset_names must be a non-empty list of names")
+        for name in requested:
+            if name not in shapes and name in (dtypes or {}):
+                raise TypeError(
+                    f"{what} {name!r} in '{path}' has dtype {np.dtype(dtypes[name])}; {_ACCEPTED}"
+                )
         missing = [n for n in requested if n not in shapes]
         if missing:
             raise DatasetNotFoundError(
                 f"{what} {missing[0]!r} not found in '{path}'; available {what}s: {available}"
             )
+        for name in requested:
+            if len(shapes[name]) not in (2, 3, 4):
+                raise ValueError(
+                    f"{what} {name!r} in '{path}' has shape {tuple(shapes[name])} "
+                    f"({_ndim_words(len(shapes[name]))}"
+                    + (f", dtype {np.dtype(dtypes[name])}" if name in (dtypes or {}) else "")
+                    + f"); {_ACCEPTED}"
+                )
         return list(requested)
     videos = {k: v for k, v in shapes.items() if len(v) in (3, 4)}
     channels = {}
@@ -139,10 +156,44 @@ def select_datasets(
                 return [name]
     if videos:
         return [max(videos, key=lambda k: int(np.prod(videos[k])))]
+    _raise_unusable(shapes, dtypes or {}, path, what)
     raise DatasetNotFoundError(
         f"no 3-D or 4-D {what} found in '{path}'; available {what}s: {available}; "
         f"pass {what}_name=... (and axis_order=... for other layouts)"
     )
+
+
+_ACCEPTED = (
+    "a video is a 3-D (T, H, W) or 4-D (T, H, W, C) array of integers or floating-point "
+    "numbers (2-D: a single frame)"
+)
+
+
+def _ndim_words(ndim: int) -> str:
+    return "a scalar" if ndim == 0 else f"{ndim}-D"
+
+
+def _raise_unusable(
+    shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, Any], path: PathType, what: str
+) -> None:
+    """Raise ``ValueError``/``TypeError`` when the container holds datasets, none of them 2-D to
+    4-D numeric: the dataset is there, its shape or dtype is wrong (say which, and what is
+    accepted). Returns when there is nothing to say beyond "not found"."""
+    if any(len(v) == 2 for v in shapes.values()):
+        return  # a single frame is readable with an explicit name: "not found" lists it
+    wrong_shape = [
+        f"{what} {k!r} has shape {tuple(v)} ({_ndim_words(len(v))}"
+        + (f", dtype {np.dtype(dtypes[k])})" if k in dtypes else ")")
+        for k, v in shapes.items()
+    ]
+    wrong_dtype = [
+        f"{what} {k!r} has dtype {np.dtype(v)}" for k, v in dtypes.items() if k not in shapes
+    ]
+    if not wrong_shape and not wrong_dtype:
+        return
+    details = "; ".join(wrong_shape + wrong_dtype)
+    error = ValueError if wrong_shape else TypeError
+    raise error(f"no video in '{path}': {details}; {_ACCEPTED}")
 
 
 class ArraySourceReader(VideoReader):
@@ -179,6 +230,17 @@ class ArraySourceReader(VideoReader):
         if not arrays:
             raise ValueError("at least one array is needed")
         self._arrays = list(arrays)
+        for a in self._arrays:
+            if np.dtype(a.dtype).kind not in "biuf":
+                raise TypeError(
+                    f"'{path or 'array'}' holds dtype {np.dtype(a.dtype)} (shape "
+                    f"{tuple(a.shape)}); {_ACCEPTED}"
+                )
+            if len(a.shape) not in (2, 3, 4) and axis_order is None:
+                raise ValueError(
+                    f"'{path or 'array'}' holds an array of shape {tuple(a.shape)} "
+                    f"({_ndim_words(len(a.shape))}); {_ACCEPTED}"
+                )
         self._orders = [
             parse_axis_order(axis_order, len(a.shape), default=default_orders) for a in self._arrays
         ]

@@ -36,8 +36,11 @@ class CorruptFileError(OSError, ValueError):
     """
 
 
-class DatasetNotFoundError(KeyError):
-    """A requested dataset or variable is not in the file; the message lists the available ones."""
+class DatasetNotFoundError(KeyError, ValueError):
+    """A requested dataset or variable is not in the file; the message lists the available ones.
+
+    It is both a ``KeyError`` and a ``ValueError`` (the file's content is not what was asked for).
+    """
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

@@ -44,6 +44,20 @@ def list_datasets(group: h5py.Group, *, skip: Sequence[str] = ()) -> dict[str, t
     return found
 
 
+def dataset_dtypes(group: h5py.Group, *, skip: Sequence[str] = ()) -> dict[str, np.dtype]:
+    """Every dataset below ``group`` and its dtype, by path, numeric or not (for messages)."""
+    found: dict[str, np.dtype] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if any(name == s or name.startswith(s + "/") for s in skip):
+            return
+        if isinstance(obj, h5py.Dataset):
+            found[name] = obj.dtype
+
+    group.visititems(visit)
+    return found
+
+
 def open_h5(path: PathType, mode: str = "r", **kwargs: Any) -> h5py.File:
     """Open an HDF5 file; a damaged or non-HDF5 file raises ``CorruptFileError`` naming it."""
     try:
@@ -112,6 +126,7 @@ class HDF5Reader(H5FileReader):
                 path,
                 dataset_name=dataset_name,
                 dataset_names=dataset_names,
+                dtypes=dataset_dtypes(self._file),
             )
             super().__init__(
                 path,

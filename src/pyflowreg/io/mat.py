@@ -32,7 +32,13 @@ from pyflowreg.io.base import (
     check_input_path,
     corrupt_file_error,
 )
-from pyflowreg.io.hdf5 import H5FileReader, HDF5Writer, list_datasets, open_h5
+from pyflowreg.io.hdf5 import (
+    H5FileReader,
+    HDF5Writer,
+    dataset_dtypes,
+    list_datasets,
+    open_h5,
+)
 
 __all__ = ["MAT5Reader", "MAT73Reader", "MATWriter", "is_mat73", "open_mat"]
 
@@ -172,6 +178,7 @@ class MAT73Reader(H5FileReader):
                 dataset_name=variable_name,
                 dataset_names=variable_names,
                 what="variable",
+                dtypes=dataset_dtypes(self._file, skip=_SKIP_GROUPS),
             )
             super().__init__(
                 path,

@@ -44,8 +44,8 @@ class NPYReader(ArraySourceReader):
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise corrupt_file_error(path, exc) from exc
-        if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
-            raise corrupt_file_error(path, "not a numeric .npy array")
+        if not isinstance(array, np.ndarray):
+            raise corrupt_file_error(path, "not a .npy array")
         super().__init__(
             path, [array], axis_order, bin_size=bin_size, options={"axis_order": axis_order}
         )

@@ -95,7 +95,11 @@ class ZarrReader(ArraySourceReader):
                 if np.dtype(arr.dtype).kind in "biuf"
             }
             names = select_datasets(
-                shapes, path, dataset_name=dataset_name, dataset_names=dataset_names
+                shapes,
+                path,
+                dataset_name=dataset_name,
+                dataset_names=dataset_names,
+                dtypes={name: np.dtype(arr.dtype) for name, arr in node.arrays()},
             )
             arrays = [node[name] for name in names]
         options = {"axis_order": axis_order}
