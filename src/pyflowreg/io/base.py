@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -84,18 +84,26 @@ class ReaderSpec:
     source : str, list of str or ndarray
         The path(s), or the array itself for the ``ARRAY`` format.
     options : dict
-        Keyword arguments for :func:`pyflowreg.io.open_reader`.
+        Keyword arguments of the reader.
+    opener : callable, optional
+        Picklable ``opener(source, **options) -> VideoReader``, usually the reader class. A spec
+        without one is opened by ``pyflowreg.io.open_reader(spec)`` from its ``format`` (this
+        module does not import the format table: the factory sits above the readers).
     """
 
     format: str | None
     source: Any
     options: Mapping[str, Any] = field(default_factory=dict)
+    opener: Callable[..., VideoReader] | None = field(default=None, compare=False)
 
     def open(self) -> VideoReader:
         """Open a new reader from this description."""
-        from pyflowreg.io.formats import open_reader
-
-        return open_reader(self.source, format=self.format, **dict(self.options))
+        if self.opener is None:
+            raise ValueError(
+                f"this ReaderSpec has no opener; open it with pyflowreg.io.open_reader("
+                f"spec.source, format={self.format!r}, **spec.options) or pass it to open_reader"
+            )
+        return self.opener(self.source, **dict(self.options))
 
 
 def _open_spec(spec: ReaderSpec) -> VideoReader:
@@ -125,6 +133,8 @@ class VideoReader(ABC):
         self.bin_size = _check_bin_size(bin_size)
         self._options = dict(options or {})
         self._closed = False
+        self._buffer_size = 500
+        self._cursor = 0
 
     # -- to implement -------------------------------------------------------------------------
     @abstractmethod
@@ -151,6 +161,19 @@ class VideoReader(ABC):
     @property
     def n_channels(self) -> int:
         return self._raw_shape[3]
+
+    @property
+    def height(self) -> int:
+        return self._raw_shape[1]
+
+    @property
+    def width(self) -> int:
+        return self._raw_shape[2]
+
+    @property
+    def frame_count(self) -> int:
+        """Number of frames after binning (``len(reader)``)."""
+        return len(self)
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -277,12 +300,59 @@ class VideoReader(ABC):
         for start in range(0, len(self), batch_size):
             yield self.read(start, start + batch_size)
 
+    # -- batches of buffer_size frames (PyFlowReg's reader interface) ---------------------------
+    @property
+    def buffer_size(self) -> int:
+        """Frames (after binning) per batch of :meth:`read_batch` and of iteration (default 500)."""
+        return self._buffer_size
+
+    @buffer_size.setter
+    def buffer_size(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TypeError(f"buffer_size must be an int, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {value}")
+        self._buffer_size = int(value)
+
+    @property
+    def current_frame(self) -> int:
+        """Index of the first frame the next :meth:`read_batch` returns."""
+        return self._cursor
+
+    def has_batch(self) -> bool:
+        """True while :meth:`read_batch` has frames left to return."""
+        return self._cursor < len(self)
+
+    def read_batch(self) -> np.ndarray:
+        """The next ``(n <= buffer_size, H, W, C)`` frames; ``n == 0`` once the video is done."""
+        start = self._cursor
+        block = self.read(start, start + self._buffer_size)
+        self._cursor = start + block.shape[0]
+        return block
+
+    def reset(self) -> None:
+        """Rewind :meth:`read_batch` to the first frame."""
+        self._cursor = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Batches of :attr:`buffer_size` frames over the whole video (independent of
+        :meth:`read_batch`'s position; each ``for`` loop starts at frame 0)."""
+        return self.iter_batches(self._buffer_size)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``np.asarray(reader)``: all frames, ``(T, H, W, C)`` (always a copy)."""
+        if copy is False:
+            raise ValueError("a video reader cannot be turned into an array without a copy")
+        frames = self[:]
+        return frames if dtype is None else frames.astype(dtype, copy=False)
+
     # -- lifetime -------------------------------------------------------------------------------
     @property
     def spec(self) -> ReaderSpec:
         """Picklable description from which :meth:`reopen` (or a worker process) opens a twin."""
         source = str(self.path) if self.path is not None else None
-        return ReaderSpec(self.format_name, source, {**self._options, "bin_size": self.bin_size})
+        options = {**self._options, "bin_size": self.bin_size}
+        return ReaderSpec(self.format_name, source, options, opener=type(self))
 
     def reopen(self) -> VideoReader:
         """Open an independent reader on the same source with the same options."""
@@ -430,6 +500,10 @@ class VideoWriter(ABC):
         if arr.shape[0]:
             self._write(arr)
             self.frames_written += arr.shape[0]
+
+    def write_frames(self, frames: np.ndarray) -> None:
+        """Append frames; the same as :meth:`write` (PyFlowReg's name)."""
+        self.write(frames)
 
     def close(self) -> None:
         """Flush and close the output; safe to call more than once."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pyflowreg.io.base import PathType, VideoReader, VideoWriter, check_input_path
+from pyflowreg.io.base import PathType, ReaderSpec, VideoReader, VideoWriter, check_input_path
 
 __all__ = ["FORMATS", "detect_format", "normalize_format", "open_reader", "open_writer"]
 
@@ -52,10 +52,13 @@ def _mat_reader(path: PathType, **kw: Any) -> VideoReader:
     return open_mat(path, **kw)
 
 
-def _mat_writer(path: PathType, **kw: Any) -> VideoWriter:
-    from pyflowreg.io.mat import MATWriter
+def _mat_writer(path: PathType, version: str = "7.3", **kw: Any) -> VideoWriter:
+    from pyflowreg.io.mat import MAT5Writer, MATWriter
 
-    return MATWriter(path, **kw)
+    version = str(version)
+    if version not in ("7.3", "5"):
+        raise ValueError(f"MAT version must be '7.3' or '5', got {version!r}")
+    return MATWriter(path, **kw) if version == "7.3" else MAT5Writer(path, **kw)
 
 
 def _npy_reader(path: PathType, **kw: Any) -> VideoReader:
@@ -100,6 +103,28 @@ def _null_writer(path: PathType | None, **kw: Any) -> VideoWriter:
     return NullWriter(path, **kw)
 
 
+def _suite2p_writer(path: PathType, **kw: Any) -> VideoWriter:
+    return _tiff_writer(path, layout="pages", **kw)
+
+
+def _per_channel(
+    single: Callable[..., VideoWriter], suffix: str, **fixed: Any
+) -> Callable[..., VideoWriter]:
+    """Writer factory for one file per channel, each written by ``single``."""
+
+    def factory(path: PathType, *, expected_frames: int | None = None, **kw: Any) -> VideoWriter:
+        from pyflowreg.io.multifile import MultiFileWriter
+
+        def channel_writer(p: PathType, expected_frames: int | None = None) -> VideoWriter:
+            return single(p, expected_frames=expected_frames, **fixed, **kw)
+
+        return MultiFileWriter(
+            path, channel_writer=channel_writer, suffix=suffix, expected_frames=expected_frames
+        )
+
+    return factory
+
+
 #: Format name -> extensions, reader and writer factories.
 FORMATS: dict[str, _Format] = {
     "HDF5": _Format((".h5", ".hdf5", ".hdf", ".he5"), _hdf5_reader, _hdf5_writer),
@@ -109,6 +134,12 @@ FORMATS: dict[str, _Format] = {
     "ZARR": _Format((".zarr",), _zarr_reader, _zarr_writer),
     "ARRAY": _Format((), _array_reader, _array_writer),
     "NULL": _Format((), None, _null_writer),
+    # Write-only layouts of the formats above (PyFlowReg's output formats).
+    "SUITE2P_TIFF": _Format((), None, _suite2p_writer),
+    "MULTIFILE_TIFF": _Format((), None, _per_channel(_tiff_writer, ".TIFF")),
+    "MULTIFILE_HDF5": _Format((), None, _per_channel(_hdf5_writer, ".HDF5")),
+    "MULTIFILE_MAT": _Format((), None, _per_channel(_mat_writer, ".MAT")),
+    "CAIMAN_HDF5": _Format((), None, _per_channel(_hdf5_writer, ".hdf5", dataset_names=["mov"])),
 }
 _ALIASES = {"H5": "HDF5", "HDF": "HDF5", "TIF": "TIFF", "NUMPY": "NPY", "NONE": "NULL"}
 
@@ -117,7 +148,8 @@ def _known() -> str:
     exts = ", ".join(
         f"{name} ({' '.join(f.extensions)})" for name, f in FORMATS.items() if f.extensions
     )
-    return f"{exts}, ARRAY (in memory), NULL (discard)"
+    writers = ", ".join(n for n, f in FORMATS.items() if f.reader is None and n != "NULL")
+    return f"{exts}, ARRAY (in memory), NULL (discard); for writing only: {writers}"
 
 
 def normalize_format(format: str) -> str:
@@ -155,9 +187,10 @@ def open_reader(
 
     Parameters
     ----------
-    source : path-like, list of path-like, ndarray or VideoReader
+    source : path-like, list of path-like, ndarray, VideoReader or ReaderSpec
         A file; several files, one per channel (stacked along ``C``); an array ``(T, H, W)``,
-        ``(T, H, W, C)`` or ``(H, W)``; or an open reader (returned as is).
+        ``(T, H, W, C)`` or ``(H, W)``; an open reader (returned as is); or a reader's
+        :class:`~pyflowreg.io.base.ReaderSpec` (a new reader is opened from it).
     format : str, optional
         ``"HDF5"``, ``"TIFF"``, ``"MAT"``, ``"NPY"``, ``"ZARR"`` or ``"ARRAY"`` (any case);
         default: from the extension.
@@ -180,6 +213,10 @@ def open_reader(
     """
     if isinstance(source, VideoReader):
         return source
+    if isinstance(source, ReaderSpec):
+        if source.opener is not None:
+            return source.open()
+        return open_reader(source.source, source.format, **{**source.options, **kwargs})
     name = None if format is None else normalize_format(format)
     if isinstance(source, np.ndarray) or name == "ARRAY":
         if name not in (None, "ARRAY"):
@@ -222,9 +259,13 @@ def open_writer(path: PathType | None, format: str | None = None, **kwargs: Any)
         Output file (``None`` is allowed for ``ARRAY`` and ``NULL``).
     format : str, optional
         ``"HDF5"``, ``"TIFF"``, ``"MAT"``, ``"NPY"``, ``"ZARR"``, ``"ARRAY"`` or ``"NULL"``;
-        default: from the extension.
+        default: from the extension. Also the write-only layouts ``"SUITE2P_TIFF"`` (channels as
+        interleaved plain pages), ``"MULTIFILE_TIFF"``, ``"MULTIFILE_HDF5"``, ``"MULTIFILE_MAT"``
+        (one file per channel, ``<stem>_ch<N>.<FORMAT>``) and ``"CAIMAN_HDF5"`` (one
+        ``<stem>_ch<N>.hdf5`` per channel with a ``(T, H, W)`` dataset ``mov``).
     **kwargs
-        Writer options (``expected_frames`` for all; ``layout``, ``compression``, ``bigtiff``, ...).
+        Writer options (``expected_frames`` for all; ``layout``, ``compression``, ``bigtiff``,
+        ``version="5"`` for a v5 MAT file, ...).
 
     Returns
     -------

@@ -29,6 +29,7 @@ from pyflowreg.io.arrays import ArraySourceReader, select_datasets
 from pyflowreg.io.base import (
     PathType,
     VideoReader,
+    VideoWriter,
     check_input_path,
     corrupt_file_error,
 )
@@ -40,7 +41,7 @@ from pyflowreg.io.hdf5 import (
     open_h5,
 )
 
-__all__ = ["MAT5Reader", "MAT73Reader", "MATWriter", "is_mat73", "open_mat"]
+__all__ = ["MAT5Reader", "MAT5Writer", "MAT73Reader", "MATWriter", "is_mat73", "open_mat"]
 
 MATLAB_ORDERS = {2: "YX", 3: "YXT", 4: "YXTC"}
 _H5_ORDERS = {n: o[::-1] for n, o in MATLAB_ORDERS.items()}
@@ -282,3 +283,72 @@ class MATWriter(HDF5Writer):
         if wrote:
             with open(self.path, "r+b") as fh:
                 fh.write(matlab_header())
+
+
+class MAT5Writer(VideoWriter):
+    """Collect frames in memory and save a v5 MAT file (:func:`scipy.io.savemat`) at close.
+
+    v5 files open everywhere (``scipy.io.loadmat``, MATLAB, Octave) but are written whole: use
+    :class:`MATWriter` (v7.3, appended batch by batch) for long recordings. A variable of 2 GB or
+    more does not fit a v5 file; such data are written as v7.3 by :class:`MATWriter` instead.
+
+    Parameters
+    ----------
+    path : path-like
+        Output ``.mat`` file, written at :meth:`close` (nothing if no frames were written).
+    variable_names : sequence of str, optional
+        One ``(H, W, T)`` variable per channel; default ``ch1, ch2, ...``.
+    do_compression : bool
+        zlib-compress the variables (default ``True``).
+    expected_frames : int, optional
+        Hint, unused by this format.
+    """
+
+    format_name: ClassVar[str] = "MAT"
+    v5_limit: ClassVar[int] = 2**31 - 1  # bytes of one variable in a v5 file
+
+    def __init__(
+        self,
+        path: PathType,
+        *,
+        variable_names: Sequence[str] | None = None,
+        do_compression: bool = True,
+        expected_frames: int | None = None,
+    ) -> None:
+        super().__init__(path, expected_frames=expected_frames)
+        self.variable_names = None if variable_names is None else list(variable_names)
+        self.do_compression = bool(do_compression)
+        self._blocks: list[np.ndarray] = []
+
+    def _setup(self, frame_shape: tuple[int, int, int], dtype: np.dtype) -> None:
+        if dtype.str[1:] not in _MATLAB_CLASSES:
+            raise TypeError(
+                f"MAT files cannot hold dtype {dtype}; use one of "
+                f"{sorted({np.dtype(k).name for k in _MATLAB_CLASSES})}"
+            )
+        c = frame_shape[2]
+        if self.variable_names is None:
+            self.variable_names = [f"ch{i + 1}" for i in range(c)]
+        elif len(self.variable_names) != c:
+            raise ValueError(
+                f"variable_names has {len(self.variable_names)} names but the frames have "
+                f"{c} channels"
+            )
+
+    def _write(self, frames: np.ndarray) -> None:
+        self._blocks.append(frames.copy())
+
+    def _close(self) -> None:
+        if not self._blocks:
+            return
+        video = np.concatenate(self._blocks) if len(self._blocks) > 1 else self._blocks[0]
+        self._blocks = []
+        if video[..., 0].nbytes > self.v5_limit:
+            with MATWriter(self.path, variable_names=self.variable_names) as writer:
+                writer.write(video)
+            return
+        variables = {
+            name: np.ascontiguousarray(video[..., i].transpose(1, 2, 0))
+            for i, name in enumerate(self.variable_names)
+        }
+        scipy.io.savemat(str(self.path), variables, do_compression=self.do_compression)

@@ -39,7 +39,8 @@ class ArrayReader(ArraySourceReader):
 
     @property
     def spec(self) -> ReaderSpec:
-        return ReaderSpec("ARRAY", self.array, {**self._options, "bin_size": self.bin_size})
+        options = {**self._options, "bin_size": self.bin_size}
+        return ReaderSpec("ARRAY", self.array, options, opener=ArrayReader)
 
     def _close(self) -> None:
         super()._close()
@@ -92,6 +93,10 @@ class ArrayWriter(VideoWriter):
         if len(self._batches) != 1:
             self._batches = [np.concatenate(self._batches, axis=0)]
         return self._batches[0]
+
+    def get_array(self) -> np.ndarray:
+        """All frames written so far, ``(frames_written, H, W, C)``: :attr:`result`."""
+        return self.result
 
 
 class NullWriter(VideoWriter):

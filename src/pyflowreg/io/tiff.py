@@ -20,6 +20,7 @@ reads both back. Files are uncompressed, so they can be memory-mapped.
 
 from __future__ import annotations
 
+import json
 import logging
 import struct
 import warnings
@@ -342,6 +343,32 @@ class _LayoutError(ValueError):
     """The file is readable but its layout does not fit the request."""
 
 
+def _check_compression(compression: str | None) -> str | None:
+    """Validate a TIFF compression name; ``None``/``"none"`` -> ``None``."""
+    if compression is None:
+        return None
+    if not isinstance(compression, str):
+        raise TypeError(f"compression must be a str or None, got {type(compression).__name__}")
+    name = compression.strip().lower()
+    if name == "none":
+        return None
+    known = {c.name.lower() for c in tifffile.COMPRESSION} | {"zlib", "deflate", "jpeg", "lzw"}
+    if name not in known:
+        raise ValueError(
+            f"unknown TIFF compression {compression!r}; use None, 'zlib' (or 'deflate'), 'lzw', "
+            f"'jpeg' or another tifffile codec"
+        )
+    if name not in ("zlib", "deflate", "adobe_deflate"):
+        try:
+            import imagecodecs  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                f"TIFF compression {compression!r} needs the imagecodecs package: "
+                f"pip install imagecodecs (zlib/deflate works without it)"
+            ) from None
+    return "zlib" if name in ("deflate", "adobe_deflate") else name
+
+
 class TIFFWriter(VideoWriter):
     """Append frames to a TIFF file.
 
@@ -359,6 +386,15 @@ class TIFFWriter(VideoWriter):
         4 GB, classic otherwise; with no ``expected_frames``, BigTIFF unless ImageJ.
     expected_frames : int, optional
         Number of frames that will be written, for the BigTIFF decision.
+    compression : {None, "none", "zlib", "deflate", "lzw", "jpeg", ...}
+        Page compression (``"lzw"``, ``"jpeg"`` and the other codecs need the ``imagecodecs``
+        package). Compressed files are written page by page (one 2-D page per frame and
+        channel) and their ImageJ or shaped description is completed at :meth:`close`;
+        they cannot be memory-mapped.
+    layout : {"hyperstack", "pages"}
+        ``"hyperstack"`` (default): the file describes its frames and channels. ``"pages"``:
+        plain single-channel pages, channels interleaved (``ch1, ch2, ..., ch1, ...``) with no
+        channel metadata, as Suite2p writes; read back with ``TIFFReader(n_channels=C)``.
     """
 
     format_name: ClassVar[str] = "TIFF"
@@ -371,8 +407,15 @@ class TIFFWriter(VideoWriter):
         imagej: bool | None = None,
         bigtiff: bool | None = None,
         expected_frames: int | None = None,
+        compression: str | None = None,
+        layout: str = "hyperstack",
     ) -> None:
         super().__init__(path, expected_frames=expected_frames)
+        if layout not in ("hyperstack", "pages"):
+            raise ValueError(f"layout must be 'hyperstack' or 'pages', got {layout!r}")
+        self.compression = _check_compression(compression)
+        self.layout = layout
+        self._paged = self.compression is not None or layout == "pages"
         self.imagej = imagej
         self.bigtiff = bigtiff
         self._tw: tifffile.TiffWriter | None = None
@@ -392,10 +435,13 @@ class TIFFWriter(VideoWriter):
                 size = self.expected_frames * int(np.prod(frame_shape)) * dtype.itemsize
                 self.bigtiff = size > self.classic_limit
             else:
-                self.bigtiff = not self.imagej
+                self.bigtiff = not self.imagej or self._paged
+        # Paged files carry their description on the first page (completed at close), so
+        # tifffile's own ImageJ mode (contiguous pages only) is off for them.
+        imagej_mode = self.imagej and not self._paged
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*writing nonconformant BigTIFF ImageJ")
-            self._tw = tifffile.TiffWriter(self.path, bigtiff=self.bigtiff, imagej=self.imagej)
+            self._tw = tifffile.TiffWriter(self.path, bigtiff=self.bigtiff, imagej=imagej_mode)
 
     def _put(self, block: np.ndarray) -> None:
         if not self.bigtiff and not self.imagej:
@@ -408,7 +454,33 @@ class TIFFWriter(VideoWriter):
         self._tw.write(block, contiguous=True, photometric="minisblack", metadata=metadata)
         self._bytes += block.nbytes
 
+    def _put_page(self, plane: np.ndarray) -> None:
+        first = self._bytes == 0
+        if not self.bigtiff and self._bytes + plane.nbytes > self.classic_limit:
+            raise ValueError(
+                f"'{self.path}' would exceed 4 GB, the limit of classic TIFF; "
+                f"open the writer with bigtiff=True"
+            )
+        describe = first and self.layout == "hyperstack"
+        self._tw.write(
+            plane, photometric="minisblack", metadata=None, compression=self.compression,
+            description=" " * 80 if describe else None,  # stored out of line, rewritable
+        )  # fmt: skip
+        self._bytes += plane.nbytes
+
+    def _description(self) -> str:
+        h, w, c = self._frame_shape
+        t = self.frames_written
+        if self.imagej:
+            return tifffile.imagej_description((t, c, h, w), "TCYX")
+        return json.dumps({"shape": [t, 1, c, h, w], "axes": "TZCYX"})
+
     def _write(self, frames: np.ndarray) -> None:
+        if self._paged:
+            for frame in frames:
+                for i in range(frame.shape[2]):
+                    self._put_page(np.ascontiguousarray(frame[:, :, i]))
+            return
         for frame in frames:
             block = frame.transpose(2, 0, 1)[None]  # (1, C, H, W)
             if self.imagej:
@@ -431,6 +503,8 @@ class TIFFWriter(VideoWriter):
             if self._pending is not None:
                 self._put(self._pending[None])
                 self._pending = None
+            if self._paged and self.layout == "hyperstack" and self.frames_written:
+                self._tw.overwrite_description(self._description())
         finally:
             self._tw.close()
             self._tw = None
