@@ -6,6 +6,13 @@
 >>> compensate_recording(options, config=RegistrationConfig(n_jobs=4))  # doctest: +SKIP
 """
 
+from ._compat import (
+    ChannelNormalization,
+    ConstancyAssumption,
+    InterpolationMethod,
+    OutputFormat,
+    QualitySetting,
+)
 from .compensate_arr import compensate_arr
 from .compensate_recording import (
     BatchResult,
@@ -19,8 +26,13 @@ from .options import OFOptions
 
 __all__ = [
     "BatchResult",
+    "ChannelNormalization",
+    "ConstancyAssumption",
     "FlowRegLive",
+    "InterpolationMethod",
     "OFOptions",
+    "OutputFormat",
+    "QualitySetting",
     "RegistrationConfig",
     "RegistrationError",
     "RegistrationResult",

@@ -97,9 +97,8 @@ class RunState:
 
 
 def output_dtype(options, input_dtype: np.dtype) -> np.dtype:
-    """``options.output_dtype`` or the input dtype, in native byte order."""
-    dtype = np.dtype(options.output_dtype) if options.output_dtype else np.dtype(input_dtype)
-    return dtype.newbyteorder("=")
+    """``options.output_dtype`` (or ``output_typename``'s) or the input dtype, native order."""
+    return options.resolved_output_dtype(input_dtype)
 
 
 def executor_maker(
@@ -216,6 +215,7 @@ def prepare_run(reader, options, executor, sink, state: RunState, reference, nam
     local loop and the cluster runner so both register exactly the same way.
     """
     n_frames, _, _, n_channels = (int(s) for s in reader.shape)
+    options.check_channels(n_channels, stacklevel=4)
     sigma = options.sigma_for_channels(n_channels)
     weight = _weight(options)
     dtype = output_dtype(options, reader.dtype)

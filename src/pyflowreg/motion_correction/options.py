@@ -22,6 +22,7 @@ import copy
 import difflib
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,18 @@ from pydantic import (
 )
 
 from ..core.params import FlowParameters, resolve_min_level
+from ._compat import (
+    COMPAT_CHECKS,
+    TYPENAMES,
+    ChannelNormalization,
+    ConstancyAssumption,
+    InterpolationMethod,
+    OutputFormat,
+    QualitySetting,
+    as_enum,
+    plain_value,
+    read_matlab_options,
+)
 from ._option_checks import (
     _CHECKS,
     CONFIG_SUFFIXES,
@@ -64,29 +77,39 @@ class OFOptions(BaseModel):
         calls :meth:`check_input_exists`.
     output_path : Path, default "results"
         Folder of the outputs.
-    output_format : {"HDF5", "TIFF", "MAT", "NPY", "ZARR", "ARRAY", "NULL"}
-        Writer of the registered video (case-insensitive). ``ARRAY`` keeps it in memory,
-        ``NULL`` discards it.
+    output_format : OutputFormat or {"HDF5", "TIFF", "MAT", "NPY", "ZARR", "ARRAY", "NULL"}
+        Writer of the registered video (case-insensitive; stored as :class:`OutputFormat`).
+        ``ARRAY`` keeps it in memory, ``NULL`` discards it.
     output_file_name : str, optional
-        Defaults to ``"compensated"`` plus :attr:`output_extension`.
-    quality_setting : {"quality", "balanced", "fast", "custom"}
+        Defaults to ``"compensated"`` plus :attr:`output_extension` (see ``naming_convention``).
+    naming_convention : {"default", "batch"}
+        ``"batch"`` names the registered video ``<input stem>_compensated<ext>``.
+    quality_setting : QualitySetting or {"quality", "balanced", "fast", "custom"}
         Finest pyramid level solved: 0, 4, 6, or ``min_level`` for ``"custom"``.
-    min_level : int >= 0, optional
-        Required with (and only allowed with) ``quality_setting="custom"``.
+    min_level : int >= -1, default -1
+        ``-1``: from ``quality_setting`` (``"custom"`` without a level solves down to 0).
+        A level ``>= 0`` switches ``quality_setting`` to ``"custom"``; assigning a named
+        preset afterwards sets ``min_level`` back to -1.
     alpha : float or (float, float), default (1.5, 1.5)
         Smoothness weights ``(alpha_x, alpha_y)``, > 0; a scalar means both.
     levels, eta, iterations, update_lag, a_data, a_smooth, constancy_assumption
-        Solver parameters, see ``pyflowreg.core.params.FlowParameters``.
+        Solver parameters, see ``pyflowreg.core.params.FlowParameters``;
+        ``constancy_assumption`` also accepts ``"gradient"`` (= ``"gc"``) and
+        ``"brightness"`` (= ``"gray"``).
     weight : list of float, ndarray or None
         Channel weights (>= 0, not all zero; normalised to sum 1), or a spatial weight
-        map ``(H, W)`` or ``(H, W, C)``. ``None``: uniform.
+        map ``(H, W)`` or ``(H, W, C)``. ``None``: uniform. More channel weights than the
+        video has channels: the first ones are used, with a warning.
     sigma : (3,) or (C, 3) floats, default [[1, 1, 0.1]]
         Gaussian pre-filter ``(sigma_y, sigma_x, sigma_t)`` in pixels / frames, for all
-        channels or per channel; >= 0.
+        channels or per channel; >= 0. More rows than channels: the first rows are used,
+        with a warning.
     buffer_size : int >= 1, default 400
         Frames read and registered per batch.
     bin_size : int >= 1, default 1
-        Temporal binning of the output.
+        Temporal binning of the input before registration: every ``bin_size`` consecutive
+        frames are averaged into one (a last, shorter bin is averaged too), so the outputs
+        have ``ceil(T / bin_size)`` frames.
     reference_frames : range, list of int, ndarray, str or Path, default range(50, 500)
         Frames averaged into the reference (a range is clipped to the video, see
         :meth:`resolved_reference_frames`), or a reference image ``(H, W)`` /
@@ -94,17 +117,28 @@ class OFOptions(BaseModel):
     update_reference, update_initialization_w, cc_initialization : bool
         Rebuild the reference after each batch (False); start each batch from the
         previous batch's mean flow (True); rigid phase-correlation pre-alignment (False).
-    cc_hw : int >= 8, default 256
-        Largest side of the copy used for the phase correlation.
+    cc_hw : int >= 8 or (int, int), default 256
+        Largest side of the copy used for the phase correlation (of a pair: the larger).
+    cc_up : int >= 1, default 1
+        Up-sampling of the correlation peak search: ``> 1`` refines the peak on a grid of
+        ``1 / cc_up`` px (matrix-multiply DFT); ``1`` keeps the parabolic sub-pixel fit.
     channel_normalization : {"joint", "separate"}
         Scale intensities by the reference's min/max jointly or per channel.
     interpolation_method : {"cubic", "linear", "nearest"}
         Warp of the output frames.
-    save_w, save_meta_info, save_valid_mask : bool
+    save_w, save_meta_info, save_valid_mask, save_valid_idx : bool
         Also write the displacement fields (False), statistics/metadata (True),
-        the valid-pixel masks (False).
+        the valid-pixel masks (False) as ``valid_mask.<ext>``, and the same masks as
+        PyFlowReg's ``idx.hdf`` (HDF5 dataset ``idx``, False).
     output_dtype : {"uint8", "uint16", "int16", "int32", "float32", "float64"}, optional
-        ``None``: the input's dtype.
+        ``None``: the input's dtype (or ``output_typename``'s).
+    output_typename : {"single", "double", "uint8", "uint16", "int16", "int32", ...}, optional
+        PyFlowReg's (MATLAB's) name of the output dtype; ``None`` or ``""``: the input's.
+        Must agree with ``output_dtype`` when both are set.
+    n_references : int, default 1
+        Only 1 (a multi-reference run is refused with a message).
+    min_frames_per_reference : int >= 1, default 20
+        Recorded for PyFlowReg option files; used only by multi-reference runs.
     flow_backend : str, default "flowreg"
         Name of a registered flow backend (checked by the registry at run time).
     backend_params : dict
@@ -120,10 +154,11 @@ class OFOptions(BaseModel):
 
     input_file: Path | tuple[Path, ...] | np.ndarray | None = None
     output_path: Path = Path("results")
-    output_format: str = "HDF5"
+    output_format: OutputFormat = OutputFormat.HDF5
     output_file_name: str | None = None
-    quality_setting: Literal["quality", "balanced", "fast", "custom"] = "quality"
-    min_level: int | None = None
+    naming_convention: Literal["default", "batch"] = "default"
+    quality_setting: QualitySetting = QualitySetting.QUALITY
+    min_level: int = -1
     alpha: tuple[float, float] = (1.5, 1.5)
     levels: int = 100
     eta: float = 0.8
@@ -133,20 +168,25 @@ class OFOptions(BaseModel):
     a_smooth: float = 1.0
     weight: tuple[float, ...] | np.ndarray | None = None
     sigma: tuple[tuple[float, float, float], ...] = ((1.0, 1.0, 0.1),)
-    constancy_assumption: Literal["gc", "gray"] = "gc"
+    constancy_assumption: ConstancyAssumption = ConstancyAssumption.GC
     buffer_size: int = 400
     bin_size: int = 1
     reference_frames: range | tuple[int, ...] | np.ndarray | Path = DEFAULT_REFERENCE_FRAMES
     update_reference: bool = False
     update_initialization_w: bool = True
     cc_initialization: bool = False
-    cc_hw: int = 256
-    channel_normalization: Literal["joint", "separate"] = "joint"
-    interpolation_method: Literal["cubic", "linear", "nearest"] = "cubic"
+    cc_hw: int | tuple[int, int] = 256
+    cc_up: int = 1
+    channel_normalization: ChannelNormalization = ChannelNormalization.JOINT
+    interpolation_method: InterpolationMethod = InterpolationMethod.CUBIC
     save_w: bool = False
     save_meta_info: bool = True
     save_valid_mask: bool = False
+    save_valid_idx: bool = False
     output_dtype: str | None = None
+    output_typename: str | None = None
+    n_references: int = 1
+    min_frames_per_reference: int = 20
     flow_backend: str = "flowreg"
     backend_params: dict[str, Any] = Field(default_factory=dict)
     verbose: bool = False
@@ -168,7 +208,9 @@ class OFOptions(BaseModel):
     @field_validator("*", mode="plain")
     @classmethod
     def _check_field(cls, value: Any, info: ValidationInfo) -> Any:
-        return _CHECKS[info.field_name](value)
+        name = info.field_name
+        check = COMPAT_CHECKS.get(name) or _CHECKS[name]
+        return as_enum(name, check(value))
 
     @field_serializer(
         "input_file",
@@ -183,15 +225,29 @@ class OFOptions(BaseModel):
         # for model_dump_json(); config files go through to_dict(), which refuses arrays
         return value.tolist() if isinstance(value, np.ndarray) else _plain(value)
 
+    @field_serializer(
+        "output_format",
+        "quality_setting",
+        "channel_normalization",
+        "interpolation_method",
+        "constancy_assumption",
+        "cc_hw",
+    )
+    def _enum_value(self, value: Any) -> Any:
+        return _plain(plain_value(value))
+
     @model_validator(mode="after")
     def _check_consistency(self) -> OFOptions:
-        if self.quality_setting == "custom" and self.min_level is None:
-            raise ValueError('quality_setting "custom" needs min_level (an int >= 0), got None')
-        if self.quality_setting != "custom" and self.min_level is not None:
-            raise ValueError(
-                f"min_level is only used with quality_setting='custom', got min_level="
-                f"{self.min_level} with quality_setting={self.quality_setting!r}"
-            )
+        if self.min_level >= 0 and self.quality_setting != QualitySetting.CUSTOM:
+            # PyFlowReg's rule: an explicit finest level makes the preset "custom"
+            self.__dict__["quality_setting"] = QualitySetting.CUSTOM
+        if self.output_typename is not None and self.output_dtype is not None:
+            if TYPENAMES[self.output_typename] != self.output_dtype:
+                raise ValueError(
+                    f"output_typename {self.output_typename!r} ("
+                    f"{TYPENAMES[self.output_typename]}) contradicts output_dtype "
+                    f"{self.output_dtype!r}; set one of them"
+                )
         if isinstance(self.input_file, np.ndarray):
             t, h, w, c = _video_shape(self.input_file)
             self.sigma_for_channels(c)
@@ -219,11 +275,15 @@ class OFOptions(BaseModel):
         # pydantic assigns before the model-level check runs: undo a rejected assignment
         fields = type(self).model_fields
         old = self.__dict__.get(name)
+        old_min_level = self.__dict__.get("min_level")
         try:
+            if name == "quality_setting" and isinstance(value, str) and value.lower() != "custom":
+                self.__dict__["min_level"] = -1  # a named preset replaces a custom level
             super().__setattr__(name, value)
         except Exception:
             if name in fields:
                 self.__dict__[name] = old
+                self.__dict__["min_level"] = old_min_level
             raise
 
     def __eq__(self, other: object) -> bool:
@@ -248,7 +308,9 @@ class OFOptions(BaseModel):
     @property
     def effective_min_level(self) -> int:
         """Finest pyramid level solved (from ``quality_setting`` and ``min_level``)."""
-        return resolve_min_level(self.quality_setting, self.min_level)
+        if self.quality_setting == QualitySetting.CUSTOM:
+            return max(self.min_level, 0)
+        return resolve_min_level(self.quality_setting.value)
 
     @property
     def output_extension(self) -> str:
@@ -257,8 +319,31 @@ class OFOptions(BaseModel):
 
     @property
     def output_file(self) -> Path:
-        """``output_path / output_file_name`` (default name ``"compensated" + extension``)."""
-        return self.output_path / (self.output_file_name or "compensated" + self.output_extension)
+        """``output_path / output_file_name``.
+
+        Default name: ``"compensated" + extension``; with ``naming_convention="batch"``,
+        ``"<stem of the (first) input file>_compensated" + extension``.
+        """
+        if self.output_file_name:
+            return self.output_path / self.output_file_name
+        stem = "compensated"
+        if self.naming_convention == "batch":
+            source = self.input_file
+            first = source[0] if isinstance(source, tuple) else source
+            if isinstance(first, Path):
+                stem = f"{first.stem}_compensated"
+        return self.output_path / (stem + self.output_extension)
+
+    def resolved_output_dtype(self, input_dtype: np.dtype) -> np.dtype:
+        """Dtype of the registered video: ``output_dtype``, ``output_typename``'s, or the
+        input's (native byte order)."""
+        if self.output_dtype:
+            dtype = np.dtype(self.output_dtype)
+        elif self.output_typename:
+            dtype = np.dtype(TYPENAMES[self.output_typename])
+        else:
+            dtype = np.dtype(input_dtype)
+        return dtype.newbyteorder("=")
 
     @property
     def reference_is_image(self) -> bool:
@@ -276,7 +361,7 @@ class OFOptions(BaseModel):
             update_lag=self.update_lag,
             a_data=self.a_data,
             a_smooth=self.a_smooth,
-            constancy_assumption=self.constancy_assumption,  # type: ignore[arg-type]
+            constancy_assumption=self.constancy_assumption.value,  # type: ignore[arg-type]
         )
 
     def sigma_for_channels(self, n_channels: int) -> np.ndarray:
@@ -284,6 +369,8 @@ class OFOptions(BaseModel):
         sigma = np.array(self.sigma, dtype=np.float64)
         if len(sigma) == 1:
             return np.repeat(sigma, n_channels, axis=0)
+        if n_channels == 1:  # options made for two channels (see check_channels)
+            return sigma[:1]
         if len(sigma) != n_channels:
             raise ValueError(f"sigma has {len(sigma)} rows but the video has {n_channels} channels")
         return sigma
@@ -295,6 +382,8 @@ class OFOptions(BaseModel):
         the flow backend unchanged; a ``(H, W, C)`` map must have ``C`` channels).
         """
         if isinstance(self.weight, tuple):
+            if n_channels == 1 and self.weight[0] > 0:  # options made for more channels
+                return np.ones(1)
             if len(self.weight) != n_channels:
                 raise ValueError(
                     f"weight has {len(self.weight)} channel weights but the video has "
@@ -309,6 +398,30 @@ class OFOptions(BaseModel):
                     f"{n_channels} channels"
                 )
         return np.full(n_channels, 1.0 / n_channels)
+
+    def check_channels(self, n_channels: int, stacklevel: int = 2) -> None:
+        """Warn when ``sigma`` rows or channel weights were made for more than one channel
+        but the video has one.
+
+        PyFlowReg's default options carry two ``sigma`` rows (and two-channel options two
+        weights); on a one-channel video the first row is used and the other weights are
+        dropped (see :meth:`sigma_for_channels`, :meth:`channel_weights`), which this says.
+        Other mismatches are errors.
+        """
+        if n_channels != 1:
+            return
+        extra = []
+        if len(self.sigma) > 1:
+            extra.append(f"sigma has {len(self.sigma)} rows")
+        if isinstance(self.weight, tuple) and len(self.weight) > 1 and self.weight[0] > 0:
+            extra.append(f"weight has {len(self.weight)} channel weights")
+        if extra:
+            warnings.warn(
+                f"{' and '.join(extra)} but the video has {n_channels} channel(s): using the "
+                f"first {n_channels} and dropping the rest",
+                UserWarning,
+                stacklevel=stacklevel + 1,
+            )
 
     def resolved_reference_frames(self, n_frames: int) -> np.ndarray:
         """Indices ``(K,)`` int64 of the frames averaged into the reference.
@@ -374,7 +487,7 @@ class OFOptions(BaseModel):
             )
         if held:
             logger.info("options %s hold arrays and are left out of the saved options", held)
-        out = {k: _plain(v) for k, v in data.items() if k not in held}
+        out = {k: _plain(plain_value(v)) for k, v in data.items() if k not in held}
         try:
             json.dumps(out["backend_params"])
         except (TypeError, ValueError) as exc:
@@ -409,8 +522,18 @@ class OFOptions(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> OFOptions:
-        """Read options written by :meth:`save` (format chosen by the file extension)."""
+        """Read an options file (format chosen by the file extension).
+
+        Reads what :meth:`save` writes (``.json``, ``.toml``, ``.yaml``), options saved by
+        PyFlowReg (JSON) and MATLAB Flow-Registration options (``.mat``: a struct of
+        options, 1-based frame indices). Keys that are not options of this package are
+        skipped with a warning that names them; bad values fail as in the constructor.
+        """
         path = Path(path)
+        if path.suffix.lower() == ".mat":
+            if not path.exists():
+                raise FileNotFoundError(f"options file not found: {path}")
+            return cls._from_file_data(read_matlab_options(path), path)
         suffix = _config_suffix(path)
         text = path.read_text(encoding="utf-8")
         try:
@@ -434,7 +557,34 @@ class OFOptions(BaseModel):
             raise ValueError(f"cannot parse options file {path}: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"options file {path} must hold a mapping of options, got {data!r}")
-        return cls(**data)
+        return cls._from_file_data(data, path)
+
+    #: PyFlowReg's names: ``options.save_options(path)``, ``OFOptions.load_options(path)``.
+    save_options = save
+    load_options = load
+
+    @classmethod
+    def _from_file_data(cls, data: dict[str, Any], path: Path) -> OFOptions:
+        fields = cls.model_fields
+        unknown = sorted(str(k) for k in data if k not in fields)
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, fields, n=1)
+                if close:
+                    hints.append(f"{key!r}: did you mean {close[0]!r}?")
+            hint = f" ({'; '.join(hints)})" if hints else ""
+            warnings.warn(
+                f"options file {path} has keys that are not options of this package, "
+                f"skipped: {unknown}{hint}",
+                UserWarning,
+                stacklevel=3,
+            )
+        known = {k: v for k, v in data.items() if k in fields}
+        for key, value in known.items():  # MATLAB logicals arrive as 0 / 1
+            if fields[key].annotation is bool and value in (0, 1):
+                known[key] = bool(value)
+        return cls(**known)
 
 
 def _config_suffix(path: Path) -> str:
