@@ -26,7 +26,9 @@ Outputs in ``options.output_path`` (``<ext>`` from ``options.output_format``):
     Per-frame statistics (see :mod:`.statistics`) and the raw reference, float32
     ``(H, W)`` or ``(H, W, C)``.
 ``options.json``, ``run.json``
-    The options (arrays omitted) and the run: ``frames``, ``seconds`` (wall time),
+    The options (arrays omitted) and the completion record of the run: ``run_id``,
+    ``outputs`` (every output's ``file``, ``bytes`` and ``header_sha256``), ``input``,
+    ``input_shape``, ``output_format``, ``frames``, ``seconds`` (wall time),
     ``frames_per_second``, ``flow_seconds`` (time batches spent in the executor: flow
     estimation and warping, reference pass included), ``reference_flow_seconds`` (its
     reference-pass part), ``executor``, ``n_workers``, ``flow_backend``, ``versions``
@@ -35,9 +37,15 @@ Outputs in ``options.output_path`` (``<ext>`` from ``options.output_format``):
 With the ``ARRAY`` output format the registered video (and ``w``) are returned in the
 :class:`RegistrationResult` instead; ``NULL`` discards them.
 
-Every output is written under a temporary name (``.compensated.h5.partial``) and moved
-into place only when the whole run completed; a failed or interrupted run removes its
-temporary files and raises :class:`RegistrationError` naming the batch and the cause.
+Input errors (unreadable file, wrong shape or dtype, NaN or inf frames, reference frames
+outside the video, a reference of the wrong shape, an output path that is a file or not
+writable, too little disk space) raise ``ValueError``, ``TypeError`` or ``OSError`` before any
+work. Every output is written into the run's staging folder ``.pyflowreg-<run id>/`` under a
+lock of the output folder, checked (frame counts and shapes), and published only when the
+whole run completed, ``run.json`` last (see :mod:`._run_folder`;
+:func:`pyflowreg.load_run` verifies a folder). A failed or interrupted run removes its staging
+folder and raises :class:`RegistrationError` naming the batch and the cause; the earlier
+run's outputs stay untouched.
 
 Initial flow of each batch (see :mod:`.initialization`): batch 0 starts from the mean
 flow of the first ``min(20, T)`` frames estimated from zero flow; batch ``b >= 1``
@@ -65,8 +73,15 @@ import numpy as np
 
 from .._runtime import get_runtime
 from ._engine import BatchResult, RunState, executor_maker, output_dtype, run_registration
-from ._outputs import AtomicOutputs, BinnedWriter, valid_mask
-from .reference import as_reference_image
+from ._outputs import BinnedWriter, valid_mask
+from ._preflight import (
+    check_finite,
+    check_output_folder,
+    check_reference,
+    check_video,
+    estimate_output_bytes,
+)
+from ._run_folder import RunFolder
 from .statistics import StatisticsAccumulator
 
 logger = logging.getLogger(__name__)
@@ -191,9 +206,9 @@ _MASK_LAYOUT = {
 
 
 class _FileSink:
-    """Writers and statistics of one run, behind :class:`AtomicOutputs`."""
+    """Writers and statistics of one run, behind a :class:`RunFolder`."""
 
-    def __init__(self, outputs: AtomicOutputs, options, shape, dtype: np.dtype) -> None:
+    def __init__(self, outputs: RunFolder, options, shape, dtype: np.dtype) -> None:
         self.options = options
         fmt, ext = options.output_format, options.output_extension
         self.in_memory = fmt == "ARRAY"
@@ -317,6 +332,25 @@ def _open_input(options):
     return open_reader(source, **kwargs), str(source)
 
 
+def _input_paths(options) -> list[Path]:
+    source = options.input_file
+    if isinstance(source, np.ndarray):
+        return []
+    return [Path(p) for p in (source if isinstance(source, tuple) else [source])]
+
+
+def _preflight(options, reader, name: str, reference) -> tuple[np.ndarray | None, RunFolder]:
+    """Every check that needs no registration (see :mod:`._preflight`), then the output
+    folder's lock; raises ``ValueError``/``TypeError``/``OSError`` before any work."""
+    check_video(reader, options, name)
+    given = check_reference(reader, options, reference, name)
+    check_finite(reader, name, options.buffer_size)
+    needed = estimate_output_bytes(options, reader.shape, reader.dtype)
+    check_output_folder(Path(options.output_path), needed)
+    outputs = RunFolder(Path(options.output_path), protect=_input_paths(options))
+    return given, outputs.open()
+
+
 def compensate_recording(
     options,
     reference_frame=None,
@@ -366,19 +400,14 @@ def compensate_recording(
         executor_cls, factory, options, config.n_jobs, config.executor_kwargs(executor_name)
     )
     reader, name = _open_input(options)
-    given = reference_frame
-    if given is None and options.reference_is_image:
-        given = options.reference_frames
-    if given is not None:  # a wrong shape or a missing file fails here, before any output
-        try:
-            given = as_reference_image(given, tuple(int(s) for s in reader.shape[1:]))
-        except BaseException:
-            reader.close()
-            raise
+    try:  # input errors fail here, before a worker starts or an output is opened
+        given, outputs = _preflight(options, reader, name, reference_frame)
+    except BaseException:
+        reader.close()
+        raise
     start_time = _dt.datetime.now().astimezone()
     tic = time.perf_counter()
     state = RunState()
-    outputs = AtomicOutputs(Path(options.output_path))
     from tqdm.auto import tqdm
 
     bar = tqdm(total=reader.shape[0], unit="frame", desc="registering", disable=not verbose)
@@ -411,8 +440,16 @@ def compensate_recording(
             sink.finish()
             seconds = time.perf_counter() - tic
             statistics = sink.statistics()
-            _write_meta(outputs, options, state, statistics, executor_name, seconds, start_time)
-            files = outputs.commit()
+            record = _write_meta(
+                outputs, options, state, statistics, executor_name, seconds, start_time
+            )
+            record.update(
+                input=name,
+                input_shape=[int(s) for s in reader.shape],
+                output_format=options.output_format,
+            )
+            state.stage = "checking and committing the outputs"
+            files = outputs.commit(record, frame_shape=tuple(int(s) for s in reader.shape[1:]))
     except KeyboardInterrupt:
         outputs.abort()
         logger.warning("registration of %s interrupted during %s", name, state.stage)
@@ -422,6 +459,9 @@ def compensate_recording(
         raise RegistrationError(
             f"motion correction of {name} failed during {state.stage}: {type(exc).__name__}: {exc}"
         ) from exc
+    except BaseException:  # SystemExit and the like: the outputs go all the same
+        outputs.abort()
+        raise
     finally:
         bar.close()
     registered, w = sink.arrays()
@@ -439,14 +479,13 @@ def compensate_recording(
     )
 
 
-def _write_meta(outputs, options, state, statistics, executor, seconds, start_time) -> None:
+def _write_meta(outputs, options, state, statistics, executor, seconds, start_time) -> dict:
+    """Write the statistics, reference and options; return the record for ``run.json``."""
     if options.save_meta_info:
         outputs.write_npz("statistics", "statistics.npz", statistics)
         outputs.write_tiff("reference", "reference.tif", state.reference)
     outputs.write_json("options", "options.json", options.to_dict(arrays="omit"))
-    outputs.write_json(
-        "run",
-        "run.json",
+    return dict(
         {
             "frames": state.n_frames,
             "seconds": seconds,

@@ -1,0 +1,167 @@
+"""Checks of a run's inputs and output folder, done before any work.
+
+Everything that can be known to fail from the inputs alone fails here, before a worker starts or
+an output is opened, as a ``ValueError``, ``TypeError`` or ``OSError`` (subclass) whose message
+names the file and what is wrong: the video's shape and dtype, NaN or inf values in a
+floating-point video (one bounded read pass over the frames), reference frames outside the video,
+a reference image or weight map of the wrong shape, per-channel options that do not fit the
+channels, an output path that is a file or cannot be written, and too little free disk space for
+the outputs (estimated from the shape, dtype and format).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ._engine import output_dtype
+from .reference import as_reference_image
+
+#: Bytes kept free beyond the estimate (file-system metadata, headers, statistics).
+SPACE_MARGIN = 16 << 20
+
+
+class InsufficientSpaceError(OSError):
+    """Not enough free disk space for a run's outputs (``errno.ENOSPC``)."""
+
+
+def check_video(reader, options, name: str) -> None:
+    """The video has frames, a registrable dtype, and fits the per-channel options."""
+    t, h, w, c = (int(s) for s in reader.shape)
+    dtype = np.dtype(reader.dtype)
+    if dtype.kind == "b":
+        raise TypeError(
+            f"{name} holds a boolean video (dtype bool); motion correction needs intensities: "
+            "integers or floating-point numbers"
+        )
+    if dtype.kind not in "iuf":
+        raise TypeError(f"{name} holds dtype {dtype}; expected integers or floating-point numbers")
+    if t < 1:
+        raise ValueError(f"{name} has no frames (shape {tuple(reader.shape)})")
+    if h < 2 or w < 2:
+        raise ValueError(f"{name} has frames of {h} x {w} pixels; at least 2 x 2 are needed")
+    options.sigma_for_channels(c)
+    options.channel_weights(c)
+    weight = options.weight
+    if isinstance(weight, np.ndarray):
+        if weight.shape[:2] != (h, w) or (weight.ndim == 3 and weight.shape[2] != c):
+            raise ValueError(
+                f"weight map has shape {weight.shape} but the frames of {name} are {(h, w, c)} "
+                "(H, W, C); give an (H, W) or (H, W, C) map"
+            )
+
+
+def check_reference(reader, options, reference, name: str) -> np.ndarray | None:
+    """The given reference image ``(H, W, C)`` float32 (checked), or None; reference frame
+    indices must lie inside the video."""
+    frame_shape = tuple(int(s) for s in reader.shape[1:])
+    given = reference
+    if given is None and options.reference_is_image:
+        given = options.reference_frames
+    if given is not None:
+        image = as_reference_image(given, frame_shape)
+        if not np.isfinite(image).all():
+            raise ValueError(f"the reference image for {name} contains NaN or inf values")
+        return image
+    try:
+        options.resolved_reference_frames(int(reader.shape[0]))
+    except ValueError as exc:
+        raise ValueError(f"{exc} ({name})") from None
+    return None
+
+
+def check_finite(reader, name: str, chunk: int) -> None:
+    """Every frame of a floating-point video is finite (read in chunks of ``chunk`` frames)."""
+    if np.dtype(reader.dtype).kind != "f":
+        return
+    n = int(reader.shape[0])
+    for start in range(0, n, max(1, int(chunk))):
+        block = np.asarray(reader.read(start, min(n, start + chunk)))
+        bad = ~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
+        if bad.any():
+            frames = np.flatnonzero(bad) + start
+            count = "" if len(frames) == 1 else f" (and {len(frames) - 1} more in frames "
+            count += "" if len(frames) == 1 else f"{start}-{start + len(block) - 1})"
+            raise ValueError(
+                f"frame {int(frames[0])} of {name} contains NaN or inf values{count}; "
+                "replace them (e.g. np.nan_to_num) before registering"
+            )
+
+
+def estimate_output_bytes(options, shape, dtype) -> dict[str, int]:
+    """Bytes each output will take (uncompressed): ``{name: bytes}``."""
+    t, h, w, c = (int(s) for s in shape)
+    if options.output_format in ("ARRAY", "NULL"):
+        sizes: dict[str, int] = {}
+    else:
+        frames_out = -(-t // options.bin_size)
+        sizes = {"compensated": frames_out * h * w * c * output_dtype(options, dtype).itemsize}
+        if options.save_w:
+            sizes["w"] = t * h * w * 2 * 4
+        if options.save_valid_mask:
+            sizes["valid_mask"] = t * h * w
+    if options.save_meta_info:
+        sizes["statistics"] = t * 64
+        sizes["reference"] = h * w * c * 4
+    return sizes
+
+
+def os_error(cls: type[OSError], code: int | None, message: str) -> OSError:
+    """``cls(message)`` with ``errno`` set: ``str()`` is the message alone."""
+    exc = cls(message)
+    exc.errno = code
+    return exc
+
+
+def _existing_parent(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path.cwd()
+
+
+def check_output_folder(path: Path, needed: dict[str, int] | None = None) -> Path:
+    """Create the output folder; it must be a writable folder with room for ``needed`` bytes."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise os_error(
+            NotADirectoryError, errno.ENOTDIR, f"output_path {path} is a file, not a folder"
+        )
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise os_error(
+            NotADirectoryError,
+            errno.ENOTDIR,
+            f"cannot create the output folder {path}: {blocker} is a file, not a folder",
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        message = f"cannot create the output folder {path} ({exc.strerror or exc})"
+        raise os_error(type(exc), exc.errno, message) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise os_error(PermissionError, errno.EACCES, f"output folder {path} is not writable")
+    if needed:
+        total = sum(needed.values()) + SPACE_MARGIN
+        free = shutil.disk_usage(_existing_parent(path)).free
+        if free < total:
+            parts = ", ".join(f"{k} {_size(v)}" for k, v in needed.items())
+            raise os_error(
+                InsufficientSpaceError,
+                errno.ENOSPC,
+                f"not enough free disk space in {path} for the outputs: about {_size(total)} "
+                f"needed ({parts}), {_size(free)} free",
+            )
+    return path
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
