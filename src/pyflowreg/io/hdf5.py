@@ -1,14 +1,15 @@
 """HDF5 videos (h5py): one ``(T, H, W[, C])`` dataset, or one ``(T, H, W)`` dataset per channel.
 
-Reading: the dataset is chosen by ``dataset_name``/``dataset_names`` or automatically (datasets
-``ch1, ch2, ...``; else ``mov``, ``data``, ``imaging``, ``input_frames``, ...; else the only or the
+Reading: the dataset is chosen by ``dataset_name``/``dataset_names`` or automatically (the
+datasets listed in the file's ``dataset_names`` attribute; else ``ch1, ch2, ...``; else ``mov``, ``data``, ``imaging``, ``input_frames``, ...; else the only or the
 largest 3-D/4-D dataset). ``axis_order`` describes other storage orders, e.g. ``"YXT"`` for SIMA's
 ``(y, x, t)`` files. Big-endian datasets are returned in native byte order.
 
 Writing: ``layout="channels"`` (default) writes one ``(T, H, W)`` dataset per channel named
 ``ch1, ch2, ...``; ``layout="stacked"`` writes one ``(T, H, W, C)`` dataset ``dataset_name``.
 Datasets are chunked by a few frames, resizable along ``T`` (appending) and optionally compressed
-(``compression="gzip"`` or ``"lzf"``).
+(``compression="gzip"`` or ``"lzf"``). The writer records the storage order of each dataset
+(``axis_order`` attribute) and describes the video in file attributes; the reader follows both.
 """
 
 from __future__ import annotations
@@ -22,7 +23,25 @@ import numpy as np
 from pyflowreg.io.arrays import ArraySourceReader, select_datasets
 from pyflowreg.io.base import PathType, VideoWriter, check_input_path, corrupt_file_error
 
-__all__ = ["HDF5Reader", "HDF5Writer", "list_datasets"]
+__all__ = [
+    "HDF5Reader",
+    "HDF5Writer",
+    "axis_order_to_dimension_ordering",
+    "dimension_ordering_to_axis_order",
+    "list_datasets",
+    "stored_axis_order",
+]
+
+
+def _numbered(pattern: str, n: int) -> list[str]:
+    """Names from a pattern numbered from 1: ``"ch{}"``/``"ch%d"``; a plain name is numbered
+    only when there are several."""
+    if "{" in pattern:
+        return [pattern.format(i + 1) for i in range(n)]
+    if "%" in pattern:
+        return [pattern % (i + 1) for i in range(n)]
+    return [pattern] if n == 1 else [f"{pattern}{i + 1}" for i in range(n)]
+
 
 _CHUNK_BYTES = 1 << 20
 _MAX_CHUNK_FRAMES = 16
@@ -121,6 +140,8 @@ class HDF5Reader(H5FileReader):
         path = check_input_path(path)
         self._file = open_h5(path)
         try:
+            if dataset_name is None and dataset_names is None:
+                dataset_names = recorded_dataset_names(self._file)
             names = select_datasets(
                 list_datasets(self._file),
                 path,
@@ -128,6 +149,8 @@ class HDF5Reader(H5FileReader):
                 dataset_names=dataset_names,
                 dtypes=dataset_dtypes(self._file),
             )
+            if axis_order is None:
+                axis_order = stored_axis_order(self._file, names)
             super().__init__(
                 path,
                 [self._file[n] for n in names],
@@ -139,6 +162,82 @@ class HDF5Reader(H5FileReader):
             self._file.close()
             raise
         self.dataset_names = names
+
+
+def stored_axis_order(file: h5py.File, names: Sequence[str]) -> str | None:
+    """Storage order recorded in the file by :class:`HDF5Writer`, or ``None`` (the default).
+
+    Read from the datasets' ``axis_order`` attribute, else from the file's ``dimension_ordering``
+    attribute (PyFlowReg's: the storage axes of ``(H, W, T)``) for 3-D datasets. A value that
+    does not describe the datasets is ignored.
+    """
+    datasets = [file[n] for n in names]
+    ndims = {ds.ndim for ds in datasets}
+    orders = {(_attr_text(ds.attrs.get("axis_order")) or "").upper() or None for ds in datasets}
+    order = orders.pop() if len(orders) == 1 else None
+    if order is None and ndims == {3}:
+        ordering = file.attrs.get("dimension_ordering")
+        try:
+            order = dimension_ordering_to_axis_order(ordering)
+        except (TypeError, ValueError):
+            order = None
+    if order is None or len(ndims) != 1:
+        return None
+    n = ndims.pop()
+    valid = len(order) == n and set(order) == set("TYXC"[:n] if n == 4 else "TYX")
+    return order if valid and n in (3, 4) else None
+
+
+def recorded_dataset_names(file: h5py.File) -> list[str] | None:
+    """The channel datasets listed in the file's ``dataset_names`` attribute (written by
+    :class:`HDF5Writer` and by PyFlowReg), if they all exist; else ``None``."""
+    value = file.attrs.get("dataset_names")
+    if value is None:
+        return None
+    names = [_attr_text(v) if not isinstance(v, str) else v for v in np.atleast_1d(value)]
+    if not names or not all(isinstance(n, str) and n in file for n in names):
+        return None
+    return names
+
+
+def _attr_text(value: Any) -> str | None:
+    if isinstance(value, bytes | np.bytes_):
+        value = value.decode("ascii", "replace")
+    return value if isinstance(value, str) else None
+
+
+def dimension_ordering_to_axis_order(ordering: Any) -> str:
+    """PyFlowReg's ``dimension_ordering`` (the storage axis of H, W and T) as an axis order.
+
+    ``(1, 2, 0)`` -> ``"TYX"`` (frames first), ``(0, 1, 2)`` -> ``"YXT"`` (MATLAB's order).
+    """
+    values = [int(v) for v in np.asarray(ordering).ravel()]
+    if sorted(values) != [0, 1, 2]:
+        raise ValueError(f"dimension_ordering must be a permutation of (0, 1, 2), got {ordering!r}")
+    order = [""] * 3
+    for letter, axis in zip("YXT", values, strict=True):
+        order[axis] = letter
+    return "".join(order)
+
+
+def axis_order_to_dimension_ordering(axis_order: str) -> tuple[int, int, int]:
+    """Inverse of :func:`dimension_ordering_to_axis_order` (``"TYX"`` -> ``(1, 2, 0)``)."""
+    return tuple(axis_order.index(a) for a in "YXT")  # type: ignore[return-value]
+
+
+def _check_storage_order(axis_order: str | None, layout: str) -> str:
+    letters = "TYX" if layout == "channels" else "TYXC"
+    if axis_order is None:
+        return letters
+    if not isinstance(axis_order, str):
+        raise TypeError(f"axis_order must be a str such as {letters!r}, got {axis_order!r}")
+    order = axis_order.upper()
+    if sorted(order) != sorted(letters):
+        raise ValueError(
+            f"axis_order for layout={layout!r} must order the letters of {letters!r}, "
+            f"got {axis_order!r}"
+        )
+    return order
 
 
 class HDF5Writer(VideoWriter):
@@ -153,14 +252,24 @@ class HDF5Writer(VideoWriter):
         ``ch1, ch2, ...``). ``"stacked"``: one ``(T, H, W, C)`` dataset named ``dataset_name``.
     dataset_name : str
         Dataset name for ``layout="stacked"``.
-    dataset_names : sequence of str, optional
-        Dataset names for ``layout="channels"``, one per channel.
+    dataset_names : sequence of str or str, optional
+        Dataset names for ``layout="channels"``, one per channel; or one pattern such as
+        ``"ch{}"`` or ``"ch%d"`` numbered from 1 (a name without a placeholder is used as is for
+        one channel and numbered for several: ``"mov"`` -> ``mov1, mov2``).
     compression : {None, "gzip", "lzf"}
         HDF5 filter; ``compression_opts`` is passed on (gzip level 0-9).
     chunk_frames : int, optional
         Frames per chunk; default: as many as fit in about 1 MiB, between 1 and 16.
     expected_frames : int, optional
         Hint, unused by this format.
+    axis_order : str, optional
+        Storage order of each dataset: letters of ``"TYX"`` (``layout="channels"``, default
+        ``"TYX"``; ``"YXT"`` stores MATLAB's ``(H, W, T)``) or of ``"TYXC"`` (``"stacked"``).
+        Recorded in the dataset attribute ``axis_order``, which :class:`HDF5Reader` follows.
+
+    The file's attributes describe the video (PyFlowReg's names): ``frame_count``, ``height``,
+    ``width``, ``n_channels``, ``dataset_names``, ``format`` and, for one dataset per channel,
+    ``dimension_ordering`` (the storage axes of H, W and T; ``(1, 2, 0)`` for ``"TYX"``).
     """
 
     format_name: ClassVar[str] = "HDF5"
@@ -176,17 +285,22 @@ class HDF5Writer(VideoWriter):
         compression_opts: Any = None,
         chunk_frames: int | None = None,
         expected_frames: int | None = None,
+        axis_order: str | None = None,
     ) -> None:
         super().__init__(path, expected_frames=expected_frames)
         if layout not in _LAYOUTS:
             raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+        self.axis_order = _check_storage_order(axis_order, layout)
         if compression not in _COMPRESSIONS:
             raise ValueError(f"compression must be one of {_COMPRESSIONS}, got {compression!r}")
         if chunk_frames is not None and chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         self.layout = layout
         self.dataset_name = dataset_name
-        self.dataset_names = None if dataset_names is None else list(dataset_names)
+        self.dataset_names = (
+            dataset_names if dataset_names is None or isinstance(dataset_names, str)
+            else list(dataset_names)
+        )  # fmt: skip
         self.compression = compression
         self.compression_opts = compression_opts
         self.chunk_frames = chunk_frames
@@ -196,25 +310,32 @@ class HDF5Writer(VideoWriter):
     # Storage geometry, overridden by the MAT v7.3 writer (which stores MATLAB's transposed view).
     userblock_size: ClassVar[int] = 0
 
+    describe_file: ClassVar[bool] = True  # write the file attributes (not in MAT files)
+
     @property
     def time_axis(self) -> int:
         """Axis of the stored datasets that grows with each write."""
-        return 0
+        return self.axis_order.index("T")
 
     def _stored_frame_shapes(self, frame_shape: tuple[int, int, int]) -> list[tuple[int, ...]]:
         h, w, c = frame_shape
-        return [(h, w)] * c if self.layout == "channels" else [(h, w, c)]
+        sizes = {"Y": h, "X": w, "C": c}
+        shape = tuple(sizes[a] for a in self.axis_order if a != "T")
+        return [shape] * c if self.layout == "channels" else [shape]
 
     def _stored_blocks(self, frames: np.ndarray) -> list[np.ndarray]:
         if self.layout == "channels":
-            return [frames[..., i] for i in range(frames.shape[3])]
-        return [frames]
+            perm = ["TYX".index(a) for a in self.axis_order]
+            return [frames[..., i].transpose(perm) for i in range(frames.shape[3])]
+        return [frames.transpose(["TYXC".index(a) for a in self.axis_order])]
 
     def _names(self, n_datasets: int) -> list[str]:
         if self.layout == "stacked":
             return [self.dataset_name]
         if self.dataset_names is None:
             return [f"ch{i + 1}" for i in range(n_datasets)]
+        if isinstance(self.dataset_names, str):
+            return _numbered(self.dataset_names, n_datasets)
         if len(self.dataset_names) != n_datasets:
             raise ValueError(
                 f"dataset_names has {len(self.dataset_names)} names but the frames have "
@@ -224,6 +345,18 @@ class HDF5Writer(VideoWriter):
 
     def _decorate(self, dataset: h5py.Dataset) -> None:
         """Hook for per-dataset attributes."""
+        dataset.attrs["axis_order"] = self.axis_order
+
+    def _describe(self) -> None:
+        """Write the file attributes (PyFlowReg's names) of the video written so far."""
+        h, w, c = self._frame_shape
+        attrs = self._file.attrs
+        attrs["frame_count"] = self.frames_written
+        attrs["height"], attrs["width"], attrs["n_channels"] = h, w, c
+        attrs["format"] = "HDF5"
+        attrs["dataset_names"] = [ds.name.lstrip("/") for ds in self._datasets]
+        if self.layout == "channels":
+            attrs["dimension_ordering"] = axis_order_to_dimension_ordering(self.axis_order)
 
     def _setup(self, frame_shape: tuple[int, int, int], dtype: np.dtype) -> None:
         stored = self._stored_frame_shapes(frame_shape)
@@ -262,7 +395,11 @@ class HDF5Writer(VideoWriter):
 
     def _close(self) -> None:
         if self._file is not None:
-            self._file.flush()
-            self._file.close()
+            try:
+                if self.describe_file and self._datasets:
+                    self._describe()
+            finally:
+                self._file.flush()
+                self._file.close()
             self._file = None
         self._datasets = []

@@ -229,6 +229,7 @@ class MATWriter(HDF5Writer):
 
     format_name: ClassVar[str] = "MAT"
     userblock_size: ClassVar[int] = _USERBLOCK
+    describe_file: ClassVar[bool] = False  # MATLAB's file: only its variables
 
     def __init__(
         self,

@@ -15,7 +15,9 @@ Files with several planes need ``plane=`` to pick one (registration works on 2-D
 Writing appends frame after frame to one open :class:`tifffile.TiffWriter`. uint8, uint16 and
 float32 videos become ImageJ hyperstacks (``T, C, Y, X``; Fiji opens them with the channel axis);
 other dtypes become tifffile "shaped" files with axes ``T, Z=1, C, Y, X``. :class:`TIFFReader`
-reads both back. Files are uncompressed, so they can be memory-mapped.
+reads both back. Files are uncompressed by default, so they can be memory-mapped; with
+``compression=`` (or ``layout="pages"``, Suite2p's interleaved single-channel pages) every channel
+of every frame is a page of its own.
 """
 
 from __future__ import annotations
