@@ -203,7 +203,7 @@ def test_scheduler_with_another_executor(capsys):
 def test_missing_input_is_one_line(tmp_path, capsys):
     status = main(["compensate", str(tmp_path / "nope.tif"), "-o", str(tmp_path / "out")])
     line = _single_error_line(capsys.readouterr().err)
-    assert status == 1
+    assert status == 2  # an input error, found before any work
     assert "not found" in line and "nope.tif" in line
 
 
@@ -260,14 +260,14 @@ def test_unwritable_output_folder(tif, tmp_path, capsys):
     blocker.write_text("not a folder")
     status = main(["compensate", str(tif), "-o", str(blocker / "out"), *FAST])
     line = _single_error_line(capsys.readouterr().err)
-    assert status == 1
+    assert status == 2
     assert "cannot create the output folder" in line and "file.txt" in line
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):
     status = main(["compensate", str(tmp_path / "nope.tif"), "--debug"])
     err = capsys.readouterr().err
-    assert status == 1
+    assert status == 2
     assert "Traceback" in err
     assert err.rstrip().splitlines()[-1].startswith("pyflowreg: error: ")
 

@@ -8,12 +8,16 @@
     pyflowreg compensate --config options.toml --buffer-size 200   # flags override the file
     pyflowreg backends                               # executors and flow backends usable here
     pyflowreg info                                   # versions and backends
+    pyflowreg info results/                          # verify a run folder against its run.json
     pyflowreg report results/                        # quality report of a finished run
     pyflowreg bench --size 512 --frames 20           # flow-engine speed and accuracy per preset
 
-:func:`main` returns the exit status: 0 on success, 1 for a runtime error (unreadable
-file, output folder not writable, missing optional extra), 2 for a usage or option error,
-130 when interrupted. Errors print one line ``pyflowreg: error: ...`` on stderr; ``--debug``
+:func:`main` returns the exit status: 0 on success, 2 for a usage or option error and for
+every input error found before any work (missing, unreadable or malformed input, a video of the
+wrong shape or dtype, NaN or inf frames, reference frames outside the video, an output folder
+that is a file, not writable or too small), 1 for a runtime error (a failure during the run, the
+output folder in use by another live run, a missing optional extra, a run folder that does not
+match its run.json), 130 when interrupted. Errors print one line ``pyflowreg: error: ...`` on stderr; ``--debug``
 adds the traceback.
 """
 
@@ -111,7 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed of the recording")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("info", parents=[common], help="versions, executors and flow backends")
+    p = sub.add_parser(
+        "info",
+        parents=[common],
+        help="versions and backends, or verify a run folder",
+        description="Without FOLDER: versions, executors and flow backends. With FOLDER: verify "
+        "the run in it against its run.json (exit status 1 if it does not match).",
+    )
+    p.add_argument("folder", nargs="?", metavar="FOLDER", help="output folder of a run")
     p.set_defaults(func=_cmd_info)
     p = sub.add_parser("backends", parents=[common], help="executors and flow backends")
     p.set_defaults(func=_cmd_backends)
@@ -238,8 +249,11 @@ def _cmd_compensate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     config = _registration_config(args)
     _check_backend_name(options.flow_backend)
-    options.check_input_exists()
-    result = _run(options, config, args)
+    try:
+        options.check_input_exists()
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    result = _run(options, config, args, input_errors_are_usage_errors=True)
     _print_summary(args, result)
     return 0
 
@@ -330,13 +344,18 @@ def _prepare_output_dir(path: Path) -> Path:
     return path
 
 
-def _run(options, config, args: argparse.Namespace):
-    """compensate_recording with a progress bar (frames, frames/s, ETA) on a terminal."""
+def _run(options, config, args: argparse.Namespace, input_errors_are_usage_errors=False):
+    """compensate_recording with a progress bar (frames, frames/s, ETA) on a terminal.
+
+    With ``input_errors_are_usage_errors``, an error raised before any work (an input error:
+    ``ValueError``, ``TypeError``, ``OSError``, not a ``RegistrationError``) exits with status 2;
+    a live run holding the output folder stays a runtime error (status 1).
+    """
     from tqdm import tqdm
 
-    from .motion_correction import compensate_recording
+    from .motion_correction import RegistrationError, compensate_recording
+    from .motion_correction._run_folder import OutputFolderInUseError
 
-    _prepare_output_dir(Path(options.output_path))
     # disable=None: draw the bar only when stderr is a terminal, keeping batch-job logs clean
     bar = tqdm(unit="frame", desc="registering", disable=True if args.quiet else None)
 
@@ -347,8 +366,15 @@ def _run(options, config, args: argparse.Namespace):
 
     try:
         return compensate_recording(options, config=config, progress_callback=progress)
-    except BaseException:
+    except (ValueError, TypeError, OSError, KeyError) as exc:
         bar.leave = False  # erase the bar: the error line follows
+        if not input_errors_are_usage_errors or isinstance(
+            exc, RegistrationError | OutputFolderInUseError
+        ):
+            raise
+        raise UsageError(_describe(exc)) from exc
+    except BaseException:
+        bar.leave = False
         raise
     finally:
         bar.close()
@@ -500,6 +526,8 @@ def _version(dist: str) -> str | None:
 def _cmd_info(args: argparse.Namespace) -> int:
     import platform
 
+    if args.folder is not None:
+        return _cmd_info_run(args)
     print(f"pyflowreg {_version('pyflowreg')}")
     print(f"python    {platform.python_version()} ({sys.executable})")
     for dist in ("numpy", "scipy", "numba", "h5py", "tifffile", "pydantic"):
@@ -518,6 +546,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  {dist:<12}{shown}")
     print()
     return _cmd_backends(args)
+
+
+def _cmd_info_run(args: argparse.Namespace) -> int:
+    """Verify a run folder against its run.json and describe the run."""
+    from .motion_correction.runs import load_run
+
+    run = load_run(args.folder)
+    record = run.record
+    shape = "x".join(str(s) for s in record.get("input_shape", [])) or "?"
+    print(
+        f"run {run.run_id} in {run.folder}: verified, {len(run.files) - 1} outputs match run.json"
+    )
+    print(f"  {'input:':<14}{record.get('input', '?')} ({shape})")
+    seconds = record.get("seconds")
+    timing = f" in {seconds:.1f} s" if isinstance(seconds, int | float) else ""
+    print(
+        f"  {'frames:':<14}{run.n_frames}{timing}, executor {record.get('executor', '?')}, "
+        f"finished {record.get('end_time', '?')}"
+    )
+    for key, entry in record["outputs"].items():
+        print(f"  {key + ':':<14}{entry['file']} ({entry['bytes']} bytes)")
+    return 0
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
