@@ -4,15 +4,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pyflowreg.core.pyramid import axis_depth, cubic_taps, level_shapes, resize
+from pyflowreg.core.pyramid import axis_depth, build_pyramid, cubic_taps, level_shapes, resize
 from pyflowreg.core.solver import median5, sor_solve
 from pyflowreg.core.tensors import GC, GRAY, derivatives, motion_tensor
-from pyflowreg.core.warp import warp
+from pyflowreg.core.warp import cubic_weights, keys_weights, warp
 
 
-def naive_keys(d):
+def naive_keys(d, a=-0.5):
     d = abs(d)
-    a = -0.5
     if d <= 1:
         return (a + 2) * d**3 - (a + 3) * d**2 + 1
     if d < 2:
@@ -95,9 +94,10 @@ def test_level_solver_matches_naive_reference(a_smooth):
     f1 = ndimage.gaussian_filter(rng.random((1, h, w)), 1)
     f2 = ndimage.gaussian_filter(rng.random((1, h, w)), 1)
     J = motion_tensor(f1, derivatives(f1, 1.3, 1.1), f2, derivatives(f2, 1.3, 1.1), GC)
-    wts = np.ones((1, h, w))
-    u = rng.normal(size=(h, w)) * 0.1
-    v = rng.normal(size=(h, w)) * 0.1
+    assert J.shape == (1, 6, h + 2, w + 2)  # the frame plus the solver's ghost ring
+    wts = np.ones((1, h + 2, w + 2))
+    u = rng.normal(size=(h + 2, w + 2)) * 0.1
+    v = rng.normal(size=(h + 2, w + 2)) * 0.1
     args = (J, wts, u, v, 1.5, 2.0, 1.3, 1.1, 7, 3, 0.45, a_smooth, 1.95)
     U, V = sor_solve(*args)
     Un, Vn = naive_solver(*args)
@@ -114,7 +114,14 @@ def test_motion_tensor_matches_formulas():
     fp = np.pad(f1[0], 1, mode="symmetric")
     np.testing.assert_allclose(d1[0, 0], (fp[1:-1, 2:] - fp[1:-1, :-2]) / (2 * hx))
     np.testing.assert_allclose(d1[1, 0], (fp[2:, 1:-1] - fp[:-2, 1:-1]) / (2 * hy))
+    # second derivatives: the compact 3-point stencil; mixed: d_y of the central d_x
+    c = fp[1:-1, 1:-1]
+    np.testing.assert_allclose(d1[2, 0], (fp[1:-1, 2:] - 2 * c + fp[1:-1, :-2]) / hx**2)
+    np.testing.assert_allclose(d1[3, 0], (fp[2:, 1:-1] - 2 * c + fp[:-2, 1:-1]) / hy**2)
+    fxp = np.pad(d1[0, 0], 1, mode="symmetric")
+    np.testing.assert_allclose(d1[4, 0], (fxp[2:, 1:-1] - fxp[:-2, 1:-1]) / (2 * hy))
     J = motion_tensor(f1, d1, f2, d2, GC)
+    assert J.shape == (1, 6, 9, 10)
     fxx, fyy, fxy = [(d1[k, 0] + d2[k, 0]) / 2 for k in (2, 3, 4)]
     fxt, fyt = d2[0, 0] - d1[0, 0], d2[1, 0] - d1[1, 0]
     rx, ry = 1 / (fxx**2 + fxy**2 + 1e-6), 1 / (fxy**2 + fyy**2 + 1e-6)
@@ -124,11 +131,13 @@ def test_motion_tensor_matches_formulas():
         rx * fxy * fxt + ry * fyy * fyt,
     ]  # fmt: skip
     for k, e in enumerate(expected):
-        np.testing.assert_allclose(J[0, k, 1:-1, 1:-1], e[1:-1, 1:-1], rtol=1e-10)
-        assert not J[0, k, 0].any() and not J[0, k, :, -1].any()
+        # every frame pixel, its border included, has its tensor; the ghost ring is zero
+        np.testing.assert_allclose(J[0, k, 1:-1, 1:-1], e, rtol=1e-10)
+        assert not J[0, k, 0].any() and not J[0, k, -1].any()
+        assert not J[0, k, :, 0].any() and not J[0, k, :, -1].any()
     Jg = motion_tensor(f1, d1, f2, d2, GRAY)
     fx = (d1[0, 0] + d2[0, 0]) / 2
-    np.testing.assert_allclose(Jg[0, 4, 1:-1, 1:-1], (fx * (f2[0] - f1[0]))[1:-1, 1:-1])
+    np.testing.assert_allclose(Jg[0, 4, 1:-1, 1:-1], fx * (f2[0] - f1[0]))
 
 
 def test_median_matches_scipy():
@@ -151,14 +160,40 @@ def test_resize_matches_naive_cubic():
 
 
 def test_pyramid_geometry():
-    assert axis_depth(512, 0.8) == 17  # 512 * 0.8**17 = 11.5 >= 10 > 512 * 0.8**18
+    # the coarsest level is the first whose rounded size drops below 10 px
+    assert axis_depth(512, 0.8) == 18  # round(512 * 0.8**17) = 12, round(512 * 0.8**18) = 9
     assert axis_depth(9, 0.8) == 0
+    assert axis_depth(10, 0.8) == 1
     shapes = level_shapes((64, 512), 0.8, 100)
-    assert len(shapes) == 18
+    assert len(shapes) == 19
     assert shapes[0] == (64, 512)
-    assert shapes[8][0] == shapes[17][0] == round(64 * 0.8**8)  # the short axis stops
-    assert shapes[17][1] == round(512 * 0.8**17)
+    assert shapes[9][0] == shapes[18][0] == 9  # the short axis stops
+    assert shapes[18][1] == 9
     assert len(level_shapes((512, 512), 0.8, 5)) == 5
+
+
+def test_pyramid_levels_are_blurred_and_resampled_from_full_resolution():
+    rng = np.random.default_rng(5)
+    img = rng.random((1, 61, 47))
+    shapes = level_shapes((61, 47), 0.8, 100)
+    levels = build_pyramid(img, shapes, 2)
+    assert levels[0] is None and levels[1] is None
+    for i in range(2, len(shapes)):
+        s = min(shapes[i][0] / 61, shapes[i][1] / 47)
+        sigma = 0.6 / s
+        radius = max(1, int(np.ceil(2 * sigma)))
+        blurred = ndimage.gaussian_filter(img[0], sigma, mode="reflect", truncate=radius / sigma)
+        expected = resize(blurred[None], shapes[i])
+        np.testing.assert_allclose(levels[i], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_cubic_weights_are_keys_kernel():
+    for a in (-0.5, -0.75):
+        for t in (0.0, 0.13, 0.5, 0.87):
+            expected = [naive_keys(t + 1, a), naive_keys(t, a), naive_keys(1 - t, a)]
+            expected.append(naive_keys(2 - t, a))
+            np.testing.assert_allclose(cubic_weights(t, a), expected, atol=1e-14)
+    np.testing.assert_allclose(cubic_weights(0.3, -0.5), keys_weights(0.3), atol=1e-14)
 
 
 def test_warp_methods_against_scipy_and_round_trip():

@@ -39,7 +39,7 @@ class PreparedReference(NamedTuple):
     finest: int
     images: tuple[np.ndarray, ...]  # per level (C, h, w)
     derivs: tuple[np.ndarray, ...]  # per level (5, C, h, w): fx, fy, fxx, fyy, fxy
-    weights: tuple[np.ndarray, ...]  # per level (C, h, w) data-term weights
+    weights: tuple[np.ndarray, ...]  # per level (C, h + 2, w + 2) data weights, zero ghost ring
 
     @property
     def dtype(self) -> np.dtype:
@@ -135,11 +135,25 @@ def prepare_reference(
         hx, hy = w / lw, h / lh
         imgs.append(images[lvl])
         ders.append(derivatives(images[lvl], hx, hy))
-        wl = resize(weights_full, (lh, lw))
-        wts.append(np.maximum(wl, 0, out=wl))
+        wl = np.zeros((c, lh + 2, lw + 2), dtype)
+        wl[:, 1:-1, 1:-1] = np.maximum(resize(weights_full, (lh, lw)), 0)
+        wts.append(wl)
     return PreparedReference(
         params, (h, w), c, tuple(shapes), finest, tuple(imgs), tuple(ders), tuple(wts)
     )
+
+
+@njit(cache=True, nogil=True)
+def pad_edge(a):
+    """``a`` (h, w) with a one-pixel ring that repeats its border (Neumann)."""
+    h, w = a.shape
+    out = np.empty((h + 2, w + 2), a.dtype)
+    out[1:-1, 1:-1] = a
+    out[0, 1:-1] = a[0]
+    out[-1, 1:-1] = a[-1]
+    out[:, 0] = out[:, 1]
+    out[:, -1] = out[:, -2]
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -147,15 +161,21 @@ def level_step(
     ref, ref_d, wts, moving, u, v, hx, hy, alpha_x, alpha_y,
     iterations, update_lag, a_data, a_smooth, omega, constancy, network,
 ):  # fmt: skip
-    """Warp, motion tensors, solve, median-filter the increments; returns the new (u, v)."""
+    """Warp, motion tensors, solve, median-filter the increments; returns the new (u, v).
+
+    The solver works on the frame plus a one-pixel ghost ring (``wts`` and the tensors carry
+    it), so every frame pixel has its data term.
+    """
     warped = warp_level(moving, ref, u, v, hx, hy)
     J = motion_tensor(ref, ref_d, warped, derivatives(warped, hx, hy), constancy)
-    U, V = sor_solve(
-        J, wts, u, v, alpha_x, alpha_y, hx, hy, iterations, update_lag, a_data, a_smooth, omega
-    )
-    du = U - u
-    dv = V - v
     h, w = u.shape
+    up = pad_edge(u)
+    vp = pad_edge(v)
+    U, V = sor_solve(
+        J, wts, up, vp, alpha_x, alpha_y, hx, hy, iterations, update_lag, a_data, a_smooth, omega
+    )
+    du = U[1:-1, 1:-1] - u
+    dv = V[1:-1, 1:-1] - v
     if h > 5 and w > 5:
         du = median5_kernel(du, network)
         dv = median5_kernel(dv, network)

@@ -16,14 +16,10 @@ KEYS_A = -0.5  # cubic convolution parameter (Keys 1981); bicubic as in MATLAB's
 
 
 def axis_depth(n: int, eta: float) -> int:
-    """Largest ``k`` with ``n * eta**k >= 10`` (0 for axes shorter than 10 px)."""
-    if n <= 10:
-        return 0
-    k = math.floor(math.log(10.0 / n) / math.log(eta))
-    # guard against rounding of the logarithms
-    while k > 0 and n * eta**k < 10.0:
-        k -= 1
-    while n * eta ** (k + 1) >= 10.0:
+    """Index of the coarsest level along an axis of ``n`` px: the first ``k`` with
+    ``round(n * eta**k) < 10`` (0 for axes shorter than 10 px; 18 for 512 px at eta 0.8)."""
+    k = 0
+    while round(n * eta**k) >= 10:
         k += 1
     return k
 
@@ -43,10 +39,10 @@ def level_shapes(shape: tuple[int, int], eta: float, levels: int) -> list[tuple[
 
 @functools.lru_cache(maxsize=256)
 def gaussian_kernel(sigma: float) -> np.ndarray:
-    """Normalised 1-D Gaussian taps of radius ``ceil(3 sigma)`` (float64)."""
+    """Normalised 1-D Gaussian taps of radius ``max(1, ceil(2 sigma))`` (float64)."""
     if sigma <= 0:
         return np.ones(1)
-    radius = max(1, math.ceil(3.0 * sigma))
+    radius = max(1, math.ceil(2.0 * sigma))
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)
     k /= k.sum()
@@ -66,6 +62,14 @@ def mirror(i, n):
     if i >= n:
         i = period - 1 - i
     return i
+
+
+def _mirror_indices(i: np.ndarray, n: int) -> np.ndarray:
+    """:func:`mirror` for an index array."""
+    if n == 1:
+        return np.zeros_like(i)
+    i = np.mod(i, 2 * n)
+    return np.where(i >= n, 2 * n - 1 - i, i)
 
 
 @njit(cache=True, nogil=True)
@@ -197,33 +201,98 @@ def resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out if out is not img else img.copy()
 
 
-def downsample(img: np.ndarray, shape: tuple[int, int], first: tuple[bool, bool]) -> np.ndarray:
-    """One cascade step: anti-alias along axes whose size changes, then cubic resize.
+def level_sigma(full: tuple[int, int], shape: tuple[int, int]) -> float:
+    """Anti-alias sigma (full-resolution px) of a level: ``0.6 / s``, ``s`` its smaller axis scale."""
+    scale = min(shape[0] / full[0], shape[1] / full[1])
+    return 0.6 / scale
 
-    ``first[a]`` is True when ``img`` is still at full resolution along axis ``a`` (see
-    docs/numerics.md for the blur widths).
+
+@functools.lru_cache(maxsize=1024)
+def smooth_taps(
+    n_src: int, n_dst: int, sigma: float, dtype: str = "float64"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blur (``sigma`` source px, mirrored borders) fused with the cubic resampling.
+
+    Returns ``start`` (n_dst,) and ``wts`` (n_dst, m): output ``j`` is
+    ``sum_k wts[j, k] * src[start[j] + k]``, exactly the cubic resampling (:func:`cubic_taps`) of
+    the blurred axis, evaluated only where it is sampled. Cached (read-only arrays).
     """
-    out = img
-    for axis, (n_src, n_dst) in enumerate(zip(img.shape[1:], shape, strict=False)):
-        if n_src == n_dst:
-            continue
-        ratio = n_src / n_dst
-        sigma = 0.6 * ratio if first[axis] else 0.6 * math.sqrt(max(ratio * ratio - 1.0, 0.0))
-        taps = gaussian_kernel(float(sigma)).astype(img.dtype)
-        out = blur_rows(out, taps) if axis == 0 else blur_cols(out, taps)
-    return resize(out, shape)
+    idx, cub = cubic_taps(n_src, n_dst)
+    g = gaussian_kernel(float(sigma))
+    r = g.shape[0] // 2
+    dense = np.zeros((n_dst, n_src))
+    rows = np.arange(n_dst)
+    for k in range(4):
+        for t in range(g.shape[0]):
+            np.add.at(dense, (rows, _mirror_indices(idx[:, k] + (t - r), n_src)), cub[:, k] * g[t])
+    nz = dense != 0
+    start = nz.argmax(axis=1)
+    stop = n_src - nz[:, ::-1].argmax(axis=1)
+    m = int((stop - start).max())
+    start = np.minimum(start, n_src - m)
+    wts = np.stack([dense[j, start[j] : start[j] + m] for j in range(n_dst)]).astype(dtype)
+    start = start.astype(np.int64)
+    start.flags.writeable = False
+    wts.flags.writeable = False
+    return start, wts
+
+
+@njit(cache=True, nogil=True)
+def smooth_rows(img, start, wts):
+    """Blur-and-resample axis 1 of ``img`` (C, h, w) with :func:`smooth_taps` rows."""
+    c, _, w = img.shape
+    n, m = wts.shape
+    out = np.zeros((c, n, w), img.dtype)
+    for ch in range(c):
+        for i in range(n):
+            line = out[ch, i]
+            for k in range(m):
+                t = wts[i, k]
+                src = img[ch, start[i] + k]
+                for j in range(w):
+                    line[j] += t * src[j]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def smooth_cols(img, start, wts):
+    """Blur-and-resample axis 2 of ``img`` (C, h, w) with :func:`smooth_taps` columns."""
+    c, h, _ = img.shape
+    n, m = wts.shape
+    out = np.empty((c, h, n), img.dtype)
+    for ch in range(c):
+        for i in range(h):
+            row = img[ch, i]
+            for j in range(n):
+                s0 = start[j]
+                acc = row[s0] * wts[j, 0]
+                for k in range(1, m):
+                    acc += wts[j, k] * row[s0 + k]
+                out[ch, i, j] = acc
+    return out
+
+
+def downsample(img: np.ndarray, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Anti-aliased level of a full-resolution ``img`` (C, H, W): Gaussian of ``sigma`` px on both
+    axes, then cubic resampling to ``shape``, fused so that only the sampled values are computed."""
+    _, h, w = img.shape
+    start, wts = smooth_taps(h, shape[0], float(sigma), img.dtype.name)
+    out = smooth_rows(img, start, wts)
+    start, wts = smooth_taps(w, shape[1], float(sigma), img.dtype.name)
+    return smooth_cols(out, start, wts)
 
 
 def build_pyramid(img: np.ndarray, shapes: list[tuple[int, int]], finest: int) -> list:
-    """Levels of ``img`` (C, H, W) for ``shapes``; entries below ``finest`` are None."""
+    """Levels of ``img`` (C, H, W) for ``shapes``; entries below ``finest`` are None.
+
+    Every level is resampled directly from the full-resolution frame (see docs/numerics.md):
+    cascading levels from the level above blurs and aliases the coarse ones.
+    """
     levels: list = [None] * len(shapes)
-    current = img
-    levels[0] = img
-    for i in range(1, len(shapes)):
-        prev_shape = shapes[i - 1]
-        first = (prev_shape[0] == shapes[0][0], prev_shape[1] == shapes[0][1])
-        current = downsample(current, shapes[i], first)
-        levels[i] = current
-    for i in range(min(finest, len(shapes))):
-        levels[i] = None
+    full = shapes[0]
+    for i in range(max(finest, 0), len(shapes)):
+        if i == 0:
+            levels[0] = img
+        else:
+            levels[i] = downsample(img, shapes[i], level_sigma(full, shapes[i]))
     return levels

@@ -45,31 +45,67 @@ def _dy(f, h):
 
 
 @njit(cache=True, nogil=True)
+def _dxx(f, h):
+    """Second difference ``(f[j-1] - 2 f[j] + f[j+1]) / h^2`` along columns (symmetric padding)."""
+    c, rows, cols = f.shape
+    out = np.empty_like(f)
+    s = 1.0 / (h * h)
+    for ch in range(c):
+        for i in range(rows):
+            r = f[ch, i]
+            for j in range(cols):
+                a = r[j - 1] if j > 0 else r[0]
+                b = r[j + 1] if j + 1 < cols else r[cols - 1]
+                out[ch, i, j] = (a - 2.0 * r[j] + b) * s
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _dyy(f, h):
+    """Second difference ``(f[i-1] - 2 f[i] + f[i+1]) / h^2`` along rows (symmetric padding)."""
+    c, rows, cols = f.shape
+    out = np.empty_like(f)
+    s = 1.0 / (h * h)
+    for ch in range(c):
+        for i in range(rows):
+            a = i - 1 if i > 0 else 0
+            b = i + 1 if i + 1 < rows else rows - 1
+            for j in range(cols):
+                out[ch, i, j] = (f[ch, a, j] - 2.0 * f[ch, i, j] + f[ch, b, j]) * s
+    return out
+
+
+@njit(cache=True, nogil=True)
 def derivatives(f, hx, hy):
-    """``(5, C, h, w)`` stack of ``f_x, f_y, f_xx, f_yy, f_xy`` of ``f`` (C, h, w)."""
+    """``(5, C, h, w)`` stack of ``f_x, f_y, f_xx, f_yy, f_xy`` of ``f`` (C, h, w).
+
+    First derivatives are central differences; ``f_xx``, ``f_yy`` the compact second
+    differences (3-point, not the central difference applied twice, whose 5-point stencil
+    is blind to the highest frequencies); ``f_xy = d_y f_x``.
+    """
     fx = _dx(f, hx)
-    fy = _dy(f, hy)
     out = np.empty((5, *f.shape), f.dtype)
     out[0] = fx
-    out[1] = fy
-    out[2] = _dx(fx, hx)
-    out[3] = _dy(fy, hy)
+    out[1] = _dy(f, hy)
+    out[2] = _dxx(f, hx)
+    out[3] = _dyy(f, hy)
     out[4] = _dy(fx, hy)
     return out
 
 
 @njit(cache=True, nogil=True)
 def motion_tensor(ref, ref_d, warped, warped_d, constancy):
-    """Motion tensors ``(C, 6, h, w)``: J11, J22, J33, J12, J13, J23 per channel.
+    """Motion tensors ``(C, 6, h + 2, w + 2)``: J11, J22, J33, J12, J13, J23 per channel.
 
     ``ref_d`` and ``warped_d`` are the :func:`derivatives` stacks of the reference and of the
-    warped moving image. The outer one-pixel frame is zero.
+    warped moving image (C, h, w). Every frame pixel gets its tensor; the arrays carry the
+    solver's one-pixel ghost ring around the frame, where J is zero.
     """
     c, h, w = ref.shape
-    J = np.zeros((c, 6, h, w), ref.dtype)
+    J = np.zeros((c, 6, h + 2, w + 2), ref.dtype)
     for ch in range(c):
-        for i in range(1, h - 1):
-            for j in range(1, w - 1):
+        for i in range(h):
+            for j in range(w):
                 if constancy == GC:
                     fxx = 0.5 * (ref_d[2, ch, i, j] + warped_d[2, ch, i, j])
                     fyy = 0.5 * (ref_d[3, ch, i, j] + warped_d[3, ch, i, j])
@@ -78,20 +114,20 @@ def motion_tensor(ref, ref_d, warped, warped_d, constancy):
                     fyt = warped_d[1, ch, i, j] - ref_d[1, ch, i, j]
                     rx = 1.0 / (fxx * fxx + fxy * fxy + 1e-6)
                     ry = 1.0 / (fxy * fxy + fyy * fyy + 1e-6)
-                    J[ch, 0, i, j] = rx * fxx * fxx + ry * fxy * fxy
-                    J[ch, 1, i, j] = rx * fxy * fxy + ry * fyy * fyy
-                    J[ch, 2, i, j] = rx * fxt * fxt + ry * fyt * fyt
-                    J[ch, 3, i, j] = rx * fxx * fxy + ry * fxy * fyy
-                    J[ch, 4, i, j] = rx * fxx * fxt + ry * fxy * fyt
-                    J[ch, 5, i, j] = rx * fxy * fxt + ry * fyy * fyt
+                    J[ch, 0, i + 1, j + 1] = rx * fxx * fxx + ry * fxy * fxy
+                    J[ch, 1, i + 1, j + 1] = rx * fxy * fxy + ry * fyy * fyy
+                    J[ch, 2, i + 1, j + 1] = rx * fxt * fxt + ry * fyt * fyt
+                    J[ch, 3, i + 1, j + 1] = rx * fxx * fxy + ry * fxy * fyy
+                    J[ch, 4, i + 1, j + 1] = rx * fxx * fxt + ry * fxy * fyt
+                    J[ch, 5, i + 1, j + 1] = rx * fxy * fxt + ry * fyy * fyt
                 else:
                     fx = 0.5 * (ref_d[0, ch, i, j] + warped_d[0, ch, i, j])
                     fy = 0.5 * (ref_d[1, ch, i, j] + warped_d[1, ch, i, j])
                     ft = warped[ch, i, j] - ref[ch, i, j]
-                    J[ch, 0, i, j] = fx * fx
-                    J[ch, 1, i, j] = fy * fy
-                    J[ch, 2, i, j] = ft * ft
-                    J[ch, 3, i, j] = fx * fy
-                    J[ch, 4, i, j] = fx * ft
-                    J[ch, 5, i, j] = fy * ft
+                    J[ch, 0, i + 1, j + 1] = fx * fx
+                    J[ch, 1, i + 1, j + 1] = fy * fy
+                    J[ch, 2, i + 1, j + 1] = ft * ft
+                    J[ch, 3, i + 1, j + 1] = fx * fy
+                    J[ch, 4, i + 1, j + 1] = fx * ft
+                    J[ch, 5, i + 1, j + 1] = fy * ft
     return J
