@@ -202,7 +202,7 @@ def resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def level_sigma(full: tuple[int, int], shape: tuple[int, int]) -> float:
-    """Anti-alias sigma (full-resolution px) of a level: ``0.6 / s``, ``s`` its smaller axis scale."""
+    """Anti-alias sigma (full-resolution px) of a level: ``0.6 / s``, ``s`` its smaller scale."""
     scale = min(shape[0] / full[0], shape[1] / full[1])
     return 0.6 / scale
 
