@@ -40,6 +40,12 @@ class NPYReader(ArraySourceReader):
 
     def __init__(self, path: PathType, *, axis_order: str | None = None, bin_size: int = 1) -> None:
         path = check_input_path(path)
+        dtype, shape = _header_of(path)
+        if dtype is not None and dtype.kind not in "biuf":
+            raise TypeError(
+                f"'{path}' holds dtype {dtype} (shape {shape}); a video is a 3-D (T, H, W) or "
+                "4-D (T, H, W, C) array of integers or floating-point numbers"
+            )
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
@@ -49,6 +55,23 @@ class NPYReader(ArraySourceReader):
         super().__init__(
             path, [array], axis_order, bin_size=bin_size, options={"axis_order": axis_order}
         )
+
+
+def _header_of(path: PathType) -> tuple[np.dtype | None, tuple[int, ...] | None]:
+    """Dtype and shape from the header of a ``.npy`` file, ``(None, None)`` if unreadable
+    (``np.load`` then reports the damage)."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read(fh)
+    except (ValueError, OSError, EOFError, SyntaxError):
+        return None, None
+    return np.dtype(dtype), tuple(shape)
 
 
 def _header(dtype: np.dtype, shape: tuple[int, ...], length: int | None = None) -> bytes:

@@ -63,10 +63,11 @@ def check_reference(reader, options, reference, name: str) -> np.ndarray | None:
     if given is None and options.reference_is_image:
         given = options.reference_frames
     if given is not None:
-        image = as_reference_image(given, frame_shape)
-        if not np.isfinite(image).all():
-            raise ValueError(f"the reference image for {name} contains NaN or inf values")
-        return image
+        what = f"reference {given}" if isinstance(given, str | Path) else "reference image"
+        try:
+            return as_reference_image(given, frame_shape)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"{what} for {name}: {exc}") from None
     try:
         options.resolved_reference_frames(int(reader.shape[0]))
     except ValueError as exc:
@@ -117,6 +118,16 @@ def os_error(cls: type[OSError], code: int | None, message: str) -> OSError:
     return exc
 
 
+def writable(path: Path) -> bool:
+    """Whether files can be created in the folder ``path``."""
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the file system of ``path`` (or of its nearest existing parent)."""
+    return shutil.disk_usage(_existing_parent(path)).free
+
+
 def _existing_parent(path: Path) -> Path:
     for candidate in (path, *path.parents):
         if candidate.exists():
@@ -143,11 +154,11 @@ def check_output_folder(path: Path, needed: dict[str, int] | None = None) -> Pat
     except OSError as exc:
         message = f"cannot create the output folder {path} ({exc.strerror or exc})"
         raise os_error(type(exc), exc.errno, message) from exc
-    if not os.access(path, os.W_OK | os.X_OK):
+    if not writable(path):
         raise os_error(PermissionError, errno.EACCES, f"output folder {path} is not writable")
     if needed:
         total = sum(needed.values()) + SPACE_MARGIN
-        free = shutil.disk_usage(_existing_parent(path)).free
+        free = free_bytes(path)
         if free < total:
             parts = ", ".join(f"{k} {_size(v)}" for k, v in needed.items())
             raise os_error(
