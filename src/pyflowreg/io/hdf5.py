@@ -1,9 +1,10 @@
 """HDF5 videos (h5py): one ``(T, H, W[, C])`` dataset, or one ``(T, H, W)`` dataset per channel.
 
 Reading: the dataset is chosen by ``dataset_name``/``dataset_names`` or automatically (the
-datasets listed in the file's ``dataset_names`` attribute; else ``ch1, ch2, ...``; else ``mov``, ``data``, ``imaging``, ``input_frames``, ...; else the only or the
-largest 3-D/4-D dataset). ``axis_order`` describes other storage orders, e.g. ``"YXT"`` for SIMA's
-``(y, x, t)`` files. Big-endian datasets are returned in native byte order.
+datasets listed in the file's ``dataset_names`` attribute; else ``ch1, ch2, ...``; else ``mov``,
+``data``, ``imaging``, ``input_frames``, ...; else the only or the largest 3-D/4-D dataset).
+``axis_order`` describes other storage orders, e.g. ``"YXT"`` for SIMA's ``(y, x, t)`` files.
+Big-endian datasets are returned in native byte order.
 
 Writing: ``layout="channels"`` (default) writes one ``(T, H, W)`` dataset per channel named
 ``ch1, ch2, ...``; ``layout="stacked"`` writes one ``(T, H, W, C)`` dataset ``dataset_name``.
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-def _numbered(pattern: str, n: int) -> list[str]:
+def numbered_names(pattern: str, n: int) -> list[str]:
     """Names from a pattern numbered from 1: ``"ch{}"``/``"ch%d"``; a plain name is numbered
     only when there are several."""
     if "{" in pattern:
@@ -335,7 +336,7 @@ class HDF5Writer(VideoWriter):
         if self.dataset_names is None:
             return [f"ch{i + 1}" for i in range(n_datasets)]
         if isinstance(self.dataset_names, str):
-            return _numbered(self.dataset_names, n_datasets)
+            return numbered_names(self.dataset_names, n_datasets)
         if len(self.dataset_names) != n_datasets:
             raise ValueError(
                 f"dataset_names has {len(self.dataset_names)} names but the frames have "

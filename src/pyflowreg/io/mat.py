@@ -38,6 +38,7 @@ from pyflowreg.io.hdf5 import (
     HDF5Writer,
     dataset_dtypes,
     list_datasets,
+    numbered_names,
     open_h5,
 )
 
@@ -297,8 +298,9 @@ class MAT5Writer(VideoWriter):
     ----------
     path : path-like
         Output ``.mat`` file, written at :meth:`close` (nothing if no frames were written).
-    variable_names : sequence of str, optional
-        One ``(H, W, T)`` variable per channel; default ``ch1, ch2, ...``.
+    variable_names : sequence of str or str, optional
+        One ``(H, W, T)`` variable per channel; default ``ch1, ch2, ...``; or a pattern such as
+        ``"ch{}"`` (see :class:`~pyflowreg.io.hdf5.HDF5Writer`).
     do_compression : bool
         zlib-compress the variables (default ``True``).
     expected_frames : int, optional
@@ -317,7 +319,10 @@ class MAT5Writer(VideoWriter):
         expected_frames: int | None = None,
     ) -> None:
         super().__init__(path, expected_frames=expected_frames)
-        self.variable_names = None if variable_names is None else list(variable_names)
+        self.variable_names = (
+            variable_names if variable_names is None or isinstance(variable_names, str)
+            else list(variable_names)
+        )  # fmt: skip
         self.do_compression = bool(do_compression)
         self._blocks: list[np.ndarray] = []
 
@@ -330,6 +335,8 @@ class MAT5Writer(VideoWriter):
         c = frame_shape[2]
         if self.variable_names is None:
             self.variable_names = [f"ch{i + 1}" for i in range(c)]
+        elif isinstance(self.variable_names, str):
+            self.variable_names = numbered_names(self.variable_names, c)
         elif len(self.variable_names) != c:
             raise ValueError(
                 f"variable_names has {len(self.variable_names)} names but the frames have "
