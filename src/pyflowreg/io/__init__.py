@@ -10,7 +10,12 @@
 Formats (by extension or ``format=``, any case): ``HDF5`` (.h5 .hdf5), ``TIFF`` (.tif .tiff,
 ImageJ, ScanImage, BigTIFF), ``MAT`` (.mat v5 and v7.3), ``NPY`` (.npy), ``ZARR`` (.zarr, needs
 ``pip install "pyflowreg[zarr]"``), ``ARRAY`` (in memory) and ``NULL`` (discard). A list of paths
-opens one file per channel.
+opens one file per channel. Write-only layouts: ``SUITE2P_TIFF``, ``MULTIFILE_TIFF``,
+``MULTIFILE_HDF5``, ``MULTIFILE_MAT`` and ``CAIMAN_HDF5``.
+
+Readers also read in batches of ``buffer_size`` frames (``for batch in reader``,
+``reader.read_batch()``). PyFlowReg's factory functions over these readers and writers are in
+:mod:`pyflowreg.util.io`.
 """
 
 from pyflowreg.io.base import (
