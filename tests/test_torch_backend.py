@@ -58,12 +58,25 @@ def test_resize_matrix_equals_core_resize(n_src, n_dst):
     np.testing.assert_allclose(tk.resize_matrix(n_src, n_dst) @ img, expected, atol=1e-12)
 
 
-def test_pyramid_equals_core_cascade():
-    img = np.random.default_rng(1).random((2, 48, 64))
-    shapes = cp.level_shapes((48, 64), 0.8, 100)
+@pytest.mark.parametrize(("n_src", "n_dst", "sigma"), [(64, 51, 0.75), (64, 9, 4.2), (12, 12, 1.5)])
+def test_smooth_matrix_equals_core_smooth_taps(n_src, n_dst, sigma):
+    img = np.random.default_rng(0).random((2, n_src, 9))
+    start, wts = cp.smooth_taps(n_src, n_dst, sigma)
+    expected = cp.smooth_rows(img, start, wts)
+    np.testing.assert_allclose(tk.smooth_matrix(n_src, n_dst, sigma) @ img, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(("shape", "finest"), [((48, 64), 0), ((12, 30), 0), ((96, 128), 4)])
+def test_pyramid_equals_core_direct_levels(shape, finest):
+    """Every level resampled from the full frame (12 rows never shrink but are still blurred)."""
+    img = np.random.default_rng(1).random((2, *shape))
+    shapes = cp.level_shapes(shape, 0.8, 100)
     backend = TorchBackend(FlowParameters(), {"device": "cpu", "dtype": "float64"})
-    ours = backend._pyramid(_t(img)[None], shapes, 0)
-    for lvl, ref in enumerate(cp.build_pyramid(img, shapes, 0)):
+    ours = backend._pyramid(_t(img)[None], shapes, finest)
+    for lvl, ref in enumerate(cp.build_pyramid(img, shapes, finest)):
+        if ref is None:
+            assert ours[lvl] is None
+            continue
         np.testing.assert_allclose(ours[lvl][0].numpy(), ref, atol=1e-12, err_msg=f"level {lvl}")
 
 
@@ -84,11 +97,13 @@ def test_derivatives_equal_core():
 
 
 @pytest.mark.parametrize("constancy", ["gc", "gray"])
-def test_motion_tensor_equals_core_interior(constancy):
+def test_motion_tensor_equals_core_frame(constancy):
+    """Every frame pixel (border included) = the interior of the core's ghost-ringed tensors."""
     rng = np.random.default_rng(4)
     ref, warped = rng.random((2, 2, 10, 12))
-    rd, wd = ct.derivatives(ref, 1.0, 1.0), ct.derivatives(warped, 1.0, 1.0)
+    rd, wd = ct.derivatives(ref, 1.25, 2.0), ct.derivatives(warped, 1.25, 2.0)
     expected = ct.motion_tensor(ref, rd, warped, wd, ct.CONSTANCY[constancy])
+    assert expected.shape == (2, 6, 12, 14)
     got = tk.motion_tensor(
         _t(ref)[None], tuple(_t(d)[None] for d in rd), _t(warped)[None],
         tuple(_t(d)[None] for d in wd), constancy,
@@ -96,10 +111,18 @@ def test_motion_tensor_equals_core_interior(constancy):
     np.testing.assert_allclose(got[:, 0].numpy(), expected[:, :, 1:-1, 1:-1].transpose(1, 0, 2, 3))
 
 
+def test_pad_edge_equals_core():
+    from pyflowreg.core.flow import pad_edge
+
+    flow = np.random.default_rng(8).random((2, 7, 9))
+    got = torch_solver.pad_edge(_t(flow)[None])[0].numpy()
+    np.testing.assert_array_equal(got, np.stack([pad_edge(f) for f in flow]))
+
+
 @pytest.mark.parametrize("a_smooth", [1.0, 0.5])
 def test_sor_solve_equals_core(a_smooth):
     rng = np.random.default_rng(5)
-    c, h, w = 2, 9, 12
+    c, h, w = 2, 9, 12  # the padded grid: a 7x10 frame plus its ghost ring
     J = np.zeros((c, 6, h, w))
     g = rng.normal(size=(c, 3, h, w))  # J = g g^T per pixel: positive semi-definite
     pairs = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]

@@ -30,19 +30,19 @@ except ImportError as err:  # pragma: no cover - exercised without torch install
 
 from ..core.flow import data_weights
 from ..core.params import FlowParameters
-from ..core.pyramid import level_shapes
+from ..core.pyramid import level_shapes, level_sigma
 from .base import FlowBackend, broadcast_uv
 from .torch_graph import GraphCache
 from .torch_kernels import (
     apply_axes,
-    cascade_matrix,
     derivatives,
     motion_tensor,
     resize_matrix,
+    smooth_matrix,
     warp_level,
 )
 from .torch_median import median5
-from .torch_solver import SolverSettings, sor_solve
+from .torch_solver import SolverSettings, pad_edge, sor_solve
 
 BACKEND_PARAMS = ("device", "dtype", "batch_frames", "cuda_graphs")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -63,7 +63,7 @@ class TorchPreparedReference:
     finest: int
     images: tuple  # per level (1, C, h, w)
     derivs: tuple  # per level tuple of 5 (1, C, h, w): fx, fy, fxx, fyy, fxy
-    weights: tuple  # per level (1, C, h-2, w-2) interior data weights
+    weights: tuple  # per level (1, C, h, w) data weights (interior of the solver's grid)
     device: torch.device
     dtype: torch.dtype
 
@@ -158,23 +158,23 @@ class TorchBackend(FlowBackend):
         self._solve = self._estimate_batch
         if graphs and self.device.type == "cuda":
             self._solve = GraphCache(self._estimate_batch, self.device)
-        self._matrices: dict[tuple[int, int, bool | None], torch.Tensor] = {}
+        self._matrices: dict[tuple[int, int, float | None], torch.Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
 
-    def _matrix(self, n_src: int, n_dst: int, first: bool | None = None) -> torch.Tensor | None:
-        """Device resampling matrix ``(n_dst, n_src)``; None when the size does not change.
+    def _matrix(self, n_src: int, n_dst: int, sigma: float | None = None) -> torch.Tensor | None:
+        """Device resampling matrix ``(n_dst, n_src)``, cached per ``(n_src, n_dst, sigma)``.
 
-        ``first`` None: plain cubic resize; else a cascade step (blur + resize).
+        ``sigma`` None: plain cubic resize (None when the size does not change); else a pyramid
+        axis from full resolution, blur of ``sigma`` px fused with the resize (never None: the
+        blur applies even where the size does not change).
         """
-        if n_src == n_dst:
+        if sigma is None and n_src == n_dst:
             return None
-        key = (n_src, n_dst, first)
+        key = (n_src, n_dst, sigma)
         if key not in self._matrices:
             mat = (
-                resize_matrix(n_src, n_dst)
-                if first is None
-                else cascade_matrix(n_src, n_dst, first)
+                resize_matrix(n_src, n_dst) if sigma is None else smooth_matrix(n_src, n_dst, sigma)
             )
             self._matrices[key] = torch.as_tensor(mat, dtype=self.dtype, device=self.device)
         return self._matrices[key]
@@ -186,18 +186,22 @@ class TorchBackend(FlowBackend):
         return apply_axes(x, my, None if mx is None else mx.T)
 
     def _pyramid(self, img: torch.Tensor, shapes, finest: int) -> list:
-        """Cascade pyramid of ``img`` (T, C, H, W); levels finer than ``finest`` are None."""
+        """Pyramid of ``img`` (T, C, H, W); levels finer than ``finest`` are None.
+
+        Every level ``i >= 1`` is resampled directly from the full-resolution frame (blur of
+        ``0.6 / s`` px fused with the cubic resize, rows then columns, as
+        :func:`pyflowreg.core.pyramid.build_pyramid`).
+        """
         levels: list = [None] * len(shapes)
-        current = img
         full = shapes[0]
-        for i in range(len(shapes)):
-            if i > 0:
-                prev = shapes[i - 1]
-                my = self._matrix(prev[0], shapes[i][0], prev[0] == full[0])
-                mx = self._matrix(prev[1], shapes[i][1], prev[1] == full[1])
-                current = apply_axes(current, my, None if mx is None else mx.T)
-            if i >= finest:
-                levels[i] = current
+        for i in range(max(finest, 0), len(shapes)):
+            if i == 0:
+                levels[0] = img
+                continue
+            sigma = level_sigma(full, shapes[i])
+            my = self._matrix(full[0], shapes[i][0], sigma)
+            mx = self._matrix(full[1], shapes[i][1], sigma)
+            levels[i] = apply_axes(img, my, mx.T)
         return levels
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
@@ -256,8 +260,7 @@ class TorchBackend(FlowBackend):
         for lvl in range(finest, len(shapes)):
             lh, lw = shapes[lvl]
             derivs[lvl] = derivatives(images[lvl], w / lw, h / lh)
-            wl = self._resize(weights_full, (lh, lw)).clamp_min_(0.0)
-            weights[lvl] = wl[..., 1:-1, 1:-1].contiguous()
+            weights[lvl] = self._resize(weights_full, (lh, lw)).clamp_min_(0.0)
         return TorchPreparedReference(
             (h, w), c, shapes, finest, tuple(images), tuple(derivs), tuple(weights),
             self.device, self.dtype,
@@ -330,8 +333,6 @@ class TorchBackend(FlowBackend):
             ref = prep.images[lvl]
             warped = warp_level(pyramid[lvl], ref, u, v, hx, hy)
             pyramid[lvl] = None
-            if lh < 3 or lw < 3:
-                continue
             J = motion_tensor(
                 ref, prep.derivs[lvl], warped, derivatives(warped, hx, hy), p.constancy_assumption
             )
@@ -339,9 +340,13 @@ class TorchBackend(FlowBackend):
                 p.alpha[0] * scale, p.alpha[1] * scale, hx, hy,
                 p.iterations, p.update_lag, p.a_data, p.a_smooth, p.omega,
             )  # fmt: skip
-            U, V = sor_solve(J, prep.weights[lvl], u, v, settings)
-            del J
-            du, dv = U.sub_(u), V.sub_(v)
+            # the solver's grid is the frame plus a ghost ring (flow replicated into it): every
+            # frame pixel carries its data term
+            padded = pad_edge(flow)
+            U, V = sor_solve(J, prep.weights[lvl], padded[:, 0], padded[:, 1], settings)
+            del J, padded
+            du = U[:, 1:-1, 1:-1].sub(u)
+            dv = V[:, 1:-1, 1:-1].sub(v)
             if lh > 5 and lw > 5:
                 du, dv = median5(du), median5(dv)
             flow = torch.stack((u + du, v + dv), dim=1)

@@ -5,33 +5,24 @@ tensor dimension, so one call solves a whole batch on the device. Every function
 CPU reference in :mod:`pyflowreg.core` (same formulas, same borders, same red-black order); only
 the floating-point summation order differs.
 
-Linear resampling (anti-aliasing blur + cubic resize, flow prolongation, final upsampling) is a
-dense matrix per axis built once in float64 and applied with ``matmul``.
+Linear resampling (a pyramid level's fused anti-aliasing blur + cubic resize from the full frame,
+flow prolongation, final upsampling) is a dense matrix per axis built once in float64 and applied
+with ``matmul``.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from ..core.pyramid import cubic_taps, gaussian_kernel
+from ..core.pyramid import cubic_taps, smooth_taps
+from ..core.warp import LEVEL_A
 
 EPS = 1e-5  # Charbonnier epsilon (ALGORITHM.md)
 GRAD_EPS = 1e-6  # gradient-constancy normalisation
 
 
 # ----------------------------------------------------------------------------- resampling
-
-
-def mirror_index(i: np.ndarray, n: int) -> np.ndarray:
-    """Symmetric (edge-including) border index: -1 -> 0, -2 -> 1, n -> n-1, at any distance."""
-    if n == 1:
-        return np.zeros_like(i)
-    period = 2 * n
-    i = np.mod(i, period)
-    return np.where(i >= n, period - 1 - i, i)
 
 
 def resize_matrix(n_src: int, n_dst: int) -> np.ndarray:
@@ -45,26 +36,17 @@ def resize_matrix(n_src: int, n_dst: int) -> np.ndarray:
     return mat
 
 
-def blur_matrix(n: int, sigma: float) -> np.ndarray:
-    """``(n, n)`` float64 matrix of the normalised Gaussian blur with symmetric borders."""
-    taps = gaussian_kernel(sigma)
-    r = taps.shape[0] // 2
-    rows = np.repeat(np.arange(n), taps.shape[0])
-    src = mirror_index(rows + np.tile(np.arange(taps.shape[0]) - r, n), n)
-    mat = np.zeros((n, n))
-    np.add.at(mat, (rows, src), np.tile(taps, n))
+def smooth_matrix(n_src: int, n_dst: int, sigma: float) -> np.ndarray:
+    """``(n_dst, n_src)`` float64 matrix of one pyramid axis: Gaussian blur of ``sigma`` source
+    px (symmetric borders) fused with the cubic resize, from the core's
+    :func:`~pyflowreg.core.pyramid.smooth_taps` tables (exactly what
+    :func:`~pyflowreg.core.pyramid.downsample` applies along that axis)."""
+    start, wts = smooth_taps(n_src, n_dst, float(sigma))
+    m = wts.shape[1]
+    mat = np.zeros((n_dst, n_src))
+    rows = np.repeat(np.arange(n_dst), m)
+    mat[rows, (start[:, None] + np.arange(m)).ravel()] = wts.ravel()
     return mat
-
-
-def cascade_matrix(n_src: int, n_dst: int, first: bool) -> np.ndarray:
-    """One cascade step along an axis: anti-aliasing blur, then cubic resize.
-
-    ``first`` is True when the source is still at full resolution along this axis; the blur
-    width follows :func:`pyflowreg.core.pyramid.downsample`.
-    """
-    ratio = n_src / n_dst
-    sigma = 0.6 * ratio if first else 0.6 * math.sqrt(max(ratio * ratio - 1.0, 0.0))
-    return resize_matrix(n_src, n_dst) @ blur_matrix(n_src, sigma)
 
 
 def apply_axes(x: torch.Tensor, my: torch.Tensor | None, mx_t: torch.Tensor | None) -> torch.Tensor:
@@ -79,15 +61,16 @@ def apply_axes(x: torch.Tensor, my: torch.Tensor | None, mx_t: torch.Tensor | No
 # ----------------------------------------------------------------------------- warp
 
 
-def keys_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Keys (a = -0.5) weights of the taps at offsets -1, 0, 1, 2 for fractions ``t`` in [0, 1)."""
+def cubic_weights(t: torch.Tensor, a: float) -> tuple[torch.Tensor, ...]:
+    """Keys cubic-convolution weights (parameter ``a``) of the taps at offsets -1, 0, 1, 2 for
+    fractions ``t`` in [0, 1) (:func:`pyflowreg.core.warp.cubic_weights`)."""
     t2 = t * t
     t3 = t2 * t
     return (
-        -0.5 * t3 + t2 - 0.5 * t,
-        1.5 * t3 - 2.5 * t2 + 1.0,
-        -1.5 * t3 + 2.0 * t2 + 0.5 * t,
-        0.5 * t3 - 0.5 * t2,
+        a * (t3 - 2.0 * t2 + t),
+        (a + 2.0) * t3 - (a + 3.0) * t2 + 1.0,
+        -(a + 2.0) * t3 + (2.0 * a + 3.0) * t2 - a * t,
+        a * (t2 - t3),
     )
 
 
@@ -102,8 +85,8 @@ def warp_level(
     """Bicubic backward warp of ``moving`` (T, C, h, w) by the level flow ``u``, ``v`` (T, h, w).
 
     Samples at ``(y + v / hy, x + u / hx)`` (level pixels, flow in full-resolution pixels) with
-    4x4 Keys taps and clamped indices; positions outside ``[0, n-1]`` on either axis take the
-    ``reference`` (1 or T, C, h, w) value.
+    4x4 Keys taps (``a`` = :data:`~pyflowreg.core.warp.LEVEL_A`, -0.75) and clamped indices;
+    positions outside ``[0, n-1]`` on either axis take the ``reference`` (1 or T, C, h, w) value.
     """
     t, c, h, w = moving.shape
     ys = torch.arange(h, device=u.device, dtype=u.dtype).view(1, h, 1)
@@ -116,8 +99,8 @@ def warp_level(
     x = torch.nan_to_num(x).clamp_(-1.0, float(w))
     y0 = torch.floor(y)
     x0 = torch.floor(x)
-    wy = keys_weights(y - y0)
-    wx = keys_weights(x - x0)
+    wy = cubic_weights(y - y0, LEVEL_A)
+    wx = cubic_weights(x - x0, LEVEL_A)
     yi = y0.long()
     xi = x0.long()
     rows = [((yi + (k - 1)).clamp_(0, h - 1) * w).view(t, 1, h * w) for k in range(4)]
@@ -151,11 +134,24 @@ def diff_y(f: torch.Tensor, h: float) -> torch.Tensor:
     return (fp[..., 2:, :] - fp[..., :-2, :]).mul_(0.5 / h)
 
 
+def diff_xx(f: torch.Tensor, h: float) -> torch.Tensor:
+    """Compact second difference ``(f[j-1] - 2 f[j] + f[j+1]) / h^2`` along the last axis
+    (symmetric one-pixel padding)."""
+    fp = torch.cat((f[..., :1], f, f[..., -1:]), dim=-1)
+    return (fp[..., :-2] - 2.0 * f + fp[..., 2:]).mul_(1.0 / (h * h))
+
+
+def diff_yy(f: torch.Tensor, h: float) -> torch.Tensor:
+    """Compact second difference along the second-last axis (symmetric padding)."""
+    fp = torch.cat((f[..., :1, :], f, f[..., -1:, :]), dim=-2)
+    return (fp[..., :-2, :] - 2.0 * f + fp[..., 2:, :]).mul_(1.0 / (h * h))
+
+
 def derivatives(f: torch.Tensor, hx: float, hy: float) -> tuple[torch.Tensor, ...]:
-    """``(f_x, f_y, f_xx, f_yy, f_xy)`` of ``f`` (..., h, w) with ``f_xy = d_y f_x``."""
+    """``(f_x, f_y, f_xx, f_yy, f_xy)`` of ``f`` (..., h, w): central first differences, compact
+    3-point second differences, ``f_xy = d_y f_x``."""
     fx = diff_x(f, hx)
-    fy = diff_y(f, hy)
-    return fx, fy, diff_x(fx, hx), diff_y(fy, hy), diff_y(fx, hy)
+    return fx, diff_y(f, hy), diff_xx(f, hx), diff_yy(f, hy), diff_y(fx, hy)
 
 
 def motion_tensor(
@@ -165,17 +161,17 @@ def motion_tensor(
     warped_d: tuple[torch.Tensor, ...],
     constancy: str,
 ) -> torch.Tensor:
-    """Interior motion tensors ``(6, T, C, h-2, w-2)``: J11, J22, J33, J12, J13, J23.
+    """Motion tensors ``(6, T, C, h, w)`` of every frame pixel: J11, J22, J33, J12, J13, J23.
 
-    The outer one-pixel frame (zero by definition) is cut off; the solver works on interiors.
+    These are the interior of the core's ``(C, 6, h + 2, w + 2)`` tensors: the solver works on the
+    frame plus a ghost ring where J is zero, so the ring is never stored.
     """
-    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
     if constancy == "gc":
-        fxx = (ref_d[2][inner] + warped_d[2][inner]) * 0.5
-        fyy = (ref_d[3][inner] + warped_d[3][inner]) * 0.5
-        fxy = (ref_d[4][inner] + warped_d[4][inner]) * 0.5
-        fxt = warped_d[0][inner] - ref_d[0][inner]
-        fyt = warped_d[1][inner] - ref_d[1][inner]
+        fxx = (ref_d[2] + warped_d[2]).mul_(0.5)
+        fyy = (ref_d[3] + warped_d[3]).mul_(0.5)
+        fxy = (ref_d[4] + warped_d[4]).mul_(0.5)
+        fxt = warped_d[0] - ref_d[0]
+        fyt = warped_d[1] - ref_d[1]
         rx = (fxx * fxx + fxy * fxy + GRAD_EPS).reciprocal_()
         ry = (fxy * fxy + fyy * fyy + GRAD_EPS).reciprocal_()
         a, b = rx * fxx, ry * fxy  # row 1 of the constraint pair, weighted
@@ -190,7 +186,7 @@ def motion_tensor(
                 c * fxt + d * fyt,
             )
         )
-    fx = (ref_d[0][inner] + warped_d[0][inner]) * 0.5
-    fy = (ref_d[1][inner] + warped_d[1][inner]) * 0.5
-    ft = warped[inner] - ref[inner]
+    fx = (ref_d[0] + warped_d[0]).mul_(0.5)
+    fy = (ref_d[1] + warped_d[1]).mul_(0.5)
+    ft = warped - ref
     return torch.stack((fx * fx, fy * fy, ft * ft, fx * fy, fx * ft, fy * ft))

@@ -1,7 +1,9 @@
 """Red-black SOR level solver of the torch backend, vectorised over a batch of frames.
 
 Mirrors :func:`pyflowreg.core.solver.sor_solve`: the unknowns are the total flow ``U = u + du``,
-``V = v + dv`` on all level pixels, only interior pixels are updated, the ghost frame is set by
+``V = v + dv`` on a level's grid, which is the frame plus a one-pixel ghost ring (see
+:func:`pad_edge` and :func:`pyflowreg.core.flow.level_step`), so every frame pixel is an interior
+pixel of the grid; only interior pixels are updated, the ghost frame is set by
 Neumann copy before every half-sweep, and the robust weights are lagged (refreshed every
 ``update_lag`` sweeps from sweep 0). A half-sweep evaluates the update on the whole interior and
 applies it on one colour through a masked step size, so every operation is one elementwise kernel
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from .torch_kernels import EPS
 
@@ -29,6 +32,12 @@ class SolverSettings(NamedTuple):
     a_data: float
     a_smooth: float
     omega: float
+
+
+def pad_edge(flow: torch.Tensor) -> torch.Tensor:
+    """``flow`` (T, 2, h, w) with a one-pixel ring repeating its border (the solver's grid;
+    :func:`pyflowreg.core.flow.pad_edge`)."""
+    return F.pad(flow, (1, 1, 1, 1), mode="replicate")
 
 
 def neumann_(a: torch.Tensor) -> None:
@@ -93,11 +102,13 @@ def sor_solve(
     Parameters
     ----------
     J : Tensor
-        Interior motion tensors ``(6, T, C, h-2, w-2)`` (J11, J22, J33, J12, J13, J23).
+        Interior motion tensors ``(6, T, C, h-2, w-2)`` (J11, J22, J33, J12, J13, J23); J is
+        zero on the ghost frame, which is therefore not stored.
     wts : Tensor
         Interior data weights ``(1 or T, C, h-2, w-2)``.
     u, v : Tensor
-        Flow on entry ``(T, h, w)`` in full-resolution pixels.
+        Flow on entry ``(T, h, w)`` in full-resolution pixels, on the whole grid (a level's
+        flow padded by :func:`pad_edge`: the frame is the interior).
     s : SolverSettings
 
     Notes
