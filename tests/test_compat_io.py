@@ -66,10 +66,19 @@ def h5_video(tmp_path):
         "pyflowreg.util.io.mat",
         "pyflowreg.util.io.multifile_wrappers",
         "pyflowreg.util.io._arr",
+        "pyflowreg.util.io._scanimage",
     ],
 )
 def test_documented_modules_import(module):
     assert importlib.import_module(module).__all__
+
+
+def test_scanimage_layout_of_plain_and_scanimage_files(tmp_path):
+    from pyflowreg.util.io._scanimage import scanimage_layout
+
+    tifffile.imwrite(tmp_path / "plain.tif", video(c=1)[..., 0])
+    with tifffile.TiffFile(tmp_path / "plain.tif") as tif:
+        assert scanimage_layout(tif) is None
 
 
 def test_names_are_this_packages_classes():
@@ -152,6 +161,17 @@ def test_unknown_extension_is_probed_as_hdf5(tmp_path):
     (tmp_path / "notes.dat").write_bytes(b"not a video")
     with pytest.raises(ValueError, match="cannot tell the format"):
         get_video_file_reader(tmp_path / "notes.dat")
+
+
+def test_folders_as_input(tmp_path):
+    frames = video(c=1)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="does not contain images"):
+        get_video_file_reader(tmp_path / "empty")
+    (tmp_path / "images").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "f000.tif", frames[0, ..., 0])
+    with pytest.raises(NotImplementedError, match="TIFF stack"):
+        get_video_file_reader(str(tmp_path / "images"))
 
 
 def test_mdf_input_is_not_implemented(tmp_path):

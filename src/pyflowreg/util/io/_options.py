@@ -87,9 +87,13 @@ def writer_options(format: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
 def file_format(path: Any) -> str:
     """Reader format of ``path``: from its extension, else HDF5 if it is one (PyFlowReg probes
-    unknown extensions as HDF5). ``.mdf`` (Sutter MesaScope) raises ``NotImplementedError``."""
+    unknown extensions as HDF5). ``.mdf`` (Sutter MesaScope) and folders of images raise
+    ``NotImplementedError``; a folder without images (and not a Zarr store) ``ValueError``."""
     from pathlib import Path
 
     import h5py
@@ -97,6 +101,17 @@ def file_format(path: Any) -> str:
     from pyflowreg.io.formats import detect_format
 
     path = Path(path)
+    if path.is_dir() and path.suffix.lower() != ".zarr":
+        try:
+            return detect_format(path)  # a Zarr store without the extension
+        except ValueError:
+            pass
+        if any(p.suffix.lower() in _IMAGE_SUFFIXES for p in path.iterdir()):
+            raise NotImplementedError(
+                f"'{path}' is a folder of images; reading image folders is not implemented: "
+                f"combine the images into a TIFF stack and read that"
+            )
+        raise ValueError(f"Folder '{path}' does not contain images (nor a Zarr store)")
     if path.suffix.lower() == ".mdf":
         raise NotImplementedError(
             f"cannot read '{path}': MDF files are read through the MCSX.Data COM server of "
