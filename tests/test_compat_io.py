@@ -383,9 +383,9 @@ def test_hdf5_dataset_discovery(tmp_path):
 def test_tiff_writer_defaults_and_options(tmp_path):
     frames = video(c=2)
     write(tmp_path / "big.tif", frames, "TIFF")
-    write(tmp_path / "ij.tif", frames, "TIFF", imagej=True, bigtiff=False)
+    write(tmp_path / "ij.tif", frames, "TIFF", imagej=True)
     with tifffile.TiffFile(tmp_path / "big.tif") as tif:
-        assert tif.is_bigtiff  # BigTIFF by default
+        assert tif.is_bigtiff and not tif.is_imagej  # BigTIFF, no ImageJ metadata by default
         assert len(tif.pages) == T * 2
         assert tif.pages[0].compression == 1
     with tifffile.TiffFile(tmp_path / "ij.tif") as tif:

@@ -61,9 +61,10 @@ def writer_options(format: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of this package's ``format`` writer for PyFlowReg's ``options``.
 
     HDF5: ``compression_level`` -> ``compression_opts``, ``chunk_size`` -> ``chunk_frames``,
-    ``dimension_ordering`` -> ``axis_order``. TIFF: ``compression="none"`` is no compression and
-    BigTIFF is the default (``bigtiff=True``, as MATLAB's ``'w8'``). MAT: a v5 file unless
-    ``use_v73=True``; ``dataset_names`` -> ``variable_names``.
+    ``dimension_ordering`` -> ``axis_order``. TIFF: ``compression="none"`` is no compression;
+    BigTIFF is the default (``bigtiff=True``, as MATLAB's ``'w8'``) and ImageJ metadata is
+    written only with ``imagej=True`` (then classic TIFF unless ``bigtiff=True``). MAT: a v5 file
+    unless ``use_v73=True``; ``dataset_names`` -> ``variable_names``.
     """
     family = _FAMILIES.get(format)
     if family is None:
@@ -76,7 +77,11 @@ def writer_options(format: str, options: Mapping[str, Any]) -> dict[str, Any]:
         if ordering is not None:
             out["axis_order"] = dimension_ordering_to_axis_order(ordering)
     if family == "TIFF":
-        out.setdefault("bigtiff", True)
+        # PyFlowReg's defaults: BigTIFF, ImageJ metadata only when asked for (then classic TIFF
+        # unless bigtiff=True, so that ImageJ itself opens the file).
+        out.setdefault("imagej", False)
+        if not out["imagej"]:
+            out.setdefault("bigtiff", True)
     if family == "MAT":
         use_v73 = out.pop("use_v73", False)
         if not isinstance(use_v73, bool):
