@@ -46,7 +46,7 @@ HEADER_BYTES = 64 * 1024
 #: Names of the outputs a run may write (any extension for the video outputs); outputs of an
 #: earlier run with these names that the new run does not write are removed at its commit.
 VIDEO_OUTPUTS = ("compensated", "w", "valid_mask")
-FILE_OUTPUTS = ("statistics.npz", "reference.tif", "options.json")
+FILE_OUTPUTS = ("statistics.npz", "reference.tif", "reference_frame.npy", "idx.hdf", "options.json")
 
 
 class OutputFolderInUseError(OSError):
