@@ -61,6 +61,8 @@ def test_array_reader_batches_and_asarray():
     np.testing.assert_array_equal(np.asarray(reader), video)
     with pytest.raises(ValueError, match="without a copy"):
         np.asarray(reader, copy=False)
+    twin = pickle.loads(pickle.dumps(reader))
+    assert twin.buffer_size == 3 and twin.current_frame == 0
     with pytest.raises(TypeError, match="buffer_size must be an int"):
         reader.buffer_size = 2.5
     with pytest.raises(ValueError, match="buffer_size must be >= 1, got 0"):

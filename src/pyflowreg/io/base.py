@@ -359,7 +359,7 @@ class VideoReader(ABC):
         return self.spec.open()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_open_spec, (self.spec,))
+        return (_open_spec, (self.spec,), {"_buffer_size": self._buffer_size})
 
     @property
     def closed(self) -> bool:
