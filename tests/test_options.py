@@ -462,9 +462,11 @@ def test_bad_config_files(tmp_path):
     with pytest.raises(ValueError, match="must hold a mapping of options"):
         OFOptions.load(tmp_path / "list.yaml")
     (tmp_path / "typo.json").write_text('{"bufer_size": 3}')
-    # unknown keys in a file (PyFlowReg / MATLAB extras, typos) are skipped with a warning
+    with pytest.raises(ValueError, match="unknown option 'bufer_size'"):
+        OFOptions.load(tmp_path / "typo.json")
+    # load_options (PyFlowReg's name) skips unknown keys with a warning instead
     with pytest.warns(UserWarning, match=r"skipped: \['bufer_size'\].*did you mean 'buffer_size'"):
-        assert OFOptions.load(tmp_path / "typo.json").buffer_size == 400
+        assert OFOptions.load_options(tmp_path / "typo.json").buffer_size == 400
     with pytest.raises(ValueError, match="backend_params must hold only"):
         OFOptions(backend_params={"device": object()}).save(tmp_path / "o.json")
 

@@ -16,7 +16,7 @@ from pyflowreg.motion_correction import (
     RegistrationConfig,
     compensate_arr,
 )
-from pyflowreg.motion_correction._outputs import BinnedWriter, valid_mask
+from pyflowreg.motion_correction._outputs import valid_mask
 from pyflowreg.motion_correction._source import FrameSource, batch_ranges
 from pyflowreg.motion_correction.initialization import InitialFlowPlanner
 from pyflowreg.motion_correction.reference import (
@@ -124,21 +124,6 @@ def test_valid_mask_and_binning():
     expected[:, 3:] = 0
     expected[0] = 0
     np.testing.assert_array_equal(mask, expected)
-
-    written = []
-
-    class Collect:
-        def write(self, frames):
-            written.append(frames)
-
-    binned = BinnedWriter(Collect(), 2, np.uint8)
-    frames = np.arange(5, dtype=np.uint8)[:, None, None, None] * np.ones((5, 2, 2, 1), np.uint8)
-    binned.write(frames[:3])
-    binned.write(frames[3:])
-    binned.flush()
-    values = np.concatenate(written)[:, 0, 0, 0]
-    np.testing.assert_array_equal(values, [0, 2, 4])  # rint(0.5) = 0, rint(2.5) = 2, 4
-    assert np.concatenate(written).dtype == np.uint8
 
 
 # ----------------------------------------------------------------------------- phase correlation

@@ -15,6 +15,7 @@ from ._compat import (
 )
 from .compensate_arr import compensate_arr
 from .compensate_recording import (
+    BatchMotionCorrector,
     BatchResult,
     RegistrationConfig,
     RegistrationError,
@@ -25,6 +26,7 @@ from .live import FlowRegLive
 from .options import OFOptions
 
 __all__ = [
+    "BatchMotionCorrector",
     "BatchResult",
     "ChannelNormalization",
     "ConstancyAssumption",

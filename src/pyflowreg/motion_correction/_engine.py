@@ -101,6 +101,27 @@ def output_dtype(options, input_dtype: np.dtype) -> np.dtype:
     return options.resolved_output_dtype(input_dtype)
 
 
+def batch_callbacks(w_callbacks=(), registered_callbacks=()):
+    """One ``batch_callback(BatchResult)`` that calls PyFlowReg-style callbacks
+    ``w_callback(w_batch, start_idx, end_idx)`` and ``registered_callback(batch, start_idx,
+    end_idx)`` (``end_idx`` exclusive) in order; None when there are none."""
+    w_callbacks, registered_callbacks = list(w_callbacks), list(registered_callbacks)
+    for callback in (*w_callbacks, *registered_callbacks):
+        if not callable(callback):
+            raise TypeError(f"callbacks must be callable, got {type(callback).__name__}")
+    if not (w_callbacks or registered_callbacks):
+        return None
+
+    def call(batch: BatchResult) -> None:
+        end = batch.start + len(batch.w)
+        for callback in w_callbacks:
+            callback(batch.w, batch.start, end)
+        for callback in registered_callbacks:
+            callback(batch.registered, batch.start, end)
+
+    return call
+
+
 def executor_maker(
     executor_cls: type,
     backend_factory: Callable,
@@ -243,6 +264,7 @@ def prepare_run(reader, options, executor, sink, state: RunState, reference, nam
         chain=options.update_initialization_w,
         cc=options.cc_initialization,
         cc_hw=options.cc_hw,
+        cc_up=options.cc_up,
     )
     return RunSetup(ref_raw, ref_pre, low, high, sigma, weight, source, batches, planner)
 

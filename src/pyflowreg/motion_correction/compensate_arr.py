@@ -10,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from .._runtime import get_runtime
-from ._engine import RunState, executor_maker, output_dtype, run_registration
+from ._engine import (
+    RunState,
+    batch_callbacks,
+    executor_maker,
+    output_dtype,
+    run_registration,
+)
 from .compensate_recording import RegistrationConfig
 from .options import OFOptions
 
@@ -83,6 +89,8 @@ def compensate_arr(
     *,
     registration_config: RegistrationConfig | None = None,
     progress_callback=None,
+    w_callback=None,
+    registered_callback=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Register an in-memory video (or one frame) to a reference.
 
@@ -102,12 +110,20 @@ def compensate_arr(
         Executor and workers; default ``RegistrationConfig()``.
     progress_callback : callable, optional
         ``progress_callback(done_frames, total_frames)`` after every batch.
+    w_callback : callable, optional
+        ``w_callback(w_batch, start_idx, end_idx)`` after every batch, ``w_batch``
+        ``(n, H, W, 2)`` float32 (frames ``start_idx`` to ``end_idx - 1``; a view into
+        the returned array: copy what you keep if you modify it).
+    registered_callback : callable, optional
+        ``registered_callback(batch, start_idx, end_idx)`` after every batch, ``batch``
+        ``(n, H, W, C)`` registered frames.
 
     Returns
     -------
     registered : ndarray
         Same layout as ``video`` (``(T, H, W)`` in gives ``(T, H, W)``); dtype of the
-        input unless ``options.output_dtype``.
+        input unless ``options.output_dtype`` / ``output_typename``. With
+        ``options.bin_size = b > 1`` the video is binned in time first: ``T // b`` frames.
     w : ndarray, float32
         ``(T, H, W, 2)``, or ``(H, W, 2)`` for a single frame; ``w[..., 0] = u`` (x),
         ``w[..., 1] = v`` (y), in pixels.
@@ -148,8 +164,13 @@ def compensate_arr(
         config.n_jobs,
         config.executor_kwargs(executor_name),
     )
-    reader = _InMemoryReader(video4)
-    sink = _ArraySink(video4.shape[0], video4.shape[1:], output_dtype(options, arr.dtype))
+    if options.bin_size > 1:  # binned in time by the reader, as in compensate_recording
+        from ..io import open_reader
+
+        reader = open_reader(video4, bin_size=options.bin_size)
+    else:
+        reader = _InMemoryReader(video4)
+    sink = _ArraySink(reader.shape[0], video4.shape[1:], output_dtype(options, reader.dtype))
     run_registration(
         reader,
         options,
@@ -158,6 +179,10 @@ def compensate_arr(
         RunState(),
         reference=reference,
         progress=progress_callback,
+        batch_callback=batch_callbacks(
+            [w_callback] if w_callback is not None else [],
+            [registered_callback] if registered_callback is not None else [],
+        ),
         name="video",
     )
     registered, w = sink.registered, sink.w

@@ -10,8 +10,11 @@ registers batches of ``options.buffer_size`` frames with the executor chosen by
 Outputs in ``options.output_path`` (``<ext>`` from ``options.output_format``):
 
 ``compensated.<ext>``
-    The registered video, dtype of the input unless ``options.output_dtype`` (integers
-    rounded and clipped, never wrapped), averaged over ``bin_size`` frames.
+    The registered video, dtype of the input unless ``options.output_dtype`` or
+    ``options.output_typename`` (integers rounded and clipped, never wrapped); named
+    ``<input stem>_compensated.<ext>`` with ``naming_convention="batch"``. With
+    ``bin_size > 1`` the input is binned in time before registration (every output has
+    ``T // bin_size`` frames; the reader averages each bin, see ``pyflowreg.io``).
 ``w.<ext>`` (``save_w``)
     Displacement fields ``(T, H, W, 2)`` float32, a two-channel video: channel 0 is
     ``u`` (x, columns), channel 1 is ``v`` (y, rows). HDF5: one dataset ``w``
@@ -22,9 +25,11 @@ Outputs in ``options.output_path`` (``<ext>`` from ``options.output_format``):
 ``valid_mask.<ext>`` (``save_valid_mask``)
     ``(T, H, W, 1)`` uint8: 1 where the frame was sampled inside its bounds
     (``0 <= x + u <= W - 1`` and ``0 <= y + v <= H - 1``), 0 where the border was extended.
-``statistics.npz``, ``reference.tif`` (``save_meta_info``)
+``idx.hdf`` (``save_valid_idx``)
+    The same masks in PyFlowReg's file: HDF5, dataset ``idx``, ``(T, H, W, 1)`` uint8.
+``statistics.npz``, ``reference.tif``, ``reference_frame.npy`` (``save_meta_info``)
     Per-frame statistics (see :mod:`.statistics`) and the raw reference, float32
-    ``(H, W)`` or ``(H, W, C)``.
+    ``(H, W)`` or ``(H, W, C)`` (the same image as TIFF and, as PyFlowReg names it, NPY).
 ``options.json``, ``run.json``
     The options (arrays omitted) and the completion record of the run: ``run_id``,
     ``outputs`` (every output's ``file``, ``bytes`` and ``header_sha256``), ``input``,
@@ -72,10 +77,18 @@ from typing import Any, Optional
 import numpy as np
 
 from .._runtime import get_runtime
-from ._engine import BatchResult, RunState, executor_maker, output_dtype, run_registration
-from ._outputs import BinnedWriter, valid_mask
+from ._engine import (
+    BatchResult,
+    RunState,
+    batch_callbacks,
+    executor_maker,
+    output_dtype,
+    run_registration,
+)
+from ._outputs import valid_mask
 from ._preflight import (
     check_finite,
+    check_not_overwriting_input,
     check_output_folder,
     check_reference,
     check_video,
@@ -87,6 +100,7 @@ from .statistics import StatisticsAccumulator
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BatchMotionCorrector",
     "BatchResult",
     "RegistrationConfig",
     "RegistrationError",
@@ -213,16 +227,15 @@ class _FileSink:
         fmt, ext = options.output_format, options.output_extension
         self.in_memory = fmt == "ARRAY"
         self.to_files = fmt not in ("ARRAY", "NULL")
-        self.video = self.w = self.mask = None
+        self.video = self.w = self.mask = self.idx = None
+        self.dtype = dtype
         self._video_parts: list[np.ndarray] = []
         self._w_parts: list[np.ndarray] = []
-        n_frames = int(shape[0])
+        n_frames = int(shape[0])  # the reader bins the input (bin_size): frames registered
         if self.to_files:
-            n_out = -(-n_frames // options.bin_size)
-            writer = outputs.video_writer(
-                "compensated", options.output_file.name, fmt, expected_frames=n_out
+            self.video = outputs.video_writer(
+                "compensated", options.output_file.name, fmt, expected_frames=n_frames
             )
-            self.video = BinnedWriter(writer, options.bin_size, dtype)
             if options.save_w:
                 self.w = outputs.video_writer(
                     "w", "w" + ext, fmt, expected_frames=n_frames, **_W_LAYOUT.get(fmt, {})
@@ -236,7 +249,16 @@ class _FileSink:
                     **_MASK_LAYOUT.get(fmt, {}),
                 )
         elif self.in_memory:
-            self.video = BinnedWriter(_ListWriter(self._video_parts), options.bin_size, dtype)
+            self.video = _ListWriter(self._video_parts)
+        if options.save_valid_idx and self.to_files:
+            self.idx = outputs.video_writer(
+                "valid_idx",
+                "idx.hdf",
+                "HDF5",
+                expected_frames=n_frames,
+                layout="channels",
+                dataset_names=["idx"],
+            )
         self.stats: StatisticsAccumulator | None = None
         self._computed_stats: list[dict] = []
 
@@ -256,8 +278,11 @@ class _FileSink:
             self.w.write(w)
         elif self.in_memory and self.options.save_w:
             self._w_parts.append(w)
-        if self.mask is not None:
-            self.mask.write(valid_mask(w)[..., None])
+        if self.mask is not None or self.idx is not None:
+            mask = valid_mask(w)[..., None]
+            for writer in (self.mask, self.idx):
+                if writer is not None:
+                    writer.write(mask)
 
     def add_computed(self, start: int, registered, w, statistics) -> None:
         """A batch registered on a Dask worker, which computed its ``statistics`` and,
@@ -270,13 +295,13 @@ class _FileSink:
     def region_outputs(self, n_frames: int, frame_shape, chunk_frames: int) -> dict | None:
         """Create the Zarr outputs at their final shape so that workers write their own
         frames (``ZarrWriter.write_at``); ``{key: path}``, or None for other formats and
-        ``bin_size > 1``."""
-        if self.options.output_format != "ZARR" or self.options.bin_size != 1:
+        with ``save_valid_idx`` (an HDF5 file written here)."""
+        if self.options.output_format != "ZARR" or self.idx is not None:
             return None
         h, w, c = frame_shape
         targets = {}
         for key, writer, shape, dtype in (
-            ("compensated", self.video.writer, (n_frames, h, w, c), self.video.dtype),
+            ("compensated", self.video, (n_frames, h, w, c), self.dtype),
             ("w", self.w, (n_frames, h, w, 2), np.float32),
             ("valid_mask", self.mask, (n_frames, h, w, 1), np.uint8),
         ):
@@ -299,8 +324,7 @@ class _FileSink:
             self.stats.set_reference(reference)
 
     def finish(self) -> None:
-        if self.video is not None:
-            self.video.flush()
+        """Nothing is buffered here (the writers are closed by the run folder)."""
 
     def arrays(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         video = np.concatenate(self._video_parts) if self._video_parts else None
@@ -324,9 +348,12 @@ def _open_input(options):
 
     options.check_input_exists()
     source = options.input_file
+    # temporal binning of the input happens in the reader, before registration
+    binning = {"bin_size": options.bin_size} if options.bin_size > 1 else {}
     kwargs = {} if options.dataset_name is None else {"dataset_name": options.dataset_name}
+    kwargs.update(binning)
     if isinstance(source, np.ndarray):
-        return open_reader(source), f"array {source.shape}"
+        return open_reader(source, **binning), f"array {source.shape}"
     if isinstance(source, tuple):
         return open_reader(list(source), **kwargs), ", ".join(str(p) for p in source)
     return open_reader(source, **kwargs), str(source)
@@ -345,6 +372,7 @@ def _preflight(options, reader, name: str, reference) -> tuple[np.ndarray | None
     check_video(reader, options, name)
     given = check_reference(reader, options, reference, name)
     check_finite(reader, name, options.buffer_size)
+    check_not_overwriting_input(options, _input_paths(options))
     needed = estimate_output_bytes(options, reader.shape, reader.dtype)
     check_output_folder(Path(options.output_path), needed)
     outputs = RunFolder(Path(options.output_path), protect=_input_paths(options))
@@ -479,11 +507,87 @@ def compensate_recording(
     )
 
 
+class BatchMotionCorrector:
+    """The file workflow as an object: register callbacks, then :meth:`run`.
+
+    PyFlowReg's entry point onto :func:`compensate_recording` (same outputs, executors
+    and checks); callbacks are called after every batch, in the order registered.
+
+    Parameters
+    ----------
+    options : OFOptions
+        Input, output and model options.
+    config : RegistrationConfig, optional
+        Executor and workers; default ``RegistrationConfig()``.
+    reference_frame : ndarray or path, optional
+        Reference image; overrides ``options.reference_frames``.
+
+    Attributes
+    ----------
+    result : RegistrationResult or None
+        What the last :meth:`run` returned.
+
+    Examples
+    --------
+    >>> corrector = BatchMotionCorrector(options)  # doctest: +SKIP
+    >>> corrector.register_progress_callback(lambda done, total: print(done, total))
+    >>> corrector.register_w_callback(lambda w, start, end: print(w.shape, start, end))
+    >>> result = corrector.run()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, options, config: RegistrationConfig | None = None, reference_frame=None
+    ) -> None:
+        self.options = options
+        self.config = config
+        self.reference_frame = reference_frame
+        self.result: RegistrationResult | None = None
+        self._progress: list = []
+        self._w: list = []
+        self._registered: list = []
+
+    @staticmethod
+    def _checked(callback, name: str):
+        if not callable(callback):
+            raise TypeError(f"{name} must be callable, got {type(callback).__name__}")
+        return callback
+
+    def register_progress_callback(self, callback) -> None:
+        """``callback(done_frames, total_frames)`` after every batch."""
+        self._progress.append(self._checked(callback, "progress callback"))
+
+    def register_w_callback(self, callback) -> None:
+        """``callback(w_batch, start_idx, end_idx)``: fields ``(n, H, W, 2)`` float32."""
+        self._w.append(self._checked(callback, "w callback"))
+
+    def register_registered_callback(self, callback) -> None:
+        """``callback(batch, start_idx, end_idx)``: registered frames ``(n, H, W, C)``."""
+        self._registered.append(self._checked(callback, "registered callback"))
+
+    def _report_progress(self, done: int, total: int) -> None:
+        for callback in self._progress:
+            callback(done, total)
+
+    def run(self) -> RegistrationResult:
+        """Register the recording (see :func:`compensate_recording`) and return the result."""
+        self.result = compensate_recording(
+            self.options,
+            self.reference_frame,
+            self.config,
+            progress_callback=self._report_progress if self._progress else None,
+            batch_callback=batch_callbacks(self._w, self._registered),
+        )
+        return self.result
+
+
 def _write_meta(outputs, options, state, statistics, executor, seconds, start_time) -> dict:
     """Write the statistics, reference and options; return the record for ``run.json``."""
     if options.save_meta_info:
         outputs.write_npz("statistics", "statistics.npz", statistics)
         outputs.write_tiff("reference", "reference.tif", state.reference)
+        outputs.write_file(
+            "reference_frame", "reference_frame.npy", lambda path: _save_npy(path, state.reference)
+        )
     outputs.write_json("options", "options.json", options.to_dict(arrays="omit"))
     return dict(
         {
@@ -500,6 +604,15 @@ def _write_meta(outputs, options, state, statistics, executor, seconds, start_ti
             "end_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         },
     )
+
+
+def _save_npy(path: Path, image: np.ndarray) -> None:
+    """``image`` as float32 ``.npy``, ``(H, W)`` for one channel (a handle: no suffix added)."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    with open(path, "wb") as fh:
+        np.save(fh, image)
 
 
 def _versions() -> dict[str, str]:

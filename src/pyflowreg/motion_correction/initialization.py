@@ -57,8 +57,10 @@ class InitialFlowPlanner:
         ``update_initialization_w``.
     cc : bool
         ``cc_initialization``.
-    cc_hw : int
-        Longest side of the copies used for phase correlation.
+    cc_hw : int or (int, int)
+        Longest side of the copies used for phase correlation (or ``(height, width)``).
+    cc_up : int
+        Up-sampling factor of the correlation peak search (``cc_up``).
     """
 
     def __init__(
@@ -70,7 +72,8 @@ class InitialFlowPlanner:
         *,
         chain: bool = True,
         cc: bool = False,
-        cc_hw: int = 256,
+        cc_hw: int | tuple[int, int] = 256,
+        cc_up: int = 1,
     ) -> None:
         self.source = source
         self.executor = executor
@@ -78,7 +81,8 @@ class InitialFlowPlanner:
         self.reference = reference
         self.chain = bool(chain)
         self.cc = bool(cc)
-        self.cc_hw = int(cc_hw)
+        self.cc_hw = cc_hw if isinstance(cc_hw, tuple) else int(cc_hw)
+        self.cc_up = int(cc_up)
         h, w = source.frame_shape[:2]
         self._shape = (h, w, 2)
         self._previous: np.ndarray | None = None
@@ -173,7 +177,7 @@ class InitialFlowPlanner:
             part = self.source.read(a, b)[1].sum(axis=0, dtype=np.float64)
             total = part if total is None else total + part
         mean = total / (stop - start)
-        u, v = phase_correlation_shift(self.reference, mean, self.cc_hw)
+        u, v = phase_correlation_shift(self.reference, mean, self.cc_hw, upsample=self.cc_up)
         uv = np.empty(self._shape, np.float32)
         uv[..., 0] = u
         uv[..., 1] = v

@@ -108,8 +108,8 @@ class OFOptions(BaseModel):
         Frames read and registered per batch.
     bin_size : int >= 1, default 1
         Temporal binning of the input before registration: every ``bin_size`` consecutive
-        frames are averaged into one (a last, shorter bin is averaged too), so the outputs
-        have ``ceil(T / bin_size)`` frames.
+        frames are averaged into one by the reader (a last, incomplete bin is dropped), so
+        the outputs have ``T // bin_size`` frames.
     reference_frames : range, list of int, ndarray, str or Path, default range(50, 500)
         Frames averaged into the reference (a range is clipped to the video, see
         :meth:`resolved_reference_frames`), or a reference image ``(H, W)`` /
@@ -521,19 +521,28 @@ class OFOptions(BaseModel):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> OFOptions:
+    def load(cls, path: str | Path, *, unknown: Literal["raise", "warn"] = "raise") -> OFOptions:
         """Read an options file (format chosen by the file extension).
 
         Reads what :meth:`save` writes (``.json``, ``.toml``, ``.yaml``), options saved by
         PyFlowReg (JSON) and MATLAB Flow-Registration options (``.mat``: a struct of
-        options, 1-based frame indices). Keys that are not options of this package are
-        skipped with a warning that names them; bad values fail as in the constructor.
+        options, 1-based frame indices). Bad values fail as in the constructor.
+
+        Parameters
+        ----------
+        path : str or Path
+        unknown : {"raise", "warn"}
+            Keys that are not options of this package: a ``ValueError`` naming the first
+            (a typo should not pass unnoticed), or a warning naming them all, the keys
+            skipped (what :meth:`load_options`, PyFlowReg's name, does).
         """
+        if unknown not in ("raise", "warn"):
+            raise ValueError(f"unknown must be one of ['raise', 'warn'], got {unknown!r}")
         path = Path(path)
         if path.suffix.lower() == ".mat":
             if not path.exists():
                 raise FileNotFoundError(f"options file not found: {path}")
-            return cls._from_file_data(read_matlab_options(path), path)
+            return cls._from_file_data(read_matlab_options(path), path, unknown)
         suffix = _config_suffix(path)
         text = path.read_text(encoding="utf-8")
         try:
@@ -557,16 +566,23 @@ class OFOptions(BaseModel):
             raise ValueError(f"cannot parse options file {path}: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"options file {path} must hold a mapping of options, got {data!r}")
-        return cls._from_file_data(data, path)
+        return cls._from_file_data(data, path, unknown)
 
-    #: PyFlowReg's names: ``options.save_options(path)``, ``OFOptions.load_options(path)``.
+    #: PyFlowReg's name of :meth:`save`.
     save_options = save
-    load_options = load
 
     @classmethod
-    def _from_file_data(cls, data: dict[str, Any], path: Path) -> OFOptions:
+    def load_options(cls, path: str | Path) -> OFOptions:
+        """PyFlowReg's name of :meth:`load`, lenient: keys that are not options here
+        (PyFlowReg or MATLAB extras) are skipped with a warning naming them."""
+        return cls.load(path, unknown="warn")
+
+    @classmethod
+    def _from_file_data(cls, data: dict[str, Any], path: Path, mode: str) -> OFOptions:
         fields = cls.model_fields
         unknown = sorted(str(k) for k in data if k not in fields)
+        if unknown and mode == "raise":
+            return cls(**data)  # the constructor names the unknown option
         if unknown:
             hints = []
             for key in unknown:
@@ -578,7 +594,7 @@ class OFOptions(BaseModel):
                 f"options file {path} has keys that are not options of this package, "
                 f"skipped: {unknown}{hint}",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         known = {k: v for k, v in data.items() if k in fields}
         for key, value in known.items():  # MATLAB logicals arrive as 0 / 1

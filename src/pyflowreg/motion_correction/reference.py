@@ -220,7 +220,12 @@ def prepared_reference_image(reference: np.ndarray, low, high, sigma: np.ndarray
 
 
 def phase_correlation_shift(
-    reference: np.ndarray, moving: np.ndarray, max_size: int = 256, *, refinements: int = 2
+    reference: np.ndarray,
+    moving: np.ndarray,
+    max_size: int | tuple[int, int] = 256,
+    *,
+    refinements: int = 2,
+    upsample: int = 1,
 ) -> tuple[float, float]:
     """Rigid shift ``(u, v)`` that aligns ``moving`` to ``reference`` (phase correlation).
 
@@ -237,26 +242,36 @@ def phase_correlation_shift(
     constant field ``(u, v)`` aligns it with ``reference``, i.e.
     ``moving(y + v, x + u) ≈ reference(y, x)``.
 
+    With ``upsample = k > 1`` (``cc_up``) the peak is instead searched on a grid of
+    ``1 / k`` px within 1.5 px of the integer peak, the correlation surface evaluated there
+    by a matrix-multiply inverse DFT (Guizar-Sicairos et al., 2008).
+
     Parameters
     ----------
     reference, moving : ndarray, shape (H, W) or (H, W, C)
-    max_size : int
-        Longest side, in px, of the copies the correlation is computed on (``cc_hw``).
+    max_size : int or (int, int)
+        Longest side, in px, of the copies the correlation is computed on (``cc_hw``);
+        a pair ``(height, width)`` bounds each side.
     refinements : int
         Extra correlation rounds on the back-shifted image.
+    upsample : int
+        Up-sampling factor of the peak search (``cc_up``); 1: parabolic fit.
 
     Returns
     -------
     (u, v) : tuple of float
         Shift along x (columns) and y (rows), in full-resolution pixels.
     """
-    if max_size < 8:
-        raise ValueError(f"cc_hw must be >= 8, got {max_size}")
+    sizes = (max_size, max_size) if np.isscalar(max_size) else tuple(max_size)
+    if len(sizes) != 2 or min(sizes) < 8:
+        raise ValueError(f"cc_hw must be >= 8 (or a pair of them), got {max_size}")
+    if int(upsample) < 1:
+        raise ValueError(f"cc_up must be >= 1, got {upsample}")
     ref = _gray(reference)
     mov = _gray(moving)
     if ref.shape != mov.shape:
         raise ValueError(f"reference {ref.shape} and moving {mov.shape} differ in shape")
-    factor = int(np.ceil(max(ref.shape) / max_size))
+    factor = max(1, int(np.ceil(max(n / s for n, s in zip(ref.shape, sizes, strict=True)))))
     ref, mov = _block_mean(ref, factor), _block_mean(mov, factor)
     window = np.outer(np.hanning(ref.shape[0]), np.hanning(ref.shape[1]))
     f_ref = np.fft.fft2((ref - ref.mean()) * window)
@@ -264,22 +279,39 @@ def phase_correlation_shift(
     total = np.zeros(2)
     current = mov
     for _ in range(1 + max(0, int(refinements))):
-        total += _correlation_peak(f_ref, current, window)
+        total += _correlation_peak(f_ref, current, window, int(upsample))
         shifted = ndimage.fourier_shift(f_mov_plain, -total)
         current = np.real(np.fft.ifft2(shifted))
     dy, dx = total
     return float(dx * factor), float(dy * factor)
 
 
-def _correlation_peak(f_ref: np.ndarray, moving: np.ndarray, window: np.ndarray) -> np.ndarray:
+def _correlation_peak(
+    f_ref: np.ndarray, moving: np.ndarray, window: np.ndarray, upsample: int = 1
+) -> np.ndarray:
     """``(dy, dx)`` of the correlation peak of ``moving`` against ``f_ref`` (see above)."""
     f_mov = np.fft.fft2((moving - moving.mean()) * window)
     cross = f_mov * np.conj(f_ref)
     cross /= np.sqrt(np.maximum(np.abs(cross), 1e-12))
     surface = np.real(np.fft.ifft2(cross))
     peak = np.unravel_index(int(np.argmax(surface)), surface.shape)
-    shift = [_subpixel_peak(surface, peak, axis) for axis in (0, 1)]
+    if upsample > 1:
+        shift = list(_upsampled_peak(cross, peak, upsample))
+    else:
+        shift = [_subpixel_peak(surface, peak, axis) for axis in (0, 1)]
     return np.array([((s + n / 2) % n) - n / 2 for s, n in zip(shift, surface.shape, strict=True)])
+
+
+def _upsampled_peak(cross: np.ndarray, peak: tuple[int, int], upsample: int) -> tuple[float, float]:
+    """Peak ``(y, x)`` of ``ifft2(cross)`` on a ``1 / upsample`` px grid around ``peak``."""
+    offsets = np.arange(-1.5, 1.5 + 0.5 / upsample, 1.0 / upsample)
+    ys, xs = peak[0] + offsets, peak[1] + offsets
+    n, m = cross.shape
+    rows = np.exp(2j * np.pi * np.outer(ys, np.fft.fftfreq(n)))  # (ny, n)
+    cols = np.exp(2j * np.pi * np.outer(np.fft.fftfreq(m), xs))  # (m, nx)
+    surface = np.real(rows @ cross @ cols)
+    iy, ix = np.unravel_index(int(np.argmax(surface)), surface.shape)
+    return float(ys[iy]), float(xs[ix])
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
