@@ -482,3 +482,46 @@ def get_runtime() -> Runtime:
                 _register_builtins(runtime)
                 _RUNTIME = runtime
     return _RUNTIME
+
+
+class RuntimeContext:
+    """PyFlowReg's read-only view of the registry: ``RuntimeContext.get(key, default)``.
+
+    Every value is computed from :func:`get_runtime` when asked (nothing is stored here):
+
+    ``"available_parallelization"``
+        set of the executors usable here (``list_parallelization_executors()``).
+    ``"parallelization"``
+        set of every registered executor, usable here or not.
+    ``"available_backends"``
+        set of the flow backends usable here.
+    ``"flow_backends"``
+        set of every registered flow backend.
+    ``"cpu_count"``
+        ``os.cpu_count()``.
+
+    >>> "sequential" in RuntimeContext.get("available_parallelization", set())
+    True
+    """
+
+    @staticmethod
+    def _values() -> dict[str, Any]:
+        runtime = get_runtime()
+        return {
+            "available_parallelization": lambda: set(runtime.list_parallelization_executors()),
+            "parallelization": lambda: {row.name for row in runtime.executor_info()},
+            "available_backends": lambda: set(runtime.list_flow_backends(available_only=True)),
+            "flow_backends": lambda: set(runtime.list_flow_backends()),
+            "cpu_count": lambda: os.cpu_count() or 1,
+        }
+
+    @classmethod
+    def get(cls, key: str, default: Any = None) -> Any:
+        """The value of ``key`` (see the class docstring), or ``default`` for other keys."""
+        value = cls._values().get(key)
+        return default if value is None else value()
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The keys :meth:`get` knows."""
+        return list(cls._values())

@@ -12,6 +12,8 @@ __all__ = [
     "estimate",
     "gaussian_filter_video",
     "get_displacement",
+    "is_backend_available",
+    "list_backends",
     "normalize",
     "prepare_reference",
     "reference_range",
@@ -19,3 +21,18 @@ __all__ = [
     "temporal_halo",
     "warp",
 ]
+
+
+def list_backends() -> list[str]:
+    """Names of the flow backends usable here (PyFlowReg's name; the registry is
+    :func:`pyflowreg._runtime.get_runtime`, imported only when called)."""
+    from .._runtime import get_runtime
+
+    return get_runtime().list_flow_backends(available_only=True)
+
+
+def is_backend_available(name: str) -> bool:
+    """Whether flow backend ``name`` is registered and usable here."""
+    from .._runtime import get_runtime
+
+    return name in get_runtime().list_flow_backends(available_only=True)
