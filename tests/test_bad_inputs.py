@@ -104,6 +104,13 @@ def reference_file(d, image):
     return good(d, reference_frames=d / "ref.tif")
 
 
+def input_in_output(d):
+    (d / "out").mkdir()
+    with open_writer(d / "out" / "compensated.h5") as writer:
+        writer.write(VIDEO)
+    return opts(d, d / "out" / "compensated.h5")
+
+
 def file_at_output(d):
     (d / "out").write_text("a file")
     return good(d)
@@ -198,6 +205,7 @@ CASES = [
     ("output path is a file", lambda d, mp: file_at_output(d), NotADirectoryError, r"output_path .*out is a file, not a folder"),
     ("output path under a file", lambda d, mp: under_a_file(d), NotADirectoryError, r"cannot create the output folder .*blocker is a file"),
     ("output folder not writable", lambda d, mp: read_only(d, mp), PermissionError, r"output folder .*out is not writable"),
+    ("output would replace the input", lambda d, mp: input_in_output(d), ValueError, r"the output compensated\.h5 in .*out would replace the input file"),
     ("too little disk space", lambda d, mp: small_disk(d, mp, save_w=True), InsufficientSpaceError, r"not enough free disk space in .*out for the outputs: about 16\.\d MiB needed \(compensated 2\.0 KiB, w 8\.0 KiB"),
 ]  # fmt: skip
 
@@ -214,13 +222,15 @@ def no_work(monkeypatch):
     ("make", "error", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
 def test_bad_input_fails_before_any_work(tmp_path, monkeypatch, no_work, make, error, message):
+    out = tmp_path / "out"
     with pytest.raises(error, match=message) as info:
-        compensate_recording(**make(tmp_path, monkeypatch))
+        kwargs = make(tmp_path, monkeypatch)
+        before = sorted(out.iterdir()) if out.is_dir() else []
+        compensate_recording(**kwargs)
     assert isinstance(info.value, ValueError | TypeError | OSError)
     assert not isinstance(info.value, RegistrationError)
-    out = tmp_path / "out"
-    if out.is_dir():
-        assert list(out.iterdir()) == []  # no output, no staging folder, no lock
+    if out.is_dir():  # no output, no staging folder, no lock
+        assert sorted(out.iterdir()) == before
 
 
 def test_the_table_is_long_enough():

@@ -93,21 +93,48 @@ def check_finite(reader, name: str, chunk: int) -> None:
             )
 
 
+def check_not_overwriting_input(options, inputs: list[Path]) -> None:
+    """No output may replace an input file (the folder of a run may hold its input)."""
+    if options.output_format in ("ARRAY", "NULL") or not inputs:
+        return
+    folder = Path(options.output_path)
+    ext = options.output_extension
+    names = [options.output_file.name, "w" + ext, "valid_mask" + ext]
+    names += ["statistics.npz", "reference.tif", "reference_frame.npy", "idx.hdf", "options.json"]
+    targets = {_resolve(folder / n): n for n in names}
+    for path in inputs:
+        hit = targets.get(_resolve(path))
+        if hit is not None:
+            raise ValueError(
+                f"the output {hit} in {folder} would replace the input file {path}; choose "
+                "another output_path or move the input"
+            )
+
+
+def _resolve(path: Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except OSError:
+        return Path(path).absolute()
+
+
 def estimate_output_bytes(options, shape, dtype) -> dict[str, int]:
     """Bytes each output will take (uncompressed): ``{name: bytes}``."""
     t, h, w, c = (int(s) for s in shape)
     if options.output_format in ("ARRAY", "NULL"):
         sizes: dict[str, int] = {}
     else:
-        frames_out = -(-t // options.bin_size)
-        sizes = {"compensated": frames_out * h * w * c * output_dtype(options, dtype).itemsize}
+        # the reader bins the input in time (bin_size): its shape is what is registered
+        sizes = {"compensated": t * h * w * c * output_dtype(options, dtype).itemsize}
         if options.save_w:
             sizes["w"] = t * h * w * 2 * 4
         if options.save_valid_mask:
             sizes["valid_mask"] = t * h * w
+        if getattr(options, "save_valid_idx", False):
+            sizes["idx"] = t * h * w
     if options.save_meta_info:
         sizes["statistics"] = t * 64
-        sizes["reference"] = h * w * c * 4
+        sizes["reference"] = 2 * h * w * c * 4  # reference.tif and reference_frame.npy
     return sizes
 
 
