@@ -429,6 +429,39 @@ class VideoWriter(ABC):
     def _close(self) -> None:  # noqa: B027 - optional hook
         """Flush and close the output (called once, also when nothing was written)."""
 
+    def _flush(self) -> None:  # noqa: B027 - optional hook
+        """Push the frames written so far to the file (called after the first write)."""
+
+    def _resume(self, frames: int) -> tuple[tuple[int, int, int], np.dtype]:
+        """Reopen the file at ``self.path`` keeping its first ``frames`` frames; return its
+        frame shape ``(H, W, C)`` and dtype (only where :attr:`resumable`)."""
+        raise NotImplementedError
+
+    #: Whether :meth:`resume` can continue a file this writer wrote (HDF5, NPY, Zarr).
+    resumable: ClassVar[bool] = False
+
+    def flush(self) -> None:
+        """Push the frames written so far to the file, so that a process killed afterwards
+        leaves them readable by :meth:`resume` (a checkpoint); no-op before the first write."""
+        if self._frame_shape is not None and not self._closed:
+            self._flush()
+
+    def resume(self, frames: int) -> None:
+        """Continue the file at this writer's path after its first ``frames`` frames.
+
+        The file must have been written (and flushed) by a writer of this class with the same
+        options; frames past ``frames`` are dropped. Call before the first :meth:`write`.
+        """
+        if not self.resumable:
+            raise NotImplementedError(f"the {self.format_name} writer cannot resume a file")
+        if self._frame_shape is not None:
+            raise ValueError("resume() must come before the first write")
+        frames = operator.index(frames)
+        if frames < 0:
+            raise ValueError(f"frames must be >= 0, got {frames}")
+        shape, dtype = self._resume(frames)
+        self._frame_shape, self._dtype, self.frames_written = tuple(shape), dtype, frames
+
     # -- interface ------------------------------------------------------------------------------
     @property
     def frame_shape(self) -> tuple[int, int, int] | None:

@@ -22,7 +22,13 @@ import h5py
 import numpy as np
 
 from pyflowreg.io.arrays import ArraySourceReader, select_datasets
-from pyflowreg.io.base import PathType, VideoWriter, check_input_path, corrupt_file_error
+from pyflowreg.io.base import (
+    PathType,
+    VideoWriter,
+    check_input_path,
+    corrupt_file_error,
+    native_dtype,
+)
 
 __all__ = [
     "HDF5Reader",
@@ -393,6 +399,38 @@ class HDF5Writer(VideoWriter):
             index = [slice(None)] * ds.ndim
             index[self.time_axis] = slice(start, start + n)
             ds[tuple(index)] = block
+
+    resumable: ClassVar[bool] = True
+
+    def _flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def _resume(self, frames: int) -> tuple[tuple[int, int, int], np.dtype]:
+        self._file = open_h5(check_input_path(self.path), "a")
+        try:
+            n = sum(isinstance(obj, h5py.Dataset) for obj in self._file.values())
+            names = self._names(max(n, 1))
+            missing = [name for name in names if name not in self._file]
+            if missing or n == 0:
+                raise ValueError(f"'{self.path}' has no dataset {missing[:1] or names[:1]}")
+            self._datasets = [self._file[name] for name in names]
+            stored = self._datasets[0].shape
+            if stored[self.time_axis] < frames:
+                raise ValueError(
+                    f"'{self.path}' holds {stored[self.time_axis]} frames; cannot resume "
+                    f"after frame {frames}"
+                )
+            for ds in self._datasets:
+                ds.resize(frames, axis=self.time_axis)
+            sizes = dict(zip(self.axis_order, stored, strict=True))
+            c = sizes.get("C", len(self._datasets))
+            return (sizes["Y"], sizes["X"], c), native_dtype(self._datasets[0].dtype)
+        except BaseException:
+            self._file.close()
+            self._file = None
+            self._datasets = []
+            raise
 
     def _close(self) -> None:
         if self._file is not None:

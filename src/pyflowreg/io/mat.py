@@ -228,6 +228,7 @@ class MATWriter(HDF5Writer):
         As for :class:`~pyflowreg.io.hdf5.HDF5Writer`.
     """
 
+    resumable: ClassVar[bool] = False  # MATLAB's header is written at close
     format_name: ClassVar[str] = "MAT"
     userblock_size: ClassVar[int] = _USERBLOCK
     describe_file: ClassVar[bool] = False  # MATLAB's file: only its variables

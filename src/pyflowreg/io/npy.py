@@ -118,6 +118,36 @@ class NPYWriter(VideoWriter):
     def _write(self, frames: np.ndarray) -> None:
         self._fh.write(memoryview(frames).cast("B"))
 
+    resumable: ClassVar[bool] = True
+
+    def _flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def _resume(self, frames: int) -> tuple[tuple[int, int, int], np.dtype]:
+        path = check_input_path(self.path)
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read(fh)
+            header_len = fh.tell()
+        dtype = np.dtype(dtype)
+        if len(shape) != 4 or header_len != len(_header(dtype, (_MAX_T, *shape[1:]))):
+            raise ValueError(f"'{path}' was not written by NPYWriter; cannot resume it")
+        frame_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        end = header_len + frames * frame_bytes
+        if path.stat().st_size < end:
+            raise ValueError(f"'{path}' holds fewer than {frames} frames; cannot resume it")
+        self._fh = open(path, "r+b")  # closed in _close
+        self._fh.truncate(end)
+        self._fh.seek(end)
+        self._header_len = header_len
+        return tuple(shape[1:]), dtype
+
     def _close(self) -> None:
         if self._fh is None:
             return

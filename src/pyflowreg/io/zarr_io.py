@@ -206,5 +206,20 @@ class ZarrWriter(VideoWriter):
         self._array[start:stop] = arr
         self.frames_written += arr.shape[0]
 
+    resumable: ClassVar[bool] = True
+
+    def _resume(self, frames: int) -> tuple[tuple[int, int, int], np.dtype]:
+        array = _open(check_input_path(self.path), "r+")
+        if len(array.shape) != 4 or array.shape[0] < frames:
+            raise ValueError(
+                f"'{self.path}' holds an array of shape {tuple(array.shape)}; cannot resume "
+                f"after frame {frames}"
+            )
+        array.resize((frames, *array.shape[1:]))
+        self._array = array
+        self._append_pos = frames
+        self.chunk_frames = array.chunks[0]
+        return tuple(array.shape[1:]), native_dtype(array.dtype)
+
     def _close(self) -> None:
         self._array = None
