@@ -6,7 +6,9 @@ The simulator must be switched on before numba.cuda is first imported, so
     NUMBA_ENABLE_CUDASIM=1 python tests/cuda_sim_cases.py OUT_DIR CASE [CASE ...]
 
 which writes ``OUT_DIR/CASE.npz`` with the backend's fields (``w``) and the messages of the
-errors it was asked to provoke. Importing this module does not import numba.cuda.
+errors it was asked to provoke; the ``kernels`` case instead writes, for every CUDA kernel, the
+largest absolute difference to the core kernel it mirrors (``names``, ``diffs``). Importing this
+module does not import numba.cuda.
 """
 
 from __future__ import annotations
@@ -73,9 +75,126 @@ def make_case(name: str) -> dict:
     raise ValueError(f"unknown case {name!r}")
 
 
+def _kernel_diffs() -> dict[str, float]:
+    """Max |CUDA - core| of each kernel on 16x20 inputs (two frames, two channels), relative
+    to the size of the core's values where they exceed 1."""
+    from numba import cuda
+
+    from pyflowreg.backends.cuda_backend import CudaBackend, view
+    from pyflowreg.core import pyramid as cp
+    from pyflowreg.core import tensors as ct
+    from pyflowreg.core.flow import level_step, pad_edge, prepare_reference
+    from pyflowreg.core.solver import MEDIAN25
+    from pyflowreg.core.warp import warp_level
+
+    rng = np.random.default_rng(11)
+    h, w = SHAPE
+    diffs: dict[str, float] = {}
+
+    def record(name, got, expected, axis=None):
+        """Max |got - expected|, relative to max(1, max |expected|) (per index along ``axis``:
+        the motion-tensor components differ by orders of magnitude)."""
+        err = np.abs(np.asarray(got, np.float64) - expected)
+        keep = tuple(i for i in range(err.ndim) if i != axis)
+        size = np.maximum(1.0, np.abs(expected).max(axis=keep))
+        diffs[name] = float((err.max(axis=keep) / size).max())
+
+    backend = CudaBackend(FlowParameters(), {})
+    k = backend._k
+    launch = backend._launch
+    # pyramid: every level resampled from the full frame (fused blur + cubic), as the core
+    img = rng.random((2, h, w)).astype(np.float32)
+    shapes = cp.level_shapes((h, w), 0.8, 100)
+    core_levels = cp.build_pyramid(img, shapes, 0)
+    full = cuda.to_device(img)
+    tmp = cuda.device_array(img.size, np.float32)
+    worst = 0.0
+    for lvl in range(1, len(shapes)):
+        out = cuda.device_array((2, *shapes[lvl]), np.float32)
+        backend._downsample(full, out, tmp)
+        worst = max(worst, float(np.abs(out.copy_to_host() - core_levels[lvl]).max()))
+    diffs["pyramid"] = worst
+    # derivatives (every pixel, compact second differences)
+    hx, hy = 1.25, 1.6
+    scales = (0.5 / hx, 0.5 / hy, 1.0 / hx**2, 1.0 / hy**2)
+    d = cuda.device_array((5, 2, h, w), np.float32)
+    launch(k.derivatives, (w, h, 2), full, d, *scales)
+    record("derivatives", d.copy_to_host(), ct.derivatives(img, hx, hy))
+    # level warp (Keys a = -0.75, outside samples from the reference); two frames, two channels
+    ref = rng.random((2, h, w)).astype(np.float32)
+    mov = rng.random((2, 2, h, w)).astype(np.float32)
+    flow = rng.uniform(-4, 4, (2, 2, h, w)).astype(np.float32)  # (2, B, h, w)
+    warped = cuda.device_array((4, h, w), np.float32)
+    args = (cuda.to_device(mov.reshape(4, h, w)), cuda.to_device(ref), cuda.to_device(flow))
+    launch(k.warp_level, (w, h, 2), *args, warped, 2, hx, hy)
+    expected = [warp_level(mov[b], ref, flow[0, b], flow[1, b], hx, hy) for b in range(2)]
+    record("warp_level", warped.copy_to_host(), np.concatenate(expected))
+    # motion tensors on every frame pixel, zero ghost ring
+    ref_d = ct.derivatives(ref, hx, hy)
+    for constancy, code in ct.CONSTANCY.items():
+        J = cuda.device_array((2, 2, 6, h + 2, w + 2), np.float32)
+        launch(
+            k.motion_tensor, (w + 2, h + 2, 4), cuda.to_device(ref), cuda.to_device(ref_d),
+            cuda.to_device(mov.reshape(4, h, w)), J, *scales, constancy == "gc",
+        )  # fmt: skip
+        expected = [
+            ct.motion_tensor(ref, ref_d, mov[b], ct.derivatives(mov[b], hx, hy), code)
+            for b in range(2)
+        ]
+        record(f"motion_tensor_{constancy}", J.copy_to_host(), np.stack(expected), axis=2)
+    # edge-replicated start of the solver
+    UV = cuda.device_array((2, 2, h + 2, w + 2), np.float32)
+    launch(k.pad_flow, (w + 2, h + 2, 4), cuda.to_device(flow), UV)
+    expected = np.stack([np.stack([pad_edge(f) for f in comp]) for comp in flow])
+    record("pad_flow", UV.copy_to_host(), expected)
+    # whole level steps (warp, tensors, ghost-ring solve, increments, median) on both solver
+    # paths against core.flow.level_step
+    reference, frames, _ = make_data(n_channels=2)
+    for name, overrides, block, lvl in [
+        ("level_step_block", {}, 4096, 1),
+        ("level_step_grid_robust", {"a_smooth": 0.5, "alpha": (1.0, 2.0)}, 0, 0),
+        ("level_step_gray", {"constancy_assumption": "gray"}, 0, 2),
+    ]:
+        params = FlowParameters(iterations=6, update_lag=2, **overrides)
+        backend = CudaBackend(params, {"block_level_pixels": block})
+        prep_gpu = backend.prepare_reference(reference)
+        prep = prepare_reference(reference, params)
+        lh, lw = prep.shapes[lvl]
+        bufs = backend._get_buffers(2, prep_gpu)
+        moving = [cp.build_pyramid(np.moveaxis(f, -1, 0).copy(), list(prep.shapes), 0)[lvl]
+                  for f in frames]  # fmt: skip
+        bufs.pyramid[lvl].copy_to_device(np.concatenate(moving))
+        uv = rng.normal(0, 0.5, (2, 2, lh, lw)).astype(np.float32)
+        level_flow = view(bufs.flows[0], (2, 2, lh, lw))
+        level_flow.copy_to_device(uv)
+        backend._solve_level(prep_gpu, bufs, lvl, level_flow)
+        scale = 1.0 if lvl == prep.finest else params.eta ** (-lvl / 2.0)
+        expected = []
+        for b in range(2):
+            u, v = level_step(
+                prep.images[lvl], prep.derivs[lvl], prep.weights[lvl], moving[b],
+                uv[0, b].copy(), uv[1, b].copy(), w / lw, h / lh,
+                params.alpha[0] * scale, params.alpha[1] * scale, params.iterations,
+                params.update_lag, params.a_data, params.a_smooth, params.omega,
+                ct.CONSTANCY[params.constancy_assumption], MEDIAN25,
+            )  # fmt: skip
+            expected.append((u, v))
+        record(name, level_flow.copy_to_host(), np.stack(expected, axis=1))
+        backend.close()
+    return diffs
+
+
 def _run(name: str, out_dir: Path) -> None:
     from pyflowreg.backends.cuda_backend import CudaBackend
 
+    if name == "kernels":
+        diffs = _kernel_diffs()
+        np.savez(
+            out_dir / "kernels.npz",
+            names=np.array(list(diffs)),
+            diffs=np.array(list(diffs.values())),
+        )
+        return
     case = make_case(name)
     backend = CudaBackend(case["params"], case["backend_params"])
     prepared = backend.prepare_reference(case["reference"], case["weight"])

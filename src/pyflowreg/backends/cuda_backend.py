@@ -1,8 +1,9 @@
 """The ``flowreg_cuda`` flow backend: the flow engine as numba CUDA kernels.
 
-A batch of frames goes through the whole coarse-to-fine solve on the device — cascade pyramid,
-warps, motion tensors, red-black SOR with lagged weights, 5x5 median, prolongation and final
-upsampling — with the frame axis as a grid dimension; only frames go up and fields come back.
+A batch of frames goes through the whole coarse-to-fine solve on the device — pyramid levels
+resampled from the full frame, warps, motion tensors, red-black SOR with lagged weights on the
+frame plus a ghost ring, 5x5 median, prolongation and final upsampling — with the frame axis as a
+grid dimension; only frames go up and fields come back.
 The numerics are those of :mod:`pyflowreg.core` (docs/numerics.md), in float32.
 
 Example
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..core.flow import channel_first, data_weights
 from ..core.params import FlowParameters
-from ..core.pyramid import cubic_taps, gaussian_kernel, level_shapes, resize
+from ..core.pyramid import cubic_taps, level_shapes, level_sigma, resize, smooth_taps
 from .base import FlowBackend
 
 INSTALL_HINT = 'pip install "pyflowreg[cuda]"'
@@ -79,12 +80,15 @@ class CudaPreparedReference(NamedTuple):
     finest: int
     images: tuple  # per level (C, h, w) device arrays
     derivs: tuple  # per level (5, C, h, w): f_x, f_y, f_xx, f_yy, f_xy
-    weights: tuple  # per level (C, h, w) data-term weights
+    weights: tuple  # per level (C, h + 2, w + 2) data-term weights, zero ghost ring
     device: int
 
 
 class _Buffers:
-    """Device work arrays for one batch size, allocated once and reused (views per level)."""
+    """Device work arrays for one batch size, allocated once and reused (views per level).
+
+    Pyramid levels finer than ``finest`` are not built (None, except the frames themselves);
+    the solver arrays hold the finest level's grid, the frame plus a ghost ring."""
 
     def __init__(self, cuda, n_frames: int, n_channels: int, shapes, finest: int) -> None:
         b, c = n_frames, n_channels
@@ -98,25 +102,33 @@ class _Buffers:
         self.pyramid = [
             self.frames.reshape(b, h, w) if c == 1 else cuda.device_array((b * c, h, w), f32)
         ]
-        self.pyramid += [cuda.device_array((b * c, lh, lw), f32) for lh, lw in shapes[1:]]
+        self.pyramid += [
+            cuda.device_array((b * c, lh, lw), f32) if lvl >= finest else None
+            for lvl, (lh, lw) in enumerate(shapes[1:], start=1)
+        ]
         half = b * h * w * max(c, 2)
         self.scratch = cuda.device_array(2 * half, f32)
         self.tmp = (self.scratch[:half], self.scratch[half:])
         n = b * hf * wf
+        grid = b * (hf + 2) * (wf + 2)
         self.flows = (cuda.device_array(2 * n, f32), cuda.device_array(2 * n, f32))
-        self.UV = cuda.device_array(2 * n, f32)
+        self.UV = cuda.device_array(2 * grid, f32)
         self.warped = cuda.device_array(c * n, f32)
-        self.J = cuda.device_array(6 * c * n, f32)
-        self.A = cuda.device_array(5 * n, f32)
-        self.psi = cuda.device_array(n, f32)
+        self.J = cuda.device_array(6 * c * grid, f32)
+        self.A = cuda.device_array(5 * grid, f32)
+        self.psi = cuda.device_array(grid, f32)
 
     @staticmethod
     def floats_per_frame(n_channels: int, shapes, finest: int) -> int:
         h, w = shapes[0]
         hf, wf = shapes[finest]
         c = n_channels
-        pyramid = sum(lh * lw for lh, lw in shapes[1:]) * c + (h * w * c if c > 1 else 0)
-        return h * w * (c + 2 + 2 * max(c, 2)) + pyramid + hf * wf * (4 + 2 + c + 6 * c + 5 + 1)
+        pyramid = sum(lh * lw for lh, lw in shapes[max(finest, 1) :]) * c
+        pyramid += h * w * c if c > 1 else 0
+        grid = (hf + 2) * (wf + 2)
+        return (
+            h * w * (c + 2 + 2 * max(c, 2)) + pyramid + hf * wf * (4 + c) + grid * (2 + 6 * c + 6)
+        )
 
 
 def view(flat, shape):
@@ -209,10 +221,16 @@ class CudaBackend(FlowBackend):
             )
         return self._tables[key]
 
-    def _blur_taps(self, sigma: float):
-        key = ("blur", sigma)
+    def _smooth_table(self, n_src: int, n_dst: int, sigma: float):
+        """Device :func:`~pyflowreg.core.pyramid.smooth_taps` tables, cached per
+        ``(n_src, n_dst, sigma)``."""
+        key = ("smooth", n_src, n_dst, sigma)
         if key not in self._tables:
-            self._tables[key] = self._cuda.to_device(gaussian_kernel(sigma).astype(np.float32))
+            start, wts = smooth_taps(n_src, n_dst, sigma, "float32")
+            self._tables[key] = (
+                self._cuda.to_device(start.astype(np.int32)),
+                self._cuda.to_device(np.ascontiguousarray(wts)),
+            )
         return self._tables[key]
 
     def _resize(self, src, out, tmp) -> None:
@@ -231,25 +249,18 @@ class CudaBackend(FlowBackend):
         else:
             out.copy_to_device(src)
 
-    def _downsample(self, src, out, full_shape, tmp) -> None:
-        """One cascade step (as :func:`pyflowreg.core.pyramid.downsample`) from ``src`` to ``out``.
-
-        ``tmp`` is a pair of flat scratch arrays, each at least as large as ``src``."""
+    def _downsample(self, src, out, tmp) -> None:
+        """A pyramid level ``out`` (N, hd, wd) resampled directly from the full-resolution
+        ``src`` (N, H, W), as :func:`pyflowreg.core.pyramid.downsample`: Gaussian of
+        ``0.6 / s`` px fused with the cubic resize, rows then columns. ``tmp`` is flat scratch
+        of at least ``N * hd * W`` floats."""
         n, hs, ws = src.shape
         _, hd, wd = out.shape
-        current, used = src, -1
-        for axis, (n_src, n_dst) in enumerate(((hs, hd), (ws, wd))):
-            if n_src == n_dst:
-                continue
-            ratio = n_src / n_dst
-            first = n_src == full_shape[axis]
-            sigma = 0.6 * ratio if first else 0.6 * math.sqrt(max(ratio * ratio - 1.0, 0.0))
-            used += 1
-            dst = view(tmp[used], (n, hs, ws))
-            kernel = self._k.blur_rows if axis == 0 else self._k.blur_cols
-            self._launch(kernel, (ws, hs, n), current, dst, self._blur_taps(sigma))
-            current = dst
-        self._resize(current, out, tmp[1 - used] if used >= 0 else tmp[0])
+        sigma = level_sigma((hs, ws), (hd, wd))
+        mid = view(tmp, (n, hd, ws))
+        k = self._k
+        self._launch(k.smooth_rows, (ws, hd, n), src, mid, *self._smooth_table(hs, hd, sigma))
+        self._launch(k.smooth_cols, (wd, hd, n), mid, out, *self._smooth_table(ws, wd, sigma))
 
     def _context(self):
         return self._cuda.gpus[self.device]
@@ -282,27 +293,29 @@ class CudaBackend(FlowBackend):
         weights_full = data_weights(weight, (h, w), c, np.float32)
         cuda, k = self._cuda, self._k
         with self._context():
-            tmp = (
-                cuda.device_array(c * h * w, np.float32),
-                cuda.device_array(c * h * w, np.float32),
-            )
-            images = [cuda.to_device(ref)]
-            for lh, lw in shapes[1:]:
-                out = cuda.device_array((c, lh, lw), np.float32)
-                self._downsample(images[-1], out, (h, w), tmp)
-                images.append(out)
-            derivs, weights = [], []
+            tmp = cuda.device_array(c * h * w, np.float32)
+            full = cuda.to_device(ref)
+            images, derivs, weights = [], [], []
             for lvl, (lh, lw) in enumerate(shapes):
                 if lvl < finest:
-                    images[lvl] = None
+                    images.append(None)
                     derivs.append(None)
                     weights.append(None)
                     continue
-                d = cuda.to_device(np.zeros((5, c, lh, lw), np.float32))
-                self._launch(k.derivatives, (lw, lh, c), images[lvl], d, 0.5 * lw / w, 0.5 * lh / h)
+                if lvl == 0:
+                    image = full
+                else:
+                    image = cuda.device_array((c, lh, lw), np.float32)
+                    self._downsample(full, image, tmp)
+                images.append(image)
+                d = cuda.device_array((5, c, lh, lw), np.float32)
+                hx, hy = w / lw, h / lh
+                scales = (0.5 / hx, 0.5 / hy, 1.0 / (hx * hx), 1.0 / (hy * hy))
+                self._launch(k.derivatives, (lw, lh, c), image, d, *scales)
                 derivs.append(d)
-                wl = resize(weights_full, (lh, lw))
-                weights.append(cuda.to_device(np.maximum(wl, 0).astype(np.float32)))
+                wl = np.zeros((c, lh + 2, lw + 2), np.float32)
+                wl[:, 1:-1, 1:-1] = np.maximum(resize(weights_full, (lh, lw)), 0)
+                weights.append(cuda.to_device(wl))
             cuda.synchronize()
         return CudaPreparedReference(
             (h, w), c, shapes, finest, tuple(images), tuple(derivs), tuple(weights), self.device
@@ -419,8 +432,8 @@ class CudaBackend(FlowBackend):
         bufs.frames_flat.copy_to_device(frames.reshape(-1))
         if c > 1:
             self._launch(k.to_planar, (w, h, b), bufs.frames, bufs.pyramid[0], False)
-        for lvl in range(1, len(shapes)):
-            self._downsample(bufs.pyramid[lvl - 1], bufs.pyramid[lvl], (h, w), bufs.tmp)
+        for lvl in range(max(finest, 1), len(shapes)):
+            self._downsample(bufs.pyramid[0], bufs.pyramid[lvl], bufs.tmp[0])
         cur = 0
         self._initial_flow(prepared, bufs, uv, view(bufs.flows[0], (2, b, *shapes[coarsest])))
         for lvl in range(coarsest, finest - 1, -1):
@@ -448,16 +461,17 @@ class CudaBackend(FlowBackend):
         warped = view(bufs.warped, (b * c, lh, lw))
         image = prepared.images[lvl]
         self._launch(k.warp_level, (lw, lh, b), bufs.pyramid[lvl], image, flow, warped, c, hx, hy)
-        J = view(bufs.J, (b, c, 6, lh, lw))
+        # the solver's grid: the frame plus a ghost ring, so every frame pixel has its data term
+        hp, wp = lh + 2, lw + 2
+        J = view(bufs.J, (b, c, 6, hp, wp))
         gc = p.constancy_assumption == "gc"
-        args = (image, prepared.derivs[lvl], warped, J, 0.5 / hx, 0.5 / hy, gc)
-        self._launch(k.motion_tensor, (lw, lh, b * c), *args)
-        if lh < 3 or lw < 3:
-            return
-        UV = view(bufs.UV, (2, b, lh, lw))
-        UV.copy_to_device(flow)
-        A = view(bufs.A, (5, b, lh, lw))
-        psi = view(bufs.psi, (b, lh, lw))
+        scales = (0.5 / hx, 0.5 / hy, 1.0 / (hx * hx), 1.0 / (hy * hy))
+        args = (image, prepared.derivs[lvl], warped, J, *scales, gc)
+        self._launch(k.motion_tensor, (wp, hp, b * c), *args)
+        UV = view(bufs.UV, (2, b, hp, wp))
+        self._launch(k.pad_flow, (wp, hp, 2 * b), flow, UV)
+        A = view(bufs.A, (5, b, hp, wp))
+        psi = view(bufs.psi, (b, hp, wp))
         wts = prepared.weights[lvl]
         scale = 1.0 if lvl == prepared.finest else p.eta ** (-lvl / 2.0)
         coef = self._scalars(
@@ -467,21 +481,21 @@ class CudaBackend(FlowBackend):
         )  # fmt: skip
         smooth = (0.5 / hx, 0.5 / hy, p.a_smooth, p.a_smooth - 1.0)
         robust = p.a_smooth < 1.0
-        n_pairs = (lw - 1) // 2
-        if (lh - 2) * (lw - 2) <= self.block_level_pixels:
-            threads = min(self._solver_threads, 32 * -(-((lh - 2) * n_pairs) // 32))
+        n_pairs = (wp - 1) // 2
+        if lh * lw <= self.block_level_pixels:
+            threads = min(self._solver_threads, 32 * -(-(lh * n_pairs) // 32))
             scoef = self._scalars(("smooth", lh, lw, h, w), smooth)
             k.sor_level_block[b, threads](
                 UV, flow, A, J, wts, psi, p.iterations, p.update_lag, robust, coef, scoef
             )
         else:
             bx, by, _ = self._sweep_block
-            sweep = k.sor_half[(-(-n_pairs // bx), -(-(lh - 2) // by), b), self._sweep_block]
+            sweep = k.sor_half[(-(-n_pairs // bx), -(-lh // by), b), self._sweep_block]
             smooth32 = tuple(np.float32(s) for s in smooth)
             for it in range(p.iterations):
                 refresh = it % p.update_lag == 0
                 if refresh and robust:
-                    self._launch(k.smooth_weights, (lw, lh, b), UV, psi, *smooth32)
+                    self._launch(k.smooth_weights, (wp, hp, b), UV, psi, *smooth32)
                 sweep(UV, flow, A, J, wts, psi, 0, refresh, robust, coef)
                 sweep(UV, flow, A, J, wts, psi, 1, False, robust, coef)
         du = view(bufs.A, (2, b, lh, lw))

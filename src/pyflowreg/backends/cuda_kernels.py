@@ -7,9 +7,13 @@ Layouts (all float32, C-contiguous):
 
 - images and image stacks ``(N, h, w)`` with ``N = frames * channels`` (frame-major);
 - flow ``(2, B, h, w)``: ``[0]`` = u (columns, x), ``[1]`` = v (rows, y), full-resolution pixels;
-- motion tensors ``J`` ``(B, C, 6, h, w)``: J11, J22, J33, J12, J13, J23;
-- lagged data weights ``A`` ``(5, B, h, w)``: A11, A22, A12, A13, A23;
-- reference derivatives ``(5, C, h, w)``: f_x, f_y, f_xx, f_yy, f_xy (interior pixels only).
+- reference derivatives ``(5, C, h, w)``: f_x, f_y, f_xx, f_yy, f_xy;
+- the level solver works on the frame plus a one-pixel ghost ring, the grid ``(h + 2, w + 2)``
+  (frame pixel ``(i, j)`` is grid pixel ``(i + 1, j + 1)``), as the core's
+  :func:`~pyflowreg.core.flow.level_step`: total flow ``UV`` ``(2, B, h + 2, w + 2)``, motion
+  tensors ``J`` ``(B, C, 6, h + 2, w + 2)`` (J11, J22, J33, J12, J13, J23; zero on the ring),
+  data weights ``(C, h + 2, w + 2)`` (zero ring), lagged data weights ``A``
+  ``(5, B, h + 2, w + 2)`` (A11, A22, A12, A13, A23), smoothness weights ``(B, h + 2, w + 2)``.
 
 Two-dimensional kernels use a ``(columns, rows, stack)`` grid; the solver kernels give one thread
 to each pair of horizontally adjacent interior pixels (one red, one black), so a half-sweep reads
@@ -22,6 +26,8 @@ import math
 
 import numpy as np
 from numba import cuda, float32
+
+from ..core.warp import LEVEL_A
 
 EPS = np.float32(1e-5)
 TENSOR_EPS = np.float32(1e-6)
@@ -84,28 +90,30 @@ def _mirror(i, n):
 
 
 @cuda.jit(cache=True)
-def blur_rows(src, dst, taps):
-    """Gaussian ``taps`` along axis 1 of ``src`` (N, h, w), symmetric borders."""
+def smooth_rows(src, dst, start, wts):
+    """Blur-and-resample axis 1 with :func:`~pyflowreg.core.pyramid.smooth_taps` tables:
+    ``dst[n, i, j] = sum_k wts[i, k] * src[n, start[i] + k, j]`` (a pyramid level's rows from
+    the full-resolution frame)."""
     j, i, n = cuda.grid(3)
-    n_img, h, w = src.shape
+    n_img, h, w = dst.shape
     if j < w and i < h and n < n_img:
-        r = taps.shape[0] // 2
+        s0 = start[i]
         acc = ZERO
-        for k in range(taps.shape[0]):
-            acc += taps[k] * src[n, _mirror(i + k - r, h), j]
+        for k in range(wts.shape[1]):
+            acc += wts[i, k] * src[n, s0 + k, j]
         dst[n, i, j] = acc
 
 
 @cuda.jit(cache=True)
-def blur_cols(src, dst, taps):
-    """Gaussian ``taps`` along axis 2 of ``src`` (N, h, w), symmetric borders."""
+def smooth_cols(src, dst, start, wts):
+    """Blur-and-resample axis 2: ``dst[n, i, j] = sum_k wts[j, k] * src[n, i, start[j] + k]``."""
     j, i, n = cuda.grid(3)
-    n_img, h, w = src.shape
+    n_img, h, w = dst.shape
     if j < w and i < h and n < n_img:
-        r = taps.shape[0] // 2
+        s0 = start[j]
         acc = ZERO
-        for k in range(taps.shape[0]):
-            acc += taps[k] * src[n, i, _mirror(j + k - r, w)]
+        for k in range(wts.shape[1]):
+            acc += wts[j, k] * src[n, i, s0 + k]
         dst[n, i, j] = acc
 
 
@@ -146,22 +154,24 @@ def _clamp(i, n):
 
 
 @cuda.jit(device=True, inline=True)
-def _keys(t):
-    """Keys (a = -0.5) weights of the taps at offsets -1, 0, 1, 2 for a sample at ``t``."""
+def _cubic(t, a):
+    """Keys cubic-convolution weights (parameter ``a``) of the taps at offsets -1, 0, 1, 2 for a
+    sample at ``t`` (:func:`pyflowreg.core.warp.cubic_weights`)."""
     t2 = t * t
     t3 = t2 * t
     return (
-        -0.5 * t3 + t2 - 0.5 * t,
-        1.5 * t3 - 2.5 * t2 + 1.0,
-        -1.5 * t3 + 2.0 * t2 + 0.5 * t,
-        0.5 * t3 - 0.5 * t2,
+        a * (t3 - 2.0 * t2 + t),
+        (a + 2.0) * t3 - (a + 3.0) * t2 + 1.0,
+        -(a + 2.0) * t3 + (2.0 * a + 3.0) * t2 - a * t,
+        a * (t2 - t3),
     )
 
 
 @cuda.jit(cache=True)
 def warp_level(moving, ref, flow, out, n_channels, hx, hy):
-    """Bicubic backward warp of ``moving`` (B*C, h, w) by ``flow`` (2, B, h, w) into ``out``;
-    samples outside the level take the reference ``ref`` (C, h, w). Positions in float64."""
+    """Bicubic backward warp (Keys a = :data:`~pyflowreg.core.warp.LEVEL_A`) of ``moving``
+    (B*C, h, w) by ``flow`` (2, B, h, w) into ``out``; samples outside the level take the
+    reference ``ref`` (C, h, w). Positions in float64."""
     j, i, b = cuda.grid(3)
     _, n_b, h, w = flow.shape
     if j >= w or i >= h or b >= n_b:
@@ -174,8 +184,8 @@ def warp_level(moving, ref, flow, out, n_channels, hx, hy):
         return
     y0 = math.floor(y)
     x0 = math.floor(x)
-    wy0, wy1, wy2, wy3 = _keys(y - y0)
-    wx0, wx1, wx2, wx3 = _keys(x - x0)
+    wy0, wy1, wy2, wy3 = _cubic(y - y0, LEVEL_A)
+    wx0, wx1, wx2, wx3 = _cubic(x - x0, LEVEL_A)
     yi = int(y0)
     xi = int(x0)
     xm, xa, xb, xc = _clamp(xi - 1, w), _clamp(xi, w), _clamp(xi + 1, w), _clamp(xi + 2, w)
@@ -205,42 +215,65 @@ def _fy(f, n, i, j, h, sy):
     return (f[n, _clamp(i + 1, h), j] - f[n, _clamp(i - 1, h), j]) * sy
 
 
+@cuda.jit(device=True, inline=True)
+def _fxx(f, n, i, j, w, sxx):
+    """Compact second x-difference ``(f[j-1] - 2 f[j] + f[j+1]) / h^2``, symmetric padding."""
+    return (f[n, i, _clamp(j - 1, w)] - 2.0 * f[n, i, j] + f[n, i, _clamp(j + 1, w)]) * sxx
+
+
+@cuda.jit(device=True, inline=True)
+def _fyy(f, n, i, j, h, syy):
+    """Compact second y-difference, symmetric padding."""
+    return (f[n, _clamp(i - 1, h), j] - 2.0 * f[n, i, j] + f[n, _clamp(i + 1, h), j]) * syy
+
+
+@cuda.jit(device=True, inline=True)
+def _fxy(f, n, i, j, h, w, sx, sy):
+    """``d_y f_x`` (both central differences with symmetric padding)."""
+    return (_fx(f, n, _clamp(i + 1, h), j, w, sx) - _fx(f, n, _clamp(i - 1, h), j, w, sx)) * sy
+
+
 @cuda.jit(cache=True)
-def derivatives(img, out, sx, sy):
-    """``out`` (5, N, h, w) = f_x, f_y, f_xx, f_yy, f_xy of ``img`` (N, h, w) on interior
-    pixels (``sx = 1 / (2 h_x)``, ``sy = 1 / (2 h_y)``); the border is left untouched."""
+def derivatives(img, out, sx, sy, sxx, syy):
+    """``out`` (5, N, h, w) = f_x, f_y, f_xx, f_yy, f_xy of ``img`` (N, h, w) on every pixel
+    (``sx = 1 / (2 h_x)``, ``sy = 1 / (2 h_y)``, ``sxx = 1 / h_x^2``, ``syy = 1 / h_y^2``)."""
     j, i, n = cuda.grid(3)
     n_img, h, w = img.shape
-    if j < 1 or i < 1 or j >= w - 1 or i >= h - 1 or n >= n_img:
+    if j >= w or i >= h or n >= n_img:
         return
     out[0, n, i, j] = _fx(img, n, i, j, w, sx)
     out[1, n, i, j] = _fy(img, n, i, j, h, sy)
-    out[2, n, i, j] = (_fx(img, n, i, j + 1, w, sx) - _fx(img, n, i, j - 1, w, sx)) * sx
-    out[3, n, i, j] = (_fy(img, n, i + 1, j, h, sy) - _fy(img, n, i - 1, j, h, sy)) * sy
-    out[4, n, i, j] = (_fx(img, n, i + 1, j, w, sx) - _fx(img, n, i - 1, j, w, sx)) * sy
+    out[2, n, i, j] = _fxx(img, n, i, j, w, sxx)
+    out[3, n, i, j] = _fyy(img, n, i, j, h, syy)
+    out[4, n, i, j] = _fxy(img, n, i, j, h, w, sx, sy)
 
 
 @cuda.jit(cache=True)
-def motion_tensor(ref, ref_d, warped, J, sx, sy, gradient_constancy):
-    """Motion tensors ``J`` (B, C, 6, h, w) of the warped frames ``warped`` (B*C, h, w)
-    against the reference ``ref`` (C, h, w) with derivatives ``ref_d`` (5, C, h, w).
-    Gradient constancy when ``gradient_constancy`` else gray value; the outer frame is 0."""
-    j, i, n = cuda.grid(3)
-    n_b, n_c, _, h, w = J.shape
-    if j >= w or i >= h or n >= n_b * n_c:
+def motion_tensor(ref, ref_d, warped, J, sx, sy, sxx, syy, gradient_constancy):
+    """Motion tensors ``J`` (B, C, 6, h + 2, w + 2) of the warped frames ``warped`` (B*C, h, w)
+    against the reference ``ref`` (C, h, w) with derivatives ``ref_d`` (5, C, h, w), for every
+    frame pixel; the ghost ring is 0. ``sx``, ``sy``, ``sxx``, ``syy`` as in :func:`derivatives`.
+    Gradient constancy when ``gradient_constancy`` else gray value."""
+    jp, ip, n = cuda.grid(3)
+    n_b, n_c, _, hp, wp = J.shape
+    if jp >= wp or ip >= hp or n >= n_b * n_c:
         return
     b = n // n_c
     c = n - b * n_c
-    if i == 0 or j == 0 or i == h - 1 or j == w - 1:
+    if ip == 0 or jp == 0 or ip == hp - 1 or jp == wp - 1:
         for k in range(6):
-            J[b, c, k, i, j] = ZERO
+            J[b, c, k, ip, jp] = ZERO
         return
+    h = hp - 2
+    w = wp - 2
+    i = ip - 1
+    j = jp - 1
     fx2 = _fx(warped, n, i, j, w, sx)
     fy2 = _fy(warped, n, i, j, h, sy)
     if gradient_constancy:
-        fxx2 = (_fx(warped, n, i, j + 1, w, sx) - _fx(warped, n, i, j - 1, w, sx)) * sx
-        fyy2 = (_fy(warped, n, i + 1, j, h, sy) - _fy(warped, n, i - 1, j, h, sy)) * sy
-        fxy2 = (_fx(warped, n, i + 1, j, w, sx) - _fx(warped, n, i - 1, j, w, sx)) * sy
+        fxx2 = _fxx(warped, n, i, j, w, sxx)
+        fyy2 = _fyy(warped, n, i, j, h, syy)
+        fxy2 = _fxy(warped, n, i, j, h, w, sx, sy)
         fxx = HALF * (ref_d[2, c, i, j] + fxx2)
         fyy = HALF * (ref_d[3, c, i, j] + fyy2)
         fxy = HALF * (ref_d[4, c, i, j] + fxy2)
@@ -248,22 +281,22 @@ def motion_tensor(ref, ref_d, warped, J, sx, sy, gradient_constancy):
         fyt = fy2 - ref_d[1, c, i, j]
         rx = ONE / (fxx * fxx + fxy * fxy + TENSOR_EPS)
         ry = ONE / (fxy * fxy + fyy * fyy + TENSOR_EPS)
-        J[b, c, 0, i, j] = rx * fxx * fxx + ry * fxy * fxy
-        J[b, c, 1, i, j] = rx * fxy * fxy + ry * fyy * fyy
-        J[b, c, 2, i, j] = rx * fxt * fxt + ry * fyt * fyt
-        J[b, c, 3, i, j] = rx * fxx * fxy + ry * fxy * fyy
-        J[b, c, 4, i, j] = rx * fxx * fxt + ry * fxy * fyt
-        J[b, c, 5, i, j] = rx * fxy * fxt + ry * fyy * fyt
+        J[b, c, 0, ip, jp] = rx * fxx * fxx + ry * fxy * fxy
+        J[b, c, 1, ip, jp] = rx * fxy * fxy + ry * fyy * fyy
+        J[b, c, 2, ip, jp] = rx * fxt * fxt + ry * fyt * fyt
+        J[b, c, 3, ip, jp] = rx * fxx * fxy + ry * fxy * fyy
+        J[b, c, 4, ip, jp] = rx * fxx * fxt + ry * fxy * fyt
+        J[b, c, 5, ip, jp] = rx * fxy * fxt + ry * fyy * fyt
     else:
         fx = HALF * (ref_d[0, c, i, j] + fx2)
         fy = HALF * (ref_d[1, c, i, j] + fy2)
         ft = warped[n, i, j] - ref[c, i, j]
-        J[b, c, 0, i, j] = fx * fx
-        J[b, c, 1, i, j] = fy * fy
-        J[b, c, 2, i, j] = ft * ft
-        J[b, c, 3, i, j] = fx * fy
-        J[b, c, 4, i, j] = fx * ft
-        J[b, c, 5, i, j] = fy * ft
+        J[b, c, 0, ip, jp] = fx * fx
+        J[b, c, 1, ip, jp] = fy * fy
+        J[b, c, 2, ip, jp] = ft * ft
+        J[b, c, 3, ip, jp] = fx * fy
+        J[b, c, 4, ip, jp] = fx * ft
+        J[b, c, 5, ip, jp] = fy * ft
 
 
 # -- level solver -----------------------------------------------------------------------------
@@ -271,9 +304,10 @@ def motion_tensor(ref, ref_d, warped, J, sx, sy, gradient_constancy):
 
 @cuda.jit(device=True, inline=True)
 def _refresh_pixel(UV, uv, A, J, wts, b, i, j, a_data, a_exp):
-    """Lagged data weights ``A = sum_c w_c psi_c J_c`` at one pixel from its increments."""
-    du = UV[0, b, i, j] - uv[0, b, i, j]
-    dv = UV[1, b, i, j] - uv[1, b, i, j]
+    """Lagged data weights ``A = sum_c w_c psi_c J_c`` at one grid pixel from its increments
+    (``uv`` is the flow on entry on the frame: grid pixel (i, j) is its (i - 1, j - 1))."""
+    du = UV[0, b, i, j] - uv[0, b, i - 1, j - 1]
+    dv = UV[1, b, i, j] - uv[1, b, i - 1, j - 1]
     a11 = ZERO
     a22 = ZERO
     a12 = ZERO
@@ -341,8 +375,8 @@ def _relax_pixel(UV, uv, A, psi, b, i, j, h, w, robust, cx, cy, omega):
     a11 = A[0, b, i, j]
     a22 = A[1, b, i, j]
     a12 = A[2, b, i, j]
-    u0 = uv[0, b, i, j]
-    v0 = uv[1, b, i, j]
+    u0 = uv[0, b, i - 1, j - 1]
+    v0 = uv[1, b, i - 1, j - 1]
     up = UV[0, b, i, j]
     vp = UV[1, b, i, j]
     su = cl * UV[0, b, i, jl] + cr * UV[0, b, i, jr] + cu * UV[0, b, iu, j] + cd * UV[0, b, id_, j]
@@ -376,8 +410,9 @@ def _pair_step(UV, uv, A, J, wts, psi, b, i, k, h, w, colour, refresh, robust, c
 def sor_half(UV, uv, A, J, wts, psi, colour, refresh, robust, coef):
     """One half-sweep (pixels with ``(i + j) % 2 == colour``) over all frames.
 
-    Grid ``(pairs, interior rows, frames)``. ``UV`` (2, B, h, w) is updated in place; ``uv`` is
-    the flow on entry, ``psi`` (B, h, w) the robust smoothness weights (read if ``robust``),
+    Grid ``(pairs, interior rows, frames)``. ``UV`` (2, B, h, w) is the total flow on the grid
+    (frame plus ghost ring), updated in place; ``uv`` (2, B, h - 2, w - 2) the flow on entry on
+    the frame, ``psi`` (B, h, w) the robust smoothness weights (read if ``robust``),
     ``coef`` (float32) = cx, cy, omega, a_data, a_data - 1."""
     k, r, b = cuda.grid(3)
     _, n_b, h, w = UV.shape
@@ -429,16 +464,26 @@ def sor_level_block(UV, uv, A, J, wts, psi, iterations, update_lag, robust, coef
 
 
 @cuda.jit(cache=True)
+def pad_flow(flow, UV):
+    """``UV`` (2, B, h + 2, w + 2) = ``flow`` (2, B, h, w) with a ring repeating its border (the
+    solver's start, :func:`pyflowreg.core.flow.pad_edge`)."""
+    jp, ip, n = cuda.grid(3)
+    _, n_b, hp, wp = UV.shape
+    if jp < wp and ip < hp and n < 2 * n_b:
+        c = n // n_b
+        b = n - c * n_b
+        UV[c, b, ip, jp] = flow[c, b, _clamp(ip - 1, hp - 2), _clamp(jp - 1, wp - 2)]
+
+
+@cuda.jit(cache=True)
 def increments(UV, uv, du):
-    """``du = UV - uv`` (2, B, h, w) after the final Neumann copy into UV's ghost frame."""
+    """``du = UV - uv`` (2, B, h, w) on the frame (the interior of the solver's grid ``UV``)."""
     j, i, n = cuda.grid(3)
-    _, n_b, h, w = UV.shape
+    _, n_b, h, w = du.shape
     if j < w and i < h and n < 2 * n_b:
         c = n // n_b
         b = n - c * n_b
-        ii = 1 if i < 1 else (h - 2 if i > h - 2 else i)
-        jj = 1 if j < 1 else (w - 2 if j > w - 2 else j)
-        du[c, b, i, j] = UV[c, b, ii, jj] - uv[c, b, i, j]
+        du[c, b, i, j] = UV[c, b, i + 1, j + 1] - uv[c, b, i, j]
 
 
 @cuda.jit(cache=True)
