@@ -23,6 +23,7 @@ import pytest
 import pyflowreg
 from pyflowreg.datasets import make_recording
 from pyflowreg.io import open_reader, open_writer
+from pyflowreg.motion_correction import OFOptions, RegistrationConfig, compensate_recording
 from pyflowreg.motion_correction.runs import IncompleteRunError
 
 CHILD = Path(__file__).with_name("_fault_child.py")
@@ -164,3 +165,58 @@ def test_failing_writer_leaves_the_earlier_run_intact(tmp_path, source, earlier_
     assert "RegistrationError" in err and os.strerror(getattr(__import__("errno"), error)) in err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # untouched, no leftovers
     assert pyflowreg.load_run(folder).run_id == first
+
+
+@pytest.mark.parametrize("fmt", ["HDF5", "NPY", "ZARR"])
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, source, fmt):
+    settings = {"output_format": fmt, "save_w": True, "save_valid_mask": True}
+    folder = tmp_path / "killed"
+    proc = start(source, folder, pause="batch", options=settings)
+    wait_for(proc, "batch")  # batch 3 of 4 written, its checkpoint not yet saved
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    kw = {"quality_setting": "fast", "buffer_size": 4, **settings}
+    config = RegistrationConfig(parallelization="sequential")
+    resumed = compensate_recording(
+        OFOptions(input_file=source, output_path=folder, **kw), config=config, resume=True
+    )
+    whole = compensate_recording(
+        OFOptions(input_file=source, output_path=tmp_path / "whole", **kw), config=config
+    )
+    a, b = pyflowreg.load_run(folder), pyflowreg.load_run(tmp_path / "whole")
+    assert a.record["resumed_at_frame"] == 8 and b.record["resumed_at_frame"] is None
+    for name in ("compensated", "w", "valid_mask"):
+        with a.open(name) as x, b.open(name) as y:
+            np.testing.assert_array_equal(x[:], y[:])
+    for key, values in whole.statistics.items():
+        np.testing.assert_array_equal(resumed.statistics[key], values)
+    np.testing.assert_array_equal(resumed.reference, whole.reference)
+    assert not list(folder.glob(".pyflowreg*"))
+
+
+def test_resume_without_a_matching_checkpoint_starts_again(tmp_path, source):
+    folder = tmp_path / "out"
+    proc = start(source, folder, pause="batch")
+    wait_for(proc, "batch")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    config = RegistrationConfig(parallelization="sequential")
+    options = OFOptions(  # other options: the dead run's checkpoint does not apply
+        input_file=source, output_path=folder, quality_setting="fast", buffer_size=8
+    )
+    result = compensate_recording(options, config=config, resume=True)
+    assert pyflowreg.load_run(folder).record["resumed_at_frame"] is None
+    assert result.n_frames == T and not list(folder.glob(".pyflowreg*"))
+
+
+def test_cli_resume(tmp_path, source, capsys):
+    from pyflowreg.cli import main
+
+    folder = tmp_path / "out"
+    proc = start(source, folder, pause="batch")
+    wait_for(proc, "batch")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    argv = ["compensate", str(source), "-o", str(folder), "--quality", "fast", "--buffer-size", "4"]
+    assert main([*argv, "--executor", "sequential", "-q", "--resume"]) == 0, capsys.readouterr()
+    assert pyflowreg.load_run(folder).record["resumed_at_frame"] == 8

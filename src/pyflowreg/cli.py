@@ -6,6 +6,7 @@
     pyflowreg compensate rec.tif -o results/ --quality balanced -j 8 --save-w
     pyflowreg compensate red.tif green.tif -o results/       # one file per channel
     pyflowreg compensate --config options.toml --buffer-size 200   # flags override the file
+    pyflowreg compensate rec.h5 -o results/ --resume   # continue a killed run
     pyflowreg backends                               # executors and flow backends usable here
     pyflowreg info                                   # versions and backends
     pyflowreg info results/                          # verify a run folder against its run.json
@@ -17,8 +18,8 @@ every input error found before any work (missing, unreadable or malformed input,
 wrong shape or dtype, NaN or inf frames, reference frames outside the video, an output folder
 that is a file, not writable or too small), 1 for a runtime error (a failure during the run, the
 output folder in use by another live run, a missing optional extra, a run folder that does not
-match its run.json), 130 when interrupted. Errors print one line ``pyflowreg: error: ...`` on stderr; ``--debug``
-adds the traceback.
+match its run.json), 130 when interrupted. Errors print one line ``pyflowreg: error: ...``
+on stderr; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -99,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output-format", help="HDF5, TIFF, MAT, NPY or ZARR (default HDF5)")
     p.add_argument("--config", metavar="FILE", help="options file (.toml, .yaml, .json)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run in OUTDIR (same input and options) from its last finished "
+        "batch (HDF5, NPY and Zarr outputs); without one, start from the beginning",
+    )
     p.set_defaults(func=_cmd_compensate)
 
     p = sub.add_parser(
@@ -365,7 +372,12 @@ def _run(options, config, args: argparse.Namespace, input_errors_are_usage_error
         bar.update(done - bar.n)
 
     try:
-        return compensate_recording(options, config=config, progress_callback=progress)
+        return compensate_recording(
+            options,
+            config=config,
+            progress_callback=progress,
+            resume=bool(getattr(args, "resume", False)),
+        )
     except (ValueError, TypeError, OSError, KeyError) as exc:
         bar.leave = False  # erase the bar: the error line follows
         if not input_errors_are_usage_errors or isinstance(

@@ -280,6 +280,8 @@ def run_registration(
     progress: Callable[[int, int], None] | None = None,
     batch_callback: Callable[[BatchResult], None] | None = None,
     name: str = "input",
+    resume_at: tuple[int, np.ndarray | None] | None = None,
+    checkpoint: Callable[[int, int, np.ndarray | None], None] | None = None,
 ) -> None:
     """Register every frame of ``reader`` and hand the results to ``sink``.
 
@@ -301,6 +303,12 @@ def run_registration(
         ``batch_callback(BatchResult)`` after every batch.
     name : str
         The input's name in messages.
+    resume_at : (int, ndarray or None), optional
+        ``(b, uv_b)``: start at batch ``b`` with the initial flow ``uv_b`` a checkpoint of an
+        interrupted run saved (the batches before it are in the outputs already).
+    checkpoint : callable, optional
+        ``checkpoint(b, frames_done, uv_next)`` after batch ``b`` was handed to the sink;
+        ``uv_next`` is the initial flow of batch ``b + 1`` when already planned, else None.
     """
     params = options.flow_parameters()
     dtype = output_dtype(options, reader.dtype)
@@ -345,6 +353,8 @@ def run_registration(
             finally:
                 job.pending.release()
             state.n_frames = job.stop
+            if checkpoint is not None:
+                checkpoint(job.b, job.stop, planner.planned(job.b + 1))
             if progress is not None:
                 progress(job.stop, n_frames)
             logger.debug("registered frames %d-%d of %s", job.start, job.stop - 1, name)
@@ -353,10 +363,14 @@ def run_registration(
         # while this thread writes the previous one, then reads the next one (at most two
         # batches of raw frames and two of outputs in memory).
         job: _Job | None = None
-        state.stage = stage(0)
+        first = 0
+        if resume_at is not None:
+            first = int(resume_at[0])
+            planner.resume_at(first, resume_at[1])
+        state.stage = stage(min(first, len(batches) - 1))
         try:
-            reads = ReadAhead(source, batches)
-            for b, (start, stop, raw, filtered) in enumerate(reads):
+            reads = ReadAhead(source, batches[first:])
+            for b, (start, stop, raw, filtered) in enumerate(reads, start=first):
                 done = collect(job) if job is not None else None
                 state.stage = stage(b)
                 uv = planner.next()

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 
 LOCK_NAME = ".pyflowreg.lock"
+RESUME_DIR = ".resume"  # checkpoints, inside the staging folder
+PROGRESS = "progress.json"
 STAGING_PREFIX = ".pyflowreg-"
 RUN_RECORD = "run.json"
 HEADER_BYTES = 64 * 1024
@@ -118,6 +120,15 @@ def remove_path(path: Path) -> None:
         path.unlink()
 
 
+def read_progress(staging: Path) -> dict[str, Any] | None:
+    """The last checkpoint saved in a staging folder, or None."""
+    try:
+        progress = json.loads((staging / RESUME_DIR / PROGRESS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return progress if isinstance(progress, dict) else None
+
+
 def read_lock(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -152,21 +163,67 @@ class RunFolder:
         self._videos: dict[str, tuple[Any, int | None]] = {}  # key -> (writer, frames)
         self._writers: list[Any] = []
         self._locked = False
+        #: The checkpoint of an interrupted run this run continues (see :meth:`open`), or None.
+        self.resumed: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ lock
 
-    def open(self) -> RunFolder:
-        """Take the folder's lock and create the staging folder."""
+    def open(self, resume_key: str | None = None) -> RunFolder:
+        """Take the folder's lock and create the staging folder.
+
+        Staging folders of dead runs are removed, except, with ``resume_key``, the one whose
+        last checkpoint was saved under that key: it becomes this run's staging folder and
+        :attr:`resumed` its checkpoint.
+        """
         self.output_path.mkdir(parents=True, exist_ok=True)
         self._acquire()
         try:
-            for old in self.output_path.glob(STAGING_PREFIX + "*"):
-                remove_path(old)  # left by a run that died: we hold the lock, nobody else writes
-            self.staging.mkdir()
+            for old in sorted(self.output_path.glob(STAGING_PREFIX + "*")):
+                progress = read_progress(old) if resume_key is not None else None
+                if self.resumed is None and progress and progress.get("key") == resume_key:
+                    os.rename(old, self.staging)
+                    self.resumed = progress
+                else:  # left by a run that died: we hold the lock, nobody else writes
+                    remove_path(old)
+            if self.resumed is None:
+                self.staging.mkdir()
         except BaseException:
             self._release()
             raise
         return self
+
+    def restart(self) -> None:
+        """Give up the checkpoint being resumed: start again in an empty staging folder."""
+        self.close_writers_quietly()
+        self._pending, self._videos, self.resumed = {}, {}, None
+        remove_path(self.staging)
+        self.staging.mkdir()
+
+    def save_checkpoint(self, progress: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Flush the video writers, then save ``arrays`` and ``progress`` (last, atomically) in
+        the staging folder: what :meth:`open` with the same ``progress["key"]`` resumes."""
+        for writer in self._writers:
+            writer.flush()
+        folder = self.staging / RESUME_DIR
+        folder.mkdir(exist_ok=True)
+        for name, array in arrays.items():
+            tmp = folder / f"{name}.tmp.npy"
+            np.save(tmp, np.asarray(array), allow_pickle=False)
+            os.replace(tmp, folder / f"{name}.npy")
+        tmp = folder / f"{PROGRESS}.tmp"
+        _write_json(tmp, progress)
+        os.replace(tmp, folder / PROGRESS)
+
+    def checkpoint_array(self, name: str) -> np.ndarray | None:
+        """An array of the checkpoint being resumed (None if it saved none)."""
+        path = self.staging / RESUME_DIR / f"{name}.npy"
+        return np.load(path, allow_pickle=False) if path.exists() else None
+
+    def close_writers_quietly(self) -> None:
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            with contextlib.suppress(Exception):
+                writer.close()
 
     def _acquire(self) -> None:
         record = {
@@ -236,6 +293,8 @@ class RunFolder:
         path = self._register(key, final_name)
         writer = open_writer(path, format=output_format, expected_frames=expected_frames, **kwargs)
         self._writers.append(writer)
+        if self.resumed is not None:  # continue the file the interrupted run left
+            writer.resume(self.resumed["frames"])
         self._videos[key] = (writer, expected_frames)
         return writer
 
@@ -347,10 +406,7 @@ class RunFolder:
 
     def abort(self) -> None:
         """Close what is open (ignoring errors), delete the staging folder, release the lock."""
-        writers, self._writers = self._writers, []
-        for writer in writers:
-            with contextlib.suppress(Exception):
-                writer.close()
+        self.close_writers_quietly()
         with contextlib.suppress(OSError):
             remove_path(self.staging)
         self._pending = {}

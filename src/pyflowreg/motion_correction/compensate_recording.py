@@ -94,6 +94,7 @@ from ._preflight import (
     check_video,
     estimate_output_bytes,
 )
+from ._resume import make_checkpoint, resume_key, resume_point
 from ._run_folder import RunFolder
 from .statistics import StatisticsAccumulator
 
@@ -260,11 +261,14 @@ class _FileSink:
                 dataset_names=["idx"],
             )
         self.stats: StatisticsAccumulator | None = None
+        self.resumed_statistics: list[dict] = []
         self._computed_stats: list[dict] = []
 
     def start(self, reference: np.ndarray) -> None:
         if self.options.save_meta_info:
             self.stats = StatisticsAccumulator(reference)
+            for batch in self.resumed_statistics:  # batches done by an interrupted run
+                self.stats.extend(batch)
 
     def add(self, start: int, raw, registered, w) -> None:
         self._write(registered, w)
@@ -366,17 +370,23 @@ def _input_paths(options) -> list[Path]:
     return [Path(p) for p in (source if isinstance(source, tuple) else [source])]
 
 
-def _preflight(options, reader, name: str, reference) -> tuple[np.ndarray | None, RunFolder]:
+def _preflight(
+    options, reader, name: str, reference, resume: bool = False, executor_cls=None
+) -> tuple[np.ndarray | None, RunFolder, str | None]:
     """Every check that needs no registration (see :mod:`._preflight`), then the output
-    folder's lock; raises ``ValueError``/``TypeError``/``OSError`` before any work."""
+    folder's lock (taking over a dead run's checkpoint with ``resume``); raises
+    ``ValueError``/``TypeError``/``OSError`` before any work. Returns the given reference,
+    the run folder and the key of the run's checkpoints (None if not resumable)."""
     check_video(reader, options, name)
     given = check_reference(reader, options, reference, name)
     check_finite(reader, name, options.buffer_size)
     check_not_overwriting_input(options, _input_paths(options))
     needed = estimate_output_bytes(options, reader.shape, reader.dtype)
     check_output_folder(Path(options.output_path), needed)
-    outputs = RunFolder(Path(options.output_path), protect=_input_paths(options))
-    return given, outputs.open()
+    inputs = _input_paths(options)
+    key = resume_key(options, reader, inputs, given, executor_cls)
+    outputs = RunFolder(Path(options.output_path), protect=inputs)
+    return given, outputs.open(resume_key=key if resume else None), key
 
 
 def compensate_recording(
@@ -386,6 +396,7 @@ def compensate_recording(
     *,
     progress_callback=None,
     batch_callback=None,
+    resume: bool = False,
 ) -> RegistrationResult:
     """Register a recording to a reference and write the outputs (see module docstring).
 
@@ -401,6 +412,11 @@ def compensate_recording(
         ``progress_callback(done_frames, total_frames)`` after every batch.
     batch_callback : callable, optional
         ``batch_callback(BatchResult)`` after every batch (registered frames and fields).
+    resume : bool, default False
+        Continue the run a kill interrupted in ``options.output_path`` (same options and
+        input) from its last finished batch, with outputs identical to an uninterrupted
+        run (HDF5, NPY and Zarr outputs; see :mod:`._resume`). Without such a run, start
+        from the beginning.
 
     Returns
     -------
@@ -429,7 +445,9 @@ def compensate_recording(
     )
     reader, name = _open_input(options)
     try:  # input errors fail here, before a worker starts or an output is opened
-        given, outputs = _preflight(options, reader, name, reference_frame)
+        given, outputs, key = _preflight(
+            options, reader, name, reference_frame, bool(resume), executor_cls
+        )
     except BaseException:
         reader.close()
         raise
@@ -442,7 +460,13 @@ def compensate_recording(
     try:
         with reader:
             dtype = output_dtype(options, reader.dtype)
-            sink = _FileSink(outputs, options, reader.shape, dtype)
+            sink, point = _resumed_sink(outputs, options, reader.shape, dtype, name)
+            extra = {}
+            if key is not None:  # checkpoints after every batch; resume where one was left
+                extra["checkpoint"] = make_checkpoint(outputs, key, sink, state)
+            if point is not None:
+                given = point.reference
+                extra["resume_at"] = (point.batch, point.uv)
 
             def progress(done: int, total: int) -> None:
                 bar.update(done - bar.n)
@@ -464,6 +488,7 @@ def compensate_recording(
                 progress=progress,
                 batch_callback=batch_callback,
                 name=name,
+                **extra,
             )
             sink.finish()
             seconds = time.perf_counter() - tic
@@ -475,6 +500,7 @@ def compensate_recording(
                 input=name,
                 input_shape=[int(s) for s in reader.shape],
                 output_format=options.output_format,
+                resumed_at_frame=None if point is None else point.frames,
             )
             state.stage = "checking and committing the outputs"
             files = outputs.commit(record, frame_shape=tuple(int(s) for s in reader.shape[1:]))
@@ -578,6 +604,23 @@ class BatchMotionCorrector:
             batch_callback=batch_callbacks(self._w, self._registered),
         )
         return self.result
+
+
+def _resumed_sink(outputs: RunFolder, options, shape, dtype, name: str):
+    """The sink of the run, continuing the outputs of the checkpoint ``outputs`` resumes (if
+    any): ``(sink, ResumePoint or None)``. A checkpoint that cannot be continued (damaged
+    files) is given up with a warning and the run starts again."""
+    if outputs.resumed is not None:
+        try:
+            point = resume_point(outputs)
+            sink = _FileSink(outputs, options, shape, dtype)
+            sink.resumed_statistics = point.statistics
+            logger.info("resuming %s at frame %d", name, point.frames)
+            return sink, point
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("cannot resume the run in %s (%s); starting again", outputs.staging, exc)
+            outputs.restart()
+    return _FileSink(outputs, options, shape, dtype), None
 
 
 def _write_meta(outputs, options, state, statistics, executor, seconds, start_time) -> dict:

@@ -113,6 +113,20 @@ class InitialFlowPlanner:
             tail = np.asarray(w)[start - prev_start :]
             self._observed = tail.mean(axis=0, dtype=np.float64).astype(np.float32)
 
+    def planned(self, b: int) -> np.ndarray | None:
+        """The initial flow of batch ``b`` if :meth:`next` has just given it, else None
+        (what a checkpoint saves to resume at batch ``b``)."""
+        return self._previous if self.chain and self._next_batch == b + 1 else None
+
+    def resume_at(self, b: int, uv: np.ndarray | None) -> None:
+        """Continue with batch ``b``, whose initial flow ``uv`` an interrupted run planned
+        (None without chaining: it depends on batch ``b``'s own frames only)."""
+        if self.chain and b > 0 and uv is None:
+            raise ValueError(f"resuming at batch {b} needs its initial flow")
+        self._next_batch = int(b)
+        self._observed = None if uv is None else np.asarray(uv, np.float32)
+        self._previous = self._observed
+
     def window(self, b: int) -> tuple[int, int]:
         """Frames ``[start, stop)`` whose flows give the initial field of batch ``b``."""
         start, stop = self.batches[b]

@@ -205,6 +205,15 @@ class StatisticsAccumulator:
         self._parts["correlation"].append(correlation_with_reference(registered, self.reference))
         self._parts["correlation_before"].append(correlation_with_reference(raw, self.reference))
 
+    def last_batch(self) -> dict[str, np.ndarray]:
+        """Statistics of the batch added last (what a checkpoint saves)."""
+        return {key: parts[-1] for key, parts in self._parts.items() if parts}
+
+    def extend(self, batch: dict[str, np.ndarray]) -> None:
+        """Add the statistics of a batch computed earlier (by an interrupted run)."""
+        for key, values in batch.items():
+            self._parts[key].append(np.asarray(values))
+
     def result(self) -> dict[str, np.ndarray]:
         """All statistics so far, concatenated over batches (see module docstring)."""
         out = {}
