@@ -444,6 +444,21 @@ def test_tiff_deinterleave_and_memmap(tmp_path):
     unmapped.close()
 
 
+def test_scanimage_volumes_are_flattened(tmp_path):
+    rng = np.random.default_rng(5)
+    volume = rng.integers(0, 1000, (3, 2, 2, H, W)).astype(np.int16)  # T, Z, C pages
+    software = "SI.hChannels.channelSave = [1;2]\nSI.hStackManager.numSlices = 2\n"
+    with tifffile.TiffWriter(tmp_path / "vol.tif", bigtiff=True) as tw:
+        for page in volume.reshape(-1, H, W):
+            tw.write(page, software=software, description="frameNumbers = 1", metadata=None)
+    with get_video_file_reader(tmp_path / "vol.tif") as reader:  # channels from the metadata
+        assert reader.shape == (6, H, W, 2)
+        expected = volume.reshape(6, 2, H, W).transpose(0, 2, 3, 1)  # t0z0, t0z1, t1z0, ...
+        np.testing.assert_array_equal(reader[:], expected)
+    with get_video_file_reader(tmp_path / "vol.tif", plane=1) as reader:
+        np.testing.assert_array_equal(reader[:], volume[:, 1].transpose(0, 2, 3, 1))
+
+
 def test_suite2p_tiff(tmp_path):
     frames = video(c=2)
     path = write(tmp_path / "s2p.tif", frames, "SUITE2P_TIFF")

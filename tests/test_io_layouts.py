@@ -200,3 +200,15 @@ def test_mat5_writer(tmp_path, monkeypatch):
         np.testing.assert_array_equal(reader[:], video)
     with pytest.raises(ValueError, match="MAT version must be"):
         open_writer(path, "MAT", version="6")
+
+
+def test_tiff_plane_all_keeps_acquisition_order(tmp_path):
+    """ImageJ hyperstack with planes (T, Z, C): plane="all" gives T * Z frames."""
+    rng = np.random.default_rng(2)
+    stack = rng.integers(0, 255, (2, 3, 2, 8, 10)).astype(np.uint8)  # T, Z, C, Y, X
+    tifffile.imwrite(tmp_path / "z.tif", stack, imagej=True, metadata={"axes": "TZCYX"})
+    with open_reader(tmp_path / "z.tif", plane="all") as reader:
+        assert reader.shape == (6, 8, 10, 2)
+        np.testing.assert_array_equal(reader[:], stack.reshape(6, 2, 8, 10).transpose(0, 2, 3, 1))
+    with pytest.raises(ValueError, match="plane must be an int, 'all' or None"):
+        open_reader(tmp_path / "z.tif", plane="every")

@@ -143,8 +143,10 @@ class TIFFReader(VideoReader):
     n_channels : int, optional
         Channels interleaved page by page in a plain multi-page file. Must match the file's
         metadata if it has a channel axis.
-    plane : int, optional
-        Plane to read from a file with several planes (``Z``); required there.
+    plane : int or "all", optional
+        Plane to read from a file with several planes (``Z``); required there. ``"all"`` reads
+        every plane as a frame of its own, in acquisition order (a volume of ``Z`` planes gives
+        ``Z`` frames per volume; PyFlowReg's flattening of ScanImage volumes).
     series : int
         tifffile series index.
     memmap : bool
@@ -160,7 +162,7 @@ class TIFFReader(VideoReader):
         path: PathType,
         *,
         n_channels: int | None = None,
-        plane: int | None = None,
+        plane: int | str | None = None,
         series: int = 0,
         memmap: bool = True,
         bin_size: int = 1,
@@ -181,6 +183,9 @@ class TIFFReader(VideoReader):
                 if isinstance(exc, _LayoutError):
                     raise ValueError(f"'{path}': {exc}") from None
                 raise corrupt_file_error(path, exc) from exc
+            except BaseException:  # anything else (an interrupt, a bug): release the file too
+                self._close()
+                raise
         damage = _damage(log)
         if damage:
             self._close()
@@ -192,7 +197,7 @@ class TIFFReader(VideoReader):
         return self._mm is not None
 
     def _open_series(
-        self, series: int, n_channels: int | None, plane: int | None, memmap: bool
+        self, series: int, n_channels: int | None, plane: int | str | None, memmap: bool
     ) -> None:
         tif = self._tif
         if not 0 <= series < len(tif.series):
@@ -272,8 +277,14 @@ class TIFFReader(VideoReader):
         return flat.reshape(-1, 1, n_channels)
 
     @staticmethod
-    def _apply_plane(grid: np.ndarray, plane: int | None) -> np.ndarray:
+    def _apply_plane(grid: np.ndarray, plane: int | str | None) -> np.ndarray:
         n_planes = grid.shape[1]
+        if isinstance(plane, str):
+            if plane != "all":
+                raise _LayoutError(f"plane must be an int, 'all' or None, got {plane!r}")
+            # Every plane a frame of its own, in acquisition (page) order.
+            rows = grid.reshape(-1, grid.shape[2])
+            return rows[np.argsort(rows[:, 0], kind="stable")]
         if plane is None:
             if n_planes > 1:
                 raise _LayoutError(

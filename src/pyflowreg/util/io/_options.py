@@ -46,12 +46,16 @@ def _renamed(options: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str
 def reader_options(format: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments of this package's ``format`` reader for PyFlowReg's ``options``.
 
-    TIFF: ``use_memmap`` -> ``memmap``; ``deinterleave=N`` -> ``n_channels=N`` (``1``: none).
+    TIFF: ``use_memmap`` -> ``memmap``; ``deinterleave=N`` -> ``n_channels=N`` (``1``: none);
+    volumes (ScanImage stacks, ImageJ ``Z``) are flattened into a sequence of 2-D frames in
+    acquisition order unless ``plane=`` picks one plane.
     HDF5 and MAT: ``dataset_names`` may be one name or a list (one dataset per channel).
     """
     out = _renamed(options, _READER_RENAMES.get(format, {}))
-    if format == "TIFF" and out.get("n_channels") in (0, 1) and "deinterleave" in options:
-        out["n_channels"] = None
+    if format == "TIFF":
+        if out.get("n_channels") in (0, 1) and "deinterleave" in options:
+            out["n_channels"] = None
+        out.setdefault("plane", "all")  # volumes flattened into a sequence of 2-D frames
     if format in ("HDF5", "MAT") and isinstance(out.get("dataset_names"), str):
         out["dataset_name"] = out.pop("dataset_names")
     return out
