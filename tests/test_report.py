@@ -19,7 +19,14 @@ from pyflowreg.motion_correction import OFOptions, compensate_recording
 from pyflowreg.motion_correction.compensate_recording import RegistrationConfig
 from pyflowreg.report import MAX_SAMPLED_FRAMES, _sample_indices, make_report
 
-FIGURES = ("mean_images.png", "displacement.png", "displacement_map.png", "correlation.png")
+FIGURES = (
+    "mean_images.png",
+    "displacement.png",
+    "displacement_map.png",
+    "flow_colors.png",
+    "quiver.png",
+    "correlation.png",
+)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

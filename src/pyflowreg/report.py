@@ -94,9 +94,11 @@ def make_report(output_dir: str | Path, *, input_video: Any = None) -> Path:
         figures.append(_figure_mean_images(plt, before, after))
     if "translation" in run.statistics or "max_displacement" in run.statistics:
         figures.append(_figure_displacement_traces(plt, run.statistics))
-    magnitude = _mean_magnitude(run)
-    if magnitude is not None:
-        figures.append(_figure_magnitude_map(plt, magnitude))
+    fields = _field_summary(run)
+    if fields is not None:
+        figures.append(_figure_magnitude_map(plt, fields.magnitude))
+        figures.append(_figure_flow_colors(plt, fields))
+        figures.append(_figure_quiver(plt, fields, after))
     if "correlation" in run.statistics:
         figures.append(_figure_correlation(plt, run.statistics))
 
@@ -229,20 +231,37 @@ def _mean_image(source: Any, run: _Run, what: str, **reader_kwargs: Any) -> np.n
     return total / count
 
 
-def _mean_magnitude(run: _Run) -> np.ndarray | None:
-    """Mean over (sampled) frames of ``|w|`` in px, ``(H, W)``; None when w was not saved."""
+@dataclass
+class _Fields:
+    """Summary of the (sampled) displacement fields: mean ``|w|`` ``(H, W)``, mean field and
+    the field of the sampled frame that moved most on average, ``(H, W, 2)`` each."""
+
+    magnitude: np.ndarray
+    mean: np.ndarray
+    peak: np.ndarray
+    peak_sample: int
+
+
+def _field_summary(run: _Run) -> _Fields | None:
+    """One pass over the sampled fields; None when w was not saved."""
     if run.w is None:
         run.notes.append(
             "Displacement fields were not saved (save_w=False): no map of the displacement. "
             "Run again with save_w=True (CLI: --save-w) to get it."
         )
         return None
-    total, count = None, 0
+    total = total_w = peak = None
+    count, peak_value, peak_sample = 0, -1.0, 0
     for w in _iter_sampled(run.w):
         magnitude = np.hypot(w[..., 0], w[..., 1])
         total = magnitude if total is None else total + magnitude
+        total_w = w[..., :2].copy() if total_w is None else total_w + w[..., :2]
+        if float(magnitude.mean()) > peak_value:
+            peak_value, peak, peak_sample = float(magnitude.mean()), w[..., :2].copy(), count
         count += 1
-    return None if total is None else total / count
+    if total is None:
+        return None
+    return _Fields(total / count, total_w / count, peak, peak_sample)
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -440,6 +459,83 @@ def _figure_magnitude_map(plt, magnitude: np.ndarray) -> _Figure:
         "Average length of the displacement vector at each pixel over the recording. A uniform "
         "map means the whole field of view moved together; gradients reveal non-rigid motion "
         "(e.g. stretching) that a rigid correction would miss.",
+        _png(plt, fig),
+    )
+
+
+def _figure_flow_colors(plt, fields: _Fields) -> _Figure:
+    from .util.visualization import flow_to_color
+
+    both = np.stack([fields.mean, fields.peak])
+    max_flow = max(float(np.hypot(both[..., 0], both[..., 1]).max()), 1e-6)
+    colors = flow_to_color(both, max_flow=max_flow)  # one scale for both panels
+    fig, axes = plt.subplots(1, 3, figsize=(11.0, 4.0), width_ratios=[1, 1, 0.55])
+    for ax, image, title in zip(
+        axes[:2], colors, ("Average displacement field", "Frame that moved most"), strict=True
+    ):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(title)
+        ax.set_xlabel("x (px)")
+        ax.set_ylabel("y (px)")
+    n = 101
+    grid = np.linspace(-max_flow, max_flow, n)
+    key = np.stack(np.meshgrid(grid, grid), axis=-1)  # u along x, v along y (downwards)
+    axes[2].imshow(
+        flow_to_color(key, max_flow=max_flow),
+        extent=(-max_flow, max_flow, max_flow, -max_flow),
+        interpolation="nearest",
+    )
+    axes[2].set_title("Colour key")
+    axes[2].set_xlabel("u (px)")
+    axes[2].set_ylabel("v (px)")
+    fig.tight_layout()
+    return _Figure(
+        "flow_colors.png",
+        "Direction and size of the displacement",
+        "Displacement fields colour-coded (Middlebury colour wheel): the hue is the direction "
+        "in which the frame content was found relative to the reference, the saturation the "
+        f"length (full colour at {max_flow:.2f} px, white: no displacement). Left: the "
+        "average over the recording; middle: the sampled frame with the largest average "
+        "displacement. A single colour across the field of view is a rigid shift; "
+        "changing colours are non-rigid motion.",
+        _png(plt, fig),
+    )
+
+
+def _figure_quiver(plt, fields: _Fields, after: np.ndarray | None) -> _Figure:
+    from .util.visualization import quiver_visualization
+
+    h, w = fields.peak.shape[:2]
+    background = after if after is not None else np.hypot(fields.peak[..., 0], fields.peak[..., 1])
+    if background.ndim == 3 and background.shape[2] > 3:
+        background = background[..., :3]
+    longest = float(np.hypot(fields.peak[..., 0], fields.peak[..., 1]).max())
+    spacing = max(1, round(max(h, w) / 12))
+    scale = 0.8 * spacing / longest if longest > 0 else 1.0  # the longest arrow: 0.8 spacings
+    rgb = quiver_visualization(
+        background,
+        fields.peak,
+        scale=scale,
+        downsample=spacing,
+        show_streamlines=True,
+        backend="matplotlib",
+        return_array=True,
+        quiver_color=(1.0, 0.85, 0.0),
+        streamline_color=(0.0, 0.8, 1.0),
+    )
+    fig, ax = plt.subplots(figsize=(5.6, 5.6 * h / w + 0.4))
+    ax.imshow(rgb, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="lanczos")
+    ax.set_xlabel("x (px)")
+    ax.set_ylabel("y (px)")
+    ax.set_title("Displacement of the frame that moved most")
+    fig.tight_layout()
+    what = "the mean registered image" if after is not None else "the displacement length"
+    return _Figure(
+        "quiver.png",
+        "Displacement arrows",
+        f"Arrows (yellow) and streamlines (blue) of the displacement field of the sampled "
+        f"frame with the largest average displacement, over {what}. Arrows are drawn "
+        f"{scale:.2g} times the displacement (the longest is {longest:.2f} px).",
         _png(plt, fig),
     )
 
