@@ -213,3 +213,23 @@ def test_commit_refuses_an_output_short_of_frames(tmp_path):
         outputs.commit({})
     outputs.abort()
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_resume_of_a_finished_run_returns_it_without_work(tmp_path, source, monkeypatch):
+    import importlib
+
+    folder = tmp_path / "out"
+    first = register(source, folder, save_w=True)
+    run_id = pyflowreg.load_run(folder).run_id
+    module = importlib.import_module("pyflowreg.motion_correction.compensate_recording")
+    monkeypatch.setattr(module, "run_registration", None)  # any registration would fail
+    options = OFOptions(
+        input_file=source, output_path=folder, quality_setting="fast", buffer_size=4, save_w=True
+    )
+    again = compensate_recording(options, config=SEQUENTIAL, resume=True)
+    assert pyflowreg.load_run(folder).run_id == run_id and again.files == first.files
+    assert again.n_frames == T
+    np.testing.assert_array_equal(again.reference, first.reference)
+    for key, values in first.statistics.items():
+        np.testing.assert_array_equal(again.statistics[key], values)
+    assert not list(folder.glob(".pyflowreg*"))

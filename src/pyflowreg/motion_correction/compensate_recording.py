@@ -415,8 +415,9 @@ def compensate_recording(
     resume : bool, default False
         Continue the run a kill interrupted in ``options.output_path`` (same options and
         input) from its last finished batch, with outputs identical to an uninterrupted
-        run (HDF5, NPY and Zarr outputs; see :mod:`._resume`). Without such a run, start
-        from the beginning.
+        run (HDF5, NPY and Zarr outputs; see :mod:`._resume`). If the folder already holds
+        this run, finished and verified, return it without registering anything; without
+        either, start from the beginning.
 
     Returns
     -------
@@ -451,6 +452,13 @@ def compensate_recording(
     except BaseException:
         reader.close()
         raise
+    if resume and key is not None and outputs.resumed is None:
+        finished = _finished_run(Path(options.output_path), key)
+        if finished is not None:  # this very run is done already: nothing to redo
+            outputs.abort()
+            reader.close()
+            logger.info("%s holds the finished run already", options.output_path)
+            return finished
     start_time = _dt.datetime.now().astimezone()
     tic = time.perf_counter()
     state = RunState()
@@ -501,6 +509,7 @@ def compensate_recording(
                 input_shape=[int(s) for s in reader.shape],
                 output_format=options.output_format,
                 resumed_at_frame=None if point is None else point.frames,
+                resume_key=key,
             )
             state.stage = "checking and committing the outputs"
             files = outputs.commit(record, frame_shape=tuple(int(s) for s in reader.shape[1:]))
@@ -604,6 +613,38 @@ class BatchMotionCorrector:
             batch_callback=batch_callbacks(self._w, self._registered),
         )
         return self.result
+
+
+def _finished_run(folder: Path, key: str) -> RegistrationResult | None:
+    """The verified finished run in ``folder`` if it is the run of ``key``, else None."""
+    from .runs import load_run
+
+    try:
+        run = load_run(folder)
+    except (OSError, ValueError):
+        return None
+    record = run.record
+    if record.get("resume_key") != key:
+        return None
+    statistics: dict[str, np.ndarray] = {}
+    if "statistics" in run.files:
+        with np.load(run.files["statistics"]) as saved:
+            statistics = {k: saved[k] for k in saved.files}
+    reference = None
+    if "reference" in run.files:
+        import tifffile
+
+        reference = np.asarray(tifffile.imread(run.files["reference"]), np.float32)
+        reference = reference[..., None] if reference.ndim == 2 else reference
+    return RegistrationResult(
+        output_path=folder,
+        files=run.files,
+        reference=reference,
+        statistics=statistics,
+        n_frames=int(record.get("frames", 0)),
+        seconds=float(record.get("seconds") or 0.0),
+        executor=str(record.get("executor", "")),
+    )
 
 
 def _resumed_sink(outputs: RunFolder, options, shape, dtype, name: str):
