@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_run"]
+__all__ = ["__version__", "get_displacement", "load_run"]
 
 
 def __getattr__(name: str):
@@ -11,4 +11,8 @@ def __getattr__(name: str):
         from .motion_correction.runs import load_run
 
         return load_run
+    if name == "get_displacement":  # PyFlowReg's top-level name of the per-pair solver
+        from .core import get_displacement
+
+        return get_displacement
     raise AttributeError(f"module 'pyflowreg' has no attribute {name!r}")

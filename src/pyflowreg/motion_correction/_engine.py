@@ -184,8 +184,14 @@ def release_free_memory() -> None:
         trim(0)
 
 
-def _weight(options) -> np.ndarray | None:
-    return None if options.weight is None else np.asarray(options.weight, dtype=np.float64)
+def _weight(options, n_channels: int) -> np.ndarray | None:
+    """The weights handed to the flow backend: channel weights ``(C,)`` for this video
+    (see ``OFOptions.channel_weights``), a spatial map as given, or None."""
+    if options.weight is None:
+        return None
+    if isinstance(options.weight, tuple):
+        return options.channel_weights(n_channels)
+    return np.asarray(options.weight, dtype=np.float64)
 
 
 def raw_reference(
@@ -206,7 +212,7 @@ def raw_reference(
         sigma=options.sigma_for_channels(frame_shape[2]),
         channel_normalization=options.channel_normalization,
         params=options.flow_parameters(),
-        weight=_weight(options),
+        weight=_weight(options, frame_shape[2]),
         make_executor=make_executor,
         chunk_size=options.buffer_size,
         name=name,
@@ -238,7 +244,7 @@ def prepare_run(reader, options, executor, sink, state: RunState, reference, nam
     n_frames, _, _, n_channels = (int(s) for s in reader.shape)
     options.check_channels(n_channels, stacklevel=4)
     sigma = options.sigma_for_channels(n_channels)
-    weight = _weight(options)
+    weight = _weight(options, n_channels)
     dtype = output_dtype(options, reader.dtype)
     state.n_workers = int(getattr(executor, "n_workers", 1))
     threads = max(1, min(state.n_workers, os.cpu_count() or 1))  # pre-filter threads, here

@@ -28,7 +28,7 @@ from collections import deque
 import numpy as np
 
 from .._runtime import get_runtime
-from ._engine import executor_maker, output_dtype
+from ._engine import _weight, executor_maker, output_dtype
 from .compensate_arr import _InMemoryReader
 from .options import OFOptions
 from .reference import (
@@ -130,9 +130,7 @@ class FlowRegLive:
         self._executor = None
         self.reference: np.ndarray | None = None
         self._previous_w: np.ndarray | None = None
-        self._weight = (
-            None if self.options.weight is None else np.asarray(self.options.weight, np.float64)
-        )
+        self._weight: np.ndarray | None = None  # set with the reference (needs C)
         self.n_registered = 0
         if reference is not None:
             self.set_reference(reference)
@@ -173,6 +171,8 @@ class FlowRegLive:
             raise ValueError(
                 f"reference must be (H, W), (H, W, C), (T, H, W) or (T, H, W, C), got {data.shape}"
             )
+        n_channels = 1 if data.ndim == 2 or (data.ndim == 3 and is_frames) else data.shape[-1]
+        self._weight = _weight(self.options, n_channels)
         if is_frames:
             video = data[..., None] if data.ndim == 3 else data
             video = video[-self.reference_buffer_size :]
