@@ -47,7 +47,8 @@ def main() -> int:
 
         def replace_then_pause(src, dst):
             replace(src, dst)
-            if run_folder.STAGING_PREFIX in str(src):
+            staged = run_folder.STAGING_PREFIX
+            if staged in str(src) and staged not in str(dst):  # published, not a checkpoint
                 pause("commit")
 
         run_folder.os.replace = replace_then_pause

@@ -2,10 +2,13 @@
 
 A run writes nothing under its final names until it has finished:
 
-1. :meth:`RunFolder.open` takes the folder's lock ``.pyflowreg.lock`` (created exclusively; it
-   names the run, its process id, host and start time). Another live run holding it makes the
-   new run fail with :class:`OutputFolderInUseError` before any work; the lock of a process that
-   no longer exists is taken over, and that run's staging folder is removed.
+1. :meth:`RunFolder.open` takes the folder's lock ``.pyflowreg.lock``: an exclusive ``flock``
+   held for the whole run on that file, which names the run, its process id, host and start
+   time. Another live run holding it makes the new run fail with
+   :class:`OutputFolderInUseError` before any work. The kernel drops the lock of a process that
+   dies (SIGKILL included), so the next run takes it over and removes that run's staging folder.
+   (Without ``fcntl``, on Windows, the lock file is created exclusively and taken over when the
+   process it names is gone.)
 2. Every output is written into the run's own staging folder ``.pyflowreg-<run id>/``, so two
    runs can never write to or rename each other's files.
 3. :meth:`RunFolder.commit` closes the writers, reads every video output back and checks its
@@ -32,13 +35,21 @@ import os
 import secrets
 import shutil
 import socket
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # Windows: an exclusively created lock file, see RunFolder._acquire
+    fcntl = None
+
 LOCK_NAME = ".pyflowreg.lock"
+LOCK_WAIT = 10.0  # seconds to wait for a lock that is being written or released
+LOCK_WRITE_GRACE = 2.0  # an empty or unreadable lock younger than this is being written
 RESUME_DIR = ".resume"  # checkpoints, inside the staging folder
 PROGRESS = "progress.json"
 STAGING_PREFIX = ".pyflowreg-"
@@ -129,6 +140,28 @@ def read_progress(staging: Path) -> dict[str, Any] | None:
     return progress if isinstance(progress, dict) else None
 
 
+def lock_holder(folder: Path) -> tuple[dict[str, Any] | None, bool]:
+    """The record of the lock of ``folder`` (None without one) and whether a live run holds it."""
+    path = Path(folder) / LOCK_NAME
+    held = read_lock(path)
+    if held is None:
+        return None, False
+    if fcntl is None:
+        pid = held.get("pid")
+        return held, isinstance(pid, int) and _alive(pid, held.get("process_start"))
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return held, False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return held, True
+    finally:
+        os.close(fd)
+    return held, False
+
+
 def read_lock(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -163,6 +196,7 @@ class RunFolder:
         self._videos: dict[str, tuple[Any, int | None]] = {}  # key -> (writer, frames)
         self._writers: list[Any] = []
         self._locked = False
+        self._lock_fd: int | None = None
         #: The checkpoint of an interrupted run this run continues (see :meth:`open`), or None.
         self.resumed: dict[str, Any] | None = None
 
@@ -233,47 +267,95 @@ class RunFolder:
             "process_start": _process_start(os.getpid()),
             "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         }
-        for _ in range(20):
+        data = json.dumps(record).encode()
+        if fcntl is None:
+            self._acquire_exclusive(data)
+            return
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a live process holds it (the kernel drops a dead one's)
+                os.close(fd)
+                held = read_lock(self.lock_path)
+                if held or time.monotonic() > deadline:
+                    raise self._in_use_by(held or {}) from None
+                time.sleep(0.05)  # being written by a starting run: read it again
+                continue
+            if not _same_file(fd, self.lock_path):  # released (unlinked) meanwhile: again
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)  # a dead run's record, if any: ours now
+            os.write(fd, data)
+            os.fsync(fd)
+            self._lock_fd = fd
+            self._locked = True
+            return
+
+    def _in_use_by(self, held: dict[str, Any]) -> OutputFolderInUseError:
+        where = (
+            "" if held.get("host") in (None, socket.gethostname()) else f" on host {held['host']}"
+        )
+        return _in_use(
+            f"output folder {self.output_path} is in use by run {held.get('run_id', '?')} "
+            f"(pid {held.get('pid', '?')}{where}, started {held.get('started', '?')}); wait for "
+            "it to finish or choose another output_path"
+        )
+
+    def _acquire_exclusive(self, data: bytes) -> None:
+        """Where ``fcntl`` is missing: an exclusively created lock file, taken over when the
+        process it names is gone (same host) or it was left half-written."""
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
             try:
                 fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                self._take_over_stale()
+                held = read_lock(self.lock_path)
+                if held is None:
+                    continue  # released meanwhile
+                pid = held.get("pid")
+                same_host = held.get("host") == socket.gethostname()
+                if isinstance(pid, int) and (
+                    not same_host or _alive(pid, held.get("process_start"))
+                ):
+                    raise self._in_use_by(held) from None
+                if time.monotonic() > deadline:
+                    raise self._in_use_by(held) from None
+                if not held and _age(self.lock_path) < LOCK_WRITE_GRACE:
+                    time.sleep(0.05)  # being written right now by a starting run
+                    continue
+                stale = self.lock_path.with_name(f"{LOCK_NAME}.stale-{self.run_id}")
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.lock_path, stale)
+                    stale.unlink()
                 continue
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(record, fh)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             self._locked = True
             return
-        raise _in_use(f"could not take the lock of the output folder {self.output_path}")
-
-    def _take_over_stale(self) -> None:
-        """Remove the lock if its run is dead; raise :class:`OutputFolderInUseError` if live."""
-        held = read_lock(self.lock_path)
-        if held is None:
-            return  # released meanwhile: try again
-        pid = held.get("pid")
-        same_host = held.get("host") == socket.gethostname()
-        if isinstance(pid, int) and (not same_host or _alive(pid, held.get("process_start"))):
-            where = "" if same_host else f" on host {held.get('host')}"
-            raise _in_use(
-                f"output folder {self.output_path} is in use by run {held.get('run_id')} "
-                f"(pid {pid}{where}, started {held.get('started')}); wait for it to finish or "
-                f"choose another output_path (if that run is dead, delete {self.lock_path})",
-            )
-        if not held and _age(self.lock_path) < 5.0:
-            return  # being written right now by a starting run: look again
-        # dead: rename it away (only one contender succeeds), then retry the exclusive create
-        stale = self.lock_path.with_name(f"{LOCK_NAME}.stale-{self.run_id}")
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(self.lock_path, stale)
-            stale.unlink()
 
     def _release(self) -> None:
-        if self._locked:
-            self._locked = False
-            held = read_lock(self.lock_path)
-            if held and held.get("run_id") == self.run_id:
-                with contextlib.suppress(OSError):
+        if not self._locked:
+            return
+        self._locked = False
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            try:  # unlink while holding it, so a waiting run sees a fresh file
+                if _same_file(fd, self.lock_path):
                     self.lock_path.unlink()
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            return
+        held = read_lock(self.lock_path)
+        if held and held.get("run_id") == self.run_id:
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
 
     # ------------------------------------------------------------------ staged outputs
 
@@ -436,9 +518,15 @@ def _resolved(path: Path) -> Path:
     return Path(path)
 
 
-def _age(path: Path) -> float:
-    import time
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open ``fd`` is the file at ``path`` (not one unlinked since)."""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
+
+def _age(path: Path) -> float:
     try:
         return time.time() - path.stat().st_mtime
     except OSError:

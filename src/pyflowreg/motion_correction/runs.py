@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._run_folder import LOCK_NAME, RUN_RECORD, header_checksum, output_size, read_lock
+from ._run_folder import RUN_RECORD, header_checksum, lock_holder, output_size
 
 __all__ = ["IncompleteRunError", "Run", "RunVerificationError", "load_run"]
 
@@ -98,12 +98,11 @@ def load_run(folder: str | os.PathLike) -> Run:
         raise FileNotFoundError(f"run folder not found: '{folder}'")
     record_path = folder / RUN_RECORD
     if not record_path.is_file():
-        held = read_lock(folder / LOCK_NAME)
-        now = (
-            f"; run {held.get('run_id')} (pid {held.get('pid')}) is writing to it now"
-            if held
-            else ""
-        )
+        held, alive = lock_holder(folder)
+        now = ""
+        if held:
+            who = f"run {held.get('run_id')} (pid {held.get('pid')})"
+            now = f"; {who} is writing to it now" if alive else f"; {who} was interrupted"
         raise IncompleteRunError(
             f"'{folder}' holds no finished run: {RUN_RECORD} is missing (it is written last; a "
             f"run that is still going, failed or was killed leaves none){now}"
