@@ -21,6 +21,7 @@ import tifffile
 
 from pyflowreg.cli import main
 from pyflowreg.io import CorruptFileError, DatasetNotFoundError, open_writer
+from pyflowreg.io import base as io_base
 from pyflowreg.motion_correction import (
     OFOptions,
     RegistrationConfig,
@@ -122,6 +123,11 @@ def under_a_file(d):
     return {"options": OFOptions(input_file=source, output_path=d / "blocker" / "out")}
 
 
+def unreadable(d, mp):
+    mp.setattr(io_base, "readable", lambda path: False)  # chmod does not stop root
+    return good(d)
+
+
 def read_only(d, mp):
     mp.setattr(preflight, "writable", lambda path: False)  # chmod does not stop root
     return good(d)
@@ -186,6 +192,8 @@ CASES = [
     ("npy object array", lambda d, mp: npy(d, np.array([None, 1], dtype=object)), TypeError, rf"in\.npy' holds dtype object \(shape \(2,\)\); {S}"),
     ("npy without frames", lambda d, mp: npy(d, np.zeros((0, 8, 8), np.uint16)), ValueError, r"in\.npy has no frames \(shape \(0, 8, 8, 1\)\)"),
     ("npy frames of 1 row", lambda d, mp: npy(d, np.zeros((3, 1, 8), np.uint16)), ValueError, r"in\.npy has frames of 1 x 8 pixels; at least 2 x 2"),
+    ("mat v5 with only text and a struct", lambda d, mp: mat(d, {"note": "hello", "meta": {"a": 1}}), TypeError, r"no video in '.*in\.mat': variable 'note' has dtype char; variable 'meta' has dtype struct"),
+    ("input not readable", lambda d, mp: unreadable(d, mp), PermissionError, r"input file is not readable \(permission denied\): '.*in\.h5'"),
     ("mat v5 complex", lambda d, mp: mat(d, {"mov": np.zeros((8, 8, 3), complex)}), TypeError, r"in\.mat' holds dtype complex128"),
     ("channel files differ in size", lambda d, mp: two_files(d, VIDEO[:, :8]), ValueError, r"a\.npy.*b\.npy|differ"),
     # frames that are not finite

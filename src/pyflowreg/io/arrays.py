@@ -126,7 +126,8 @@ def select_datasets(
         for name in requested:
             if name not in shapes and name in (dtypes or {}):
                 raise TypeError(
-                    f"{what} {name!r} in '{path}' has dtype {np.dtype(dtypes[name])}; {_ACCEPTED}"
+                    f"{what} {name!r} in '{path}' has dtype {_dtype_text(dtypes[name])}; "
+                    f"{_ACCEPTED}"
                 )
         missing = [n for n in requested if n not in shapes]
         if missing:
@@ -138,7 +139,7 @@ def select_datasets(
                 raise ValueError(
                     f"{what} {name!r} in '{path}' has shape {tuple(shapes[name])} "
                     f"({_ndim_words(len(shapes[name]))}"
-                    + (f", dtype {np.dtype(dtypes[name])}" if name in (dtypes or {}) else "")
+                    + (f", dtype {_dtype_text(dtypes[name])}" if name in (dtypes or {}) else "")
                     + f"); {_ACCEPTED}"
                 )
         return list(requested)
@@ -169,6 +170,14 @@ _ACCEPTED = (
 )
 
 
+def _dtype_text(dtype: Any) -> str:
+    """A dtype for messages (MAT classes such as ``'struct'`` are shown as they are)."""
+    try:
+        return str(np.dtype(dtype))
+    except TypeError:
+        return str(dtype)
+
+
 def _ndim_words(ndim: int) -> str:
     return "a scalar" if ndim == 0 else f"{ndim}-D"
 
@@ -183,11 +192,11 @@ def _raise_unusable(
         return  # a single frame is readable with an explicit name: "not found" lists it
     wrong_shape = [
         f"{what} {k!r} has shape {tuple(v)} ({_ndim_words(len(v))}"
-        + (f", dtype {np.dtype(dtypes[k])})" if k in dtypes else ")")
+        + (f", dtype {_dtype_text(dtypes[k])})" if k in dtypes else ")")
         for k, v in shapes.items()
     ]
     wrong_dtype = [
-        f"{what} {k!r} has dtype {np.dtype(v)}" for k, v in dtypes.items() if k not in shapes
+        f"{what} {k!r} has dtype {_dtype_text(v)}" for k, v in dtypes.items() if k not in shapes
     ]
     if not wrong_shape and not wrong_dtype:
         return

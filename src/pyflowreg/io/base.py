@@ -8,6 +8,7 @@ array). Writers take the frame shape and dtype from their first write.
 from __future__ import annotations
 
 import operator
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -62,7 +63,14 @@ def check_input_path(path: PathType) -> Path:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input file not found: '{path}'")
+    if not readable(path):
+        raise PermissionError(f"input file is not readable (permission denied): '{path}'")
     return path
+
+
+def readable(path: Path) -> bool:
+    """Whether this process may read ``path`` (and list it, for a folder such as a Zarr store)."""
+    return os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0))
 
 
 def _check_bin_size(bin_size: int) -> int:

@@ -130,7 +130,12 @@ class MAT5Reader(ArraySourceReader):
             raise corrupt_file_error(path, exc) from exc
         shapes = {name: tuple(shape) for name, shape, cls in found if cls in _NUMERIC}
         names = select_datasets(
-            shapes, path, dataset_name=variable_name, dataset_names=variable_names, what="variable"
+            shapes,
+            path,
+            dataset_name=variable_name,
+            dataset_names=variable_names,
+            what="variable",
+            dtypes={name: cls for name, _, cls in found},
         )
         try:
             loaded = scipy.io.loadmat(str(path), variable_names=names)
