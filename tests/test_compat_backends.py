@@ -1,0 +1,78 @@
+"""PyFlowReg's backend and parallelization pages (``docs/user_guide/backends.md``,
+``docs/api/core.md``, ``docs/user_guide/parallelization.md``) against this package: the
+registry views ``pyflowreg.core.list_backends`` / ``is_backend_available`` and
+``pyflowreg._runtime.RuntimeContext``, the top-level ``pyflowreg.get_displacement``, and
+``RegistrationConfig`` as documented.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import pyflowreg
+from pyflowreg._runtime import RuntimeContext, get_runtime
+from pyflowreg.core import is_backend_available, list_backends
+from pyflowreg.motion_correction import OFOptions
+from pyflowreg.motion_correction.compensate_recording import RegistrationConfig
+
+
+def test_list_backends_and_availability():
+    backends = list_backends()
+    assert "flowreg" in backends and backends == get_runtime().list_flow_backends(True)
+    assert is_backend_available("flowreg") is True
+    assert is_backend_available("no_such_backend") is False
+    for name in get_runtime().list_flow_backends():
+        assert is_backend_available(name) == (name in backends)
+
+
+def test_runtime_context_view():
+    available = RuntimeContext.get("available_parallelization", set())
+    assert isinstance(available, set)
+    assert available == set(get_runtime().list_parallelization_executors())
+    assert {"sequential", "threading"} <= available
+    assert RuntimeContext.get("available_backends") == set(list_backends())
+    assert RuntimeContext.get("cpu_count") == (os.cpu_count() or 1)
+    assert RuntimeContext.get("no such key", "fallback") == "fallback"
+    assert "available_parallelization" in RuntimeContext.keys()
+
+
+def test_registration_config_as_documented():
+    config = RegistrationConfig()
+    assert (config.n_jobs, config.verbose, config.parallelization) == (-1, False, None)
+    assert RegistrationConfig(parallelization="threading", n_jobs=8).n_jobs == 8
+
+
+def test_top_level_get_displacement_recovers_a_shift():
+    rng = np.random.default_rng(2)
+    fixed = ndimage.gaussian_filter(rng.random((48, 48)), 2.0)
+    fixed = (fixed - fixed.min()) / np.ptp(fixed)
+    moving = ndimage.shift(fixed, (1.0, -1.5), mode="nearest")
+    w = pyflowreg.get_displacement(fixed, moving, alpha=(2.0, 2.0), iterations=50, min_level=0)
+    assert w.shape == (48, 48, 2)
+    inner = (slice(8, -8), slice(8, -8))
+    # moving(y + v, x + u) = fixed(y, x): u = -1.5 (x), v = 1.0 (y)
+    assert abs(np.median(w[inner][..., 0]) + 1.5) < 0.2
+    assert abs(np.median(w[inner][..., 1]) - 1.0) < 0.2
+
+
+def test_unknown_flow_backend_is_reported_when_resolved():
+    from pyflowreg.motion_correction import compensate_arr
+
+    options = OFOptions(flow_backend="no_such_backend", quality_setting="fast")
+    with pytest.raises(ValueError, match=r"flow_backend must be one of .*'flowreg'"):
+        compensate_arr(np.zeros((2, 16, 16), np.float32), np.zeros((16, 16)), options)
+
+
+def test_gpu_backend_request_falls_back_with_a_warning():
+    if "flowreg_torch" not in list_backends():
+        pytest.skip("torch backend not available")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        name = get_runtime().select_executor("multiprocessing", "flowreg_torch")
+    assert name == "sequential"
+    assert any("Falling back to 'sequential'" in str(w.message) for w in caught)
