@@ -232,3 +232,22 @@ def test_resume_of_a_finished_run_returns_it_without_work(tmp_path, source, monk
     for key, values in first.statistics.items():
         np.testing.assert_array_equal(again.statistics[key], values)
     assert not list(folder.glob(".pyflowreg*"))
+
+
+def test_cli_refuses_a_folder_in_use_with_one_line(folder, source, capsys):
+    live = RunFolder(folder).open()
+    try:
+        argv = ["compensate", str(source), "-o", str(folder), "--quality", "fast", "-q"]
+        assert main(argv) == 1  # a runtime condition, not a usage error
+    finally:
+        live.abort()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"pyflowreg: error: output folder {folder} is in use by run {live.run_id} "
+        f"(pid {os.getpid()}, started {live_started(err)}); wait for it to finish or choose "
+        "another output_path"
+    ]
+
+
+def live_started(err):
+    return err[0].split("started ")[1].split(")")[0]

@@ -228,6 +228,8 @@ def _describe(exc: BaseException) -> str:
         message = str(exc)
     elif isinstance(exc, OSError) and exc.filename is not None:
         message = f"{exc.filename}: {exc.strerror or exc}"
+    elif isinstance(exc, OSError) and len(exc.args) == 1:  # our own messages name the path
+        message = str(exc)
     else:
         message = f"{type(exc).__name__}: {exc}"
     return " ".join(message.split()) or type(exc).__name__
