@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["flow_to_color", "make_color_wheel", "quiver_visualization"]
+__all__ = [
+    "flow_to_color",
+    "get_visualization",
+    "make_color_wheel",
+    "multispectral_mapping",
+    "quiver_visualization",
+]
 
 #: Hue segments of the Middlebury wheel: red-yellow, yellow-green, green-cyan,
 #: cyan-blue, blue-magenta, magenta-red (number of steps in each).
@@ -148,30 +154,82 @@ def _rgb(color: Any, name: str) -> tuple[float, float, float]:
     return tuple(float(c) for c in values)  # type: ignore[return-value]
 
 
-def _display_image(image: Any, shape: tuple[int, int]) -> np.ndarray:
-    """``(H, W, 3)`` float RGB in [0, 1]: each channel scaled by its own min/max; one
-    channel as gray, two as red/green, three as RGB (more: the first three)."""
+def _scaled_channels(img: np.ndarray) -> np.ndarray:
+    """Each channel of ``(H, W, C)`` scaled to [0, 1] by its own finite min/max (NaN: 0)."""
+    img = np.where(np.isfinite(img), img, np.nan)
+    if not np.isfinite(img).any():
+        return np.zeros(img.shape)
+    low = np.nanmin(img, axis=(0, 1))
+    high = np.nanmax(img, axis=(0, 1))
+    low, high = np.nan_to_num(low), np.nan_to_num(high)
+    return np.nan_to_num((img - low) / np.where(high > low, high - low, 1.0))
+
+
+def multispectral_mapping(image: np.ndarray) -> np.ndarray:
+    """Colour image ``(H, W, 3)`` float64 in [0, 1] of a one- or multi-channel frame.
+
+    Each channel is scaled to its own range. One channel: gray; two: red (channel 0) and
+    green (channel 1); three: RGB; more: the first three principal components of the
+    channels (an SVD over the pixels; no extra dependency), each scaled to [0, 1].
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C)
+    """
     img = np.asarray(image)
     if img.dtype.kind not in "uifb":
         raise TypeError(f"image must be numeric, got dtype {img.dtype}")
     img = img.astype(np.float64)
     if img.ndim == 2:
         img = img[..., None]
-    if img.ndim != 3 or img.shape[:2] != shape:
+    if img.ndim != 3 or 0 in img.shape:
+        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {np.shape(image)}")
+    scaled = _scaled_channels(img)
+    h, w, c = scaled.shape
+    if c == 1:
+        return np.repeat(scaled, 3, axis=2)
+    if c == 2:
+        return np.concatenate([scaled, np.zeros((h, w, 1))], axis=2)
+    if c == 3:
+        return scaled
+    pixels = scaled.reshape(-1, c)
+    centred = pixels - pixels.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    components = centred @ vt[:3].T
+    return _scaled_channels(components.reshape(h, w, 3))
+
+
+def get_visualization(*channels: np.ndarray) -> np.ndarray:
+    """RGB ``uint8`` image of a frame: ``get_visualization(image)`` with ``image``
+    ``(H, W)`` / ``(H, W, C)``, or ``get_visualization(ch1, ch2, ...)`` with ``(H, W)``
+    channels (see :func:`multispectral_mapping` for the colours).
+
+    Returns
+    -------
+    ndarray, uint8, shape (H, W, 3)
+    """
+    if not channels:
+        raise TypeError("get_visualization() needs an image or its channels")
+    if len(channels) == 1:
+        image = np.asarray(channels[0])
+    else:
+        arrays = [np.asarray(ch) for ch in channels]
+        if any(a.ndim != 2 or a.shape != arrays[0].shape for a in arrays):
+            raise ValueError(
+                f"channels must be (H, W) arrays of one shape, got {[a.shape for a in arrays]}"
+            )
+        image = np.stack(arrays, axis=-1)
+    return np.round(255.0 * multispectral_mapping(image)).astype(np.uint8)
+
+
+def _display_image(image: Any, shape: tuple[int, int]) -> np.ndarray:
+    """``(H, W, 3)`` float RGB in [0, 1] of a background (see :func:`multispectral_mapping`)."""
+    if np.ndim(image) not in (2, 3) or np.shape(image)[:2] != shape:
         raise ValueError(
             f"image must be (H, W) or (H, W, C) with (H, W) = {shape} (the field's), "
             f"got shape {np.shape(image)}"
         )
-    img = np.where(np.isfinite(img), img, np.nan)
-    low = np.nanmin(img, axis=(0, 1)) if np.isfinite(img).any() else np.zeros(img.shape[2])
-    high = np.nanmax(img, axis=(0, 1)) if np.isfinite(img).any() else np.ones(img.shape[2])
-    scaled = np.nan_to_num((img - low) / np.where(high > low, high - low, 1.0))
-    c = scaled.shape[2]
-    if c == 1:
-        return np.repeat(scaled, 3, axis=2)
-    if c == 2:
-        return np.concatenate([scaled, np.zeros((*shape, 1))], axis=2)
-    return scaled[..., :3]
+    return multispectral_mapping(image)
 
 
 def _grid_step(downsample: float, shape: tuple[int, int]) -> int:
@@ -243,7 +301,7 @@ def quiver_visualization(
     ----------
     image : ndarray, shape (H, W) or (H, W, C)
         Background; each channel is scaled to its own range (one channel gray, two
-        red/green, three RGB).
+        red/green, three RGB, more: :func:`multispectral_mapping`).
     w : ndarray, shape (H, W, 2)
         ``u`` (x) and ``v`` (y) in pixels.
     scale : float, default 1.0
