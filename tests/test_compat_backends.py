@@ -76,3 +76,38 @@ def test_gpu_backend_request_falls_back_with_a_warning():
         name = get_runtime().select_executor("multiprocessing", "flowreg_torch")
     assert name == "sequential"
     assert any("Falling back to 'sequential'" in str(w.message) for w in caught)
+
+
+def test_resolve_get_displacement_uses_the_options_backend_and_parameters():
+    rng = np.random.default_rng(4)
+    fixed = ndimage.gaussian_filter(rng.random((40, 40)), 2.0)
+    fixed = (fixed - fixed.min()) / np.ptp(fixed)
+    moving = ndimage.shift(fixed, (0.0, 1.2), mode="nearest")
+    options = OFOptions(quality_setting="quality", alpha=2.0, iterations=50)
+    get_displacement = options.resolve_get_displacement()
+    w = get_displacement(fixed, moving, alpha=99)  # solver keywords: the options decide
+    expected = pyflowreg.get_displacement(fixed, moving, alpha=(2.0, 2.0), iterations=50)
+    np.testing.assert_allclose(w, expected, atol=1e-4)
+    assert abs(np.median(w[8:-8, 8:-8, 0]) - 1.2) < 0.2
+    unknown = OFOptions(flow_backend="no_such_backend")
+    with pytest.raises(ValueError, match="flow_backend must be one of"):
+        unknown.resolve_get_displacement()
+
+
+def test_get_reference_frame_is_the_run_reference(tmp_path):
+    from pyflowreg.datasets import make_recording
+    from pyflowreg.motion_correction import compensate_recording
+
+    rec = make_recording(8, (32, 32), 1, seed=6, max_rigid=2.0)
+    options = OFOptions(
+        input_file=rec.video,
+        output_path=tmp_path,
+        output_format="ARRAY",
+        quality_setting="fast",
+        reference_frames=[0, 1, 2, 3],
+    )
+    reference = options.get_reference_frame()
+    assert reference.shape == (32, 32, 1) and reference.dtype == np.float32
+    result = compensate_recording(options, config=RegistrationConfig(parallelization="sequential"))
+    np.testing.assert_array_equal(reference, result.reference)
+    np.testing.assert_array_equal(options.get_reference_frame(rec.video), reference)

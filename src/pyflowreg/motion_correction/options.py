@@ -447,6 +447,22 @@ class OFOptions(BaseModel):
         shown = _ArraySummary(ref) if isinstance(ref, np.ndarray) else str(ref)
         raise ValueError(f"reference_frames is a reference image ({shown}), not frame indices")
 
+    def resolve_get_displacement(self):
+        """The per-pair flow function of these options' backend and solver parameters,
+        ``get_displacement(fixed, moving, uv=None, weight=None) -> w (H, W, 2)``
+        (PyFlowReg's name; see :func:`._resolve.resolve_get_displacement`)."""
+        from ._resolve import resolve_get_displacement
+
+        return resolve_get_displacement(self)
+
+    def get_reference_frame(self, video=None) -> np.ndarray:
+        """The raw reference ``(H, W, C)`` float32 a run with these options registers to,
+        from ``video`` (reader, array or path) or ``input_file`` (PyFlowReg's name; see
+        :func:`._resolve.get_reference_frame`)."""
+        from ._resolve import get_reference_frame
+
+        return get_reference_frame(self, video)
+
     def check_input_exists(self) -> None:
         """Raise ``FileNotFoundError`` for missing input (or reference image) files.
 
