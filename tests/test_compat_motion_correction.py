@@ -199,3 +199,27 @@ def test_flowreglive_is_exported():
     from pyflowreg.motion_correction.flow_reg_live import FlowRegLive as FromModule
 
     assert FromModule is FlowRegLive
+
+
+def test_a_reader_as_input_file(tmp_path, recording):
+    from pyflowreg.util.io import get_video_file_reader
+
+    path = tmp_path / "recording.tif"
+    tifffile.imwrite(path, recording.video[..., 0])
+    reader = get_video_file_reader(str(path))
+    options = OFOptions(
+        input_file=reader,
+        output_path=tmp_path / "out",
+        output_format="ARRAY",
+        quality_setting="fast",
+        reference_frames=list(range(6)),  # indices of the binned frames
+        bin_size=2,
+    )
+    result = compensate_recording(options, config=SEQUENTIAL)
+    assert result.registered.shape == (6, SIZE, SIZE, 1)  # binned by the pipeline's twin
+    assert reader.shape == (12, SIZE, SIZE, 1)  # the given reader is left as it was
+    np.testing.assert_array_equal(reader[0:2][..., 0], recording.video[:2, ..., 0])
+    assert "input_file" not in options.to_dict(arrays="omit")
+    with pytest.raises(ValueError, match="hold arrays or readers"):
+        options.to_dict()
+    reader.close()

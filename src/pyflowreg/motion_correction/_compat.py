@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._option_checks import OUTPUT_EXTENSIONS, _boolean, _choice, _integer
+from ._option_checks import OUTPUT_EXTENSIONS, _boolean, _check_input_file, _choice, _integer
 
 
 class _ValueEnum(str, Enum):
@@ -114,6 +114,19 @@ def plain_value(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
+def is_reader(value: Any) -> bool:
+    """Whether ``value`` is an open video reader (``pyflowreg.io`` / ``pyflowreg.util.io``)."""
+    return all(hasattr(value, name) for name in ("read", "shape", "dtype", "spec"))
+
+
+def _check_input_file_or_reader(value: Any) -> Any:
+    if is_reader(value) and not isinstance(value, (str, Path, np.ndarray)):
+        if len(value.shape) != 4:
+            raise ValueError(f"input_file reader must have a (T, H, W, C) shape, got {value.shape}")
+        return value
+    return _check_input_file(value)
+
+
 def _check_min_level(value: Any) -> int:
     if value is None:
         return -1
@@ -166,6 +179,7 @@ def _check_n_references(value: Any) -> int:
 #: Checks of the options added for PyFlowReg compatibility (and of those whose accepted
 #: values it widens); ``OFOptions`` consults these before ``_option_checks._CHECKS``.
 COMPAT_CHECKS = {
+    "input_file": _check_input_file_or_reader,
     "min_level": _check_min_level,
     "constancy_assumption": _check_constancy,
     "cc_hw": _check_cc_hw,

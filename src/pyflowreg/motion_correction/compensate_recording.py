@@ -70,13 +70,14 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from .._runtime import get_runtime
+from ._compat import is_reader
 from ._engine import (
     BatchResult,
     RunState,
@@ -358,6 +359,14 @@ def _open_input(options):
     kwargs.update(binning)
     if isinstance(source, np.ndarray):
         return open_reader(source, **binning), f"array {source.shape}"
+    if is_reader(source):  # a twin: the given reader stays open and where it was
+        spec = source.spec
+        if binning:
+            spec = replace(spec, options={**spec.options, **binning})
+        return (
+            spec.open(),
+            f"reader of {spec.source if isinstance(spec.source, str) else spec.format}",
+        )
     if isinstance(source, tuple):
         return open_reader(list(source), **kwargs), ", ".join(str(p) for p in source)
     return open_reader(source, **kwargs), str(source)
@@ -365,7 +374,10 @@ def _open_input(options):
 
 def _input_paths(options) -> list[Path]:
     source = options.input_file
-    if isinstance(source, np.ndarray):
+    if is_reader(source):
+        source = source.spec.source
+        source = tuple(source) if isinstance(source, list) else source
+    if source is None or isinstance(source, np.ndarray):
         return []
     return [Path(p) for p in (source if isinstance(source, tuple) else [source])]
 

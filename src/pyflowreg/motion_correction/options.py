@@ -47,6 +47,7 @@ from ._compat import (
     OutputFormat,
     QualitySetting,
     as_enum,
+    is_reader,
     plain_value,
     read_matlab_options,
 )
@@ -70,9 +71,11 @@ class OFOptions(BaseModel):
 
     Parameters
     ----------
-    input_file : str, Path, list of paths, ndarray or None
-        The recording: one file, one file per channel, or an in-memory video
-        ``(T, H, W)``, ``(T, H, W, C)`` or a single frame ``(H, W)``. ``None`` only for
+    input_file : str, Path, list of paths, ndarray, VideoReader or None
+        The recording: one file, one file per channel, an in-memory video
+        ``(T, H, W)``, ``(T, H, W, C)`` or a single frame ``(H, W)``, or an open reader of
+        ``pyflowreg.io`` / ``pyflowreg.util.io`` (the pipeline reads an independent twin,
+        ``reader.reopen()``, and leaves the given reader as it is). ``None`` only for
         in-memory use (``compensate_arr``). Paths are not checked here; the pipeline
         calls :meth:`check_input_exists`.
     output_path : Path, default "results"
@@ -109,7 +112,7 @@ class OFOptions(BaseModel):
     bin_size : int >= 1, default 1
         Temporal binning of the input before registration: every ``bin_size`` consecutive
         frames are averaged into one by the reader (a last, incomplete bin is dropped), so
-        the outputs have ``T // bin_size`` frames.
+        the outputs have ``T // bin_size`` frames; ``reference_frames`` index binned frames.
     reference_frames : range, list of int, ndarray, str or Path, default range(50, 500)
         Frames averaged into the reference (a range is clipped to the video, see
         :meth:`resolved_reference_frames`), or a reference image ``(H, W)`` /
@@ -152,7 +155,7 @@ class OFOptions(BaseModel):
         extra="forbid", validate_assignment=True, arbitrary_types_allowed=True
     )
 
-    input_file: Path | tuple[Path, ...] | np.ndarray | None = None
+    input_file: Path | tuple[Path, ...] | np.ndarray | Any | None = None
     output_path: Path = Path("results")
     output_format: OutputFormat = OutputFormat.HDF5
     output_file_name: str | None = None
@@ -474,6 +477,8 @@ class OFOptions(BaseModel):
                 "input_file is None: set it to a file, a list of files or an array "
                 "(compensate_arr handles in-memory videos)"
             )
+        if is_reader(self.input_file):
+            return
         paths = [self.input_file] if isinstance(self.input_file, Path) else self.input_file
         missing = [str(p) for p in paths if isinstance(p, Path) and not p.exists()]
         if isinstance(self.reference_frames, Path) and not self.reference_frames.exists():
@@ -495,11 +500,11 @@ class OFOptions(BaseModel):
         if arrays not in ("raise", "omit"):
             raise ValueError(f"arrays must be one of ['raise', 'omit'], got {arrays!r}")
         data = {k: getattr(self, k) for k in type(self).model_fields}
-        held = [k for k, v in data.items() if isinstance(v, np.ndarray)]
+        held = [k for k, v in data.items() if isinstance(v, np.ndarray) or is_reader(v)]
         if held and arrays == "raise":
             raise ValueError(
-                f"options {held} hold arrays, which cannot be saved to a config file; "
-                "use file paths, or pass arrays='omit' to drop them"
+                f"options {held} hold arrays or readers, which cannot be saved to a config "
+                "file; use file paths, or pass arrays='omit' to drop them"
             )
         if held:
             logger.info("options %s hold arrays and are left out of the saved options", held)
