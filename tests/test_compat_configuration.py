@@ -388,7 +388,16 @@ def test_a_matlab_options_file_loads_with_the_same_meaning(tmp_path):
     assert opts.save_w is True and opts.output_typename is None and opts.input_file is None
     assert np.array(opts.sigma).shape == (2, 3) and opts.weight == (0.5, 0.5)
     # options as separate variables, with a MATLAB-only key
-    savemat(tmp_path / "flat.mat", {"alpha": 2.0, "bin_size": 2.0, "matlab_only_key": 1.0})
+    savemat(
+        tmp_path / "flat.mat",
+        {
+            "alpha": 2.0,
+            "bin_size": 2.0,
+            "matlab_only_key": 1.0,
+            "backend_params": {"device": "cpu"},
+        },
+    )
     with pytest.warns(UserWarning, match="matlab_only_key"):
         flat = OFOptions.load_options(tmp_path / "flat.mat")
     assert flat.alpha == (2.0, 2.0) and flat.bin_size == 2
+    assert flat.backend_params == {"device": "cpu"}

@@ -222,6 +222,8 @@ def read_matlab_options(path: Path) -> dict[str, Any]:
 
 
 def _from_matlab(value: Any) -> Any:
+    if hasattr(value, "_fieldnames"):  # a nested struct, e.g. backend_params
+        return {name: _from_matlab(getattr(value, name)) for name in value._fieldnames}
     if isinstance(value, str):
         return value or None
     if isinstance(value, np.ndarray):
