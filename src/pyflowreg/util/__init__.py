@@ -4,14 +4,17 @@ Submodules are imported on first access (``pyflowreg.util.io``), so ``import pyf
 stays cheap. Each is a thin layer of names onto this package's own modules.
 """
 
-from __future__ import annotations
+import importlib as _importlib
+import importlib.util as _importlib_util
+import pkgutil as _pkgutil
+from types import ModuleType as _ModuleType
 
-import importlib
-import importlib.util
-from types import ModuleType
 
-
-def __getattr__(name: str) -> ModuleType:
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")
+def __getattr__(name: str) -> _ModuleType:
+    if not name.startswith("_") and _importlib_util.find_spec(f"{__name__}.{name}") is not None:
+        return _importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(m.name for m in _pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
