@@ -502,6 +502,12 @@ def test_mat_reader_discovery(tmp_path):
         np.testing.assert_array_equal(reader[:], frames)
     with get_video_file_reader(tmp_path / "mov.mat", dataset_names="mov") as reader:
         assert reader.shape == (T, H, W, 1)
+    larger = np.zeros((H, W, 2 * T), np.uint16)
+    scipy.io.savemat(
+        tmp_path / "ds.mat", {"big": larger, "dataset": frames[..., 0].transpose(1, 2, 0)}
+    )
+    with get_video_file_reader(tmp_path / "ds.mat") as reader:  # a common name before size
+        np.testing.assert_array_equal(reader[:], frames)
 
 
 # -- output format table --------------------------------------------------------------------------

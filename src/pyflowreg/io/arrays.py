@@ -21,6 +21,7 @@ __all__ = ["COMMON_DATASET_NAMES", "ArraySourceReader", "parse_axis_order", "sel
 COMMON_DATASET_NAMES = (
     "mov",
     "data",
+    "dataset",
     "imaging",
     "input_frames",
     "frames",
