@@ -208,7 +208,7 @@ CASES = [
     ("reference file of wrong size", lambda d, mp: reference_file(d, np.zeros((8, 8), np.float32)), ValueError, r"reference .*ref\.tif for .*in\.h5: reference has shape \(8, 8, 1\)"),
     ("reference file missing", lambda d, mp: good(d, reference_frames=d / "nope.tif"), FileNotFoundError, r"nope\.tif"),
     ("weight map of wrong size", lambda d, mp: good(d, weight=np.ones((8, 8))), ValueError, r"weight map has shape \(8, 8\) but the frames of .*in\.h5 are \(16, 16, 1\)"),
-    ("sigma rows for 3 channels, video has 2", lambda d, mp: h5(d, np.stack([VIDEO] * 2, -1), name="mov", sigma=[[1, 1, 0.5]] * 3), ValueError, r"sigma has 3 rows but the video has 2 channels"),
+    ("sigma rows for 3 channels, video has 2", lambda d, mp: h5(d, np.stack([VIDEO] * 2, -1), name="mov", sigma=[[1, 1, 0.5]] * 3), ValueError, r"sigma has 3 rows but the video has 2 channels \(.*in\.h5\)"),
     # output folder
     ("output path is a file", lambda d, mp: file_at_output(d), NotADirectoryError, r"output_path .*out is a file, not a folder"),
     ("output path under a file", lambda d, mp: under_a_file(d), NotADirectoryError, r"cannot create the output folder .*blocker is a file"),

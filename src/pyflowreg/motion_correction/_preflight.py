@@ -44,8 +44,11 @@ def check_video(reader, options, name: str) -> None:
         raise ValueError(f"{name} has no frames (shape {tuple(reader.shape)})")
     if h < 2 or w < 2:
         raise ValueError(f"{name} has frames of {h} x {w} pixels; at least 2 x 2 are needed")
-    options.sigma_for_channels(c)
-    options.channel_weights(c)
+    try:
+        options.sigma_for_channels(c)
+        options.channel_weights(c)
+    except ValueError as exc:
+        raise ValueError(f"{exc} ({name})") from None
     weight = options.weight
     if isinstance(weight, np.ndarray):
         if weight.shape[:2] != (h, w) or (weight.ndim == 3 and weight.shape[2] != c):
