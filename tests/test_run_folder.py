@@ -251,3 +251,10 @@ def test_cli_refuses_a_folder_in_use_with_one_line(folder, source, capsys):
 
 def live_started(err):
     return err[0].split("started ")[1].split(")")[0]
+
+
+def test_info_of_a_folder_without_a_finished_run(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    assert main(["info", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no finished run: run.json is missing" in err[0]
