@@ -13,6 +13,8 @@ from ._compat import (
     OutputFormat,
     QualitySetting,
 )
+from ._preflight import InsufficientSpaceError
+from ._run_folder import OutputCheckError, OutputFolderInUseError
 from .compensate_arr import compensate_arr
 from .compensate_recording import (
     BatchMotionCorrector,
@@ -24,6 +26,7 @@ from .compensate_recording import (
 )
 from .live import FlowRegLive
 from .options import OFOptions
+from .runs import IncompleteRunError, Run, RunVerificationError, load_run
 
 __all__ = [
     "BatchMotionCorrector",
@@ -31,13 +34,20 @@ __all__ = [
     "ChannelNormalization",
     "ConstancyAssumption",
     "FlowRegLive",
+    "IncompleteRunError",
+    "InsufficientSpaceError",
     "InterpolationMethod",
     "OFOptions",
+    "OutputCheckError",
+    "OutputFolderInUseError",
     "OutputFormat",
     "QualitySetting",
     "RegistrationConfig",
     "RegistrationError",
     "RegistrationResult",
+    "Run",
+    "RunVerificationError",
     "compensate_arr",
     "compensate_recording",
+    "load_run",
 ]

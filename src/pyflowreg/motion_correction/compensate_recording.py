@@ -50,7 +50,9 @@ lock of the output folder, checked (frame counts and shapes), and published only
 whole run completed, ``run.json`` last (see :mod:`._run_folder`;
 :func:`pyflowreg.load_run` verifies a folder). A failed or interrupted run removes its staging
 folder and raises :class:`RegistrationError` naming the batch and the cause; the earlier
-run's outputs stay untouched.
+run's outputs stay untouched. A run that is killed leaves its staging folder with a checkpoint
+after its last finished batch (HDF5, NPY and Zarr outputs): ``resume=True`` (``--resume``)
+continues it, with outputs identical to an uninterrupted run (see :mod:`._resume`).
 
 Initial flow of each batch (see :mod:`.initialization`): batch 0 starts from the mean
 flow of the first ``min(20, T)`` frames estimated from zero flow; batch ``b >= 1``
@@ -95,6 +97,7 @@ from ._preflight import (
     check_video,
     estimate_output_bytes,
 )
+from ._resolve import backend_factory, select_executor
 from ._resume import make_checkpoint, resume_key, resume_point
 from ._run_folder import RunFolder
 from .statistics import StatisticsAccumulator
@@ -448,11 +451,9 @@ def compensate_recording(
         raise TypeError(f"config must be a RegistrationConfig, got {type(config).__name__}")
     verbose = bool(options.verbose or config.verbose)
     runtime = get_runtime()
-    executor_name = runtime.select_executor(
-        config.parallelization, options.flow_backend, stacklevel=3
-    )
+    executor_name = select_executor(options, config.parallelization, stacklevel=3)
     executor_cls = runtime.get_executor_class(executor_name)
-    factory = runtime.get_flow_backend(options.flow_backend).load()
+    factory = backend_factory(options)
     make_executor = executor_maker(
         executor_cls, factory, options, config.n_jobs, config.executor_kwargs(executor_name)
     )
