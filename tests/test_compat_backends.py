@@ -111,3 +111,48 @@ def test_get_reference_frame_is_the_run_reference(tmp_path):
     result = compensate_recording(options, config=RegistrationConfig(parallelization="sequential"))
     np.testing.assert_array_equal(reference, result.reference)
     np.testing.assert_array_equal(options.get_reference_frame(rec.video), reference)
+
+
+def test_get_displacement_impl_and_factory_override_the_backend():
+    from pyflowreg.datasets import make_recording
+    from pyflowreg.motion_correction import compensate_arr
+
+    rec = make_recording(5, (32, 32), 1, seed=9, max_rigid=2.0)
+    seen = []
+
+    def impl(fixed, moving, uv=None, weight=None, **solver):
+        seen.append(sorted(solver))
+        return pyflowreg.get_displacement(fixed, moving, uv=uv, weight=weight, **solver)
+
+    sequential = RegistrationConfig(parallelization="sequential")
+    _plain, w_plain = compensate_arr(
+        rec.video, rec.reference, OFOptions(quality_setting="fast"), registration_config=sequential
+    )
+    options = OFOptions(quality_setting="fast", get_displacement_impl=impl)
+    _registered, w = compensate_arr(
+        rec.video, rec.reference, options, registration_config=sequential
+    )
+    np.testing.assert_allclose(w, w_plain, atol=1e-5)
+    assert seen and "alpha" in seen[0] and "min_level" in seen[0]
+    assert "get_displacement_impl" not in options.model_dump()
+    assert "get_displacement_impl" not in options.to_dict()
+
+    made = []
+
+    def factory(**backend_params):
+        made.append(backend_params)
+        return impl
+
+    options = OFOptions(
+        quality_setting="fast", get_displacement_factory=factory, backend_params={"k": 1}
+    )
+    with pytest.warns(UserWarning, match="Falling back to 'sequential'"):
+        compensate_arr(
+            rec.video,
+            rec.reference,
+            options,
+            registration_config=RegistrationConfig(parallelization="multiprocessing"),
+        )
+    assert made and made[0] == {"k": 1}
+    with pytest.raises(TypeError, match="get_displacement_impl must be callable"):
+        OFOptions(get_displacement_impl=3)

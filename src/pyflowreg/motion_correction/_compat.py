@@ -127,6 +127,12 @@ def _check_input_file_or_reader(value: Any) -> Any:
     return _check_input_file(value)
 
 
+def _check_callable(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
+    return value
+
+
 def _check_min_level(value: Any) -> int:
     if value is None:
         return -1
@@ -189,6 +195,8 @@ COMPAT_CHECKS = {
     "n_references": _check_n_references,
     "min_frames_per_reference": partial(_integer, "min_frames_per_reference", minimum=1),
     "naming_convention": partial(_choice, "naming_convention", choices=NAMING_CONVENTIONS),
+    "get_displacement_factory": partial(_check_callable, "get_displacement_factory"),
+    "get_displacement_impl": partial(_check_callable, "get_displacement_impl"),
 }
 
 

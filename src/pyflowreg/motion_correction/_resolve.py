@@ -1,21 +1,123 @@
-"""What ``OFOptions`` resolves to at run time: the per-pair flow function of its backend and
-the reference of a recording (PyFlowReg's ``OFOptions.resolve_get_displacement()`` and
-``OFOptions.get_reference_frame()``), built from the pipeline's own pieces.
+"""What ``OFOptions`` resolves to at run time: the flow-backend factory and executor of a
+run, the per-pair flow function of its backend and the reference of a recording (PyFlowReg's
+``OFOptions.resolve_get_displacement()`` and ``OFOptions.get_reference_frame()``), built
+from the pipeline's own pieces.
+
+``OFOptions.get_displacement_impl`` (a ``get_displacement(fixed, moving, **kwargs)``
+callable) and ``OFOptions.get_displacement_factory`` (called with ``backend_params``, it
+returns one) override ``flow_backend`` for one-off experiments: :class:`CallableBackend`
+wraps the callable as a flow backend, run by the in-process executors (``sequential``,
+``threading``) only, since a callable need not survive pickling to a worker process.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from ..backends.base import FlowBackend, broadcast_uv
 
-def _backend(options):
+#: Executors that run a user callable (in this process).
+CALLABLE_EXECUTORS = ("sequential", "threading")
+
+
+class CallableBackend(FlowBackend):
+    """A ``get_displacement(fixed, moving, **kwargs) -> w (H, W, 2)`` callable as a flow
+    backend. Each frame is one call, with the keyword arguments ``uv`` (initial field),
+    ``weight`` and the solver parameters (``alpha``, ``levels``, ``min_level``, ``eta``,
+    ``iterations``, ``update_lag``, ``a_data``, ``a_smooth``, ``constancy_assumption``),
+    which the callable may ignore."""
+
+    name = "callable"
+
+    def __init__(self, function: Callable[..., Any], params, backend_params=None) -> None:
+        super().__init__(params, backend_params)
+        self.function = function
+
+    def prepare_reference(self, reference: np.ndarray, weight: np.ndarray | None = None):
+        return np.asarray(reference, dtype=np.float32), weight
+
+    def estimate(self, prepared, frames: np.ndarray, uv: np.ndarray | None = None) -> np.ndarray:
+        reference, weight = prepared
+        n, h, w = frames.shape[:3]
+        uvs = broadcast_uv(uv, n, (h, w))
+        p = self.params
+        keywords = dict(
+            alpha=p.alpha,
+            levels=p.levels,
+            min_level=p.min_level,
+            eta=p.eta,
+            iterations=p.iterations,
+            update_lag=p.update_lag,
+            a_data=p.a_data,
+            a_smooth=p.a_smooth,
+            constancy_assumption=p.constancy_assumption,
+        )
+        out = np.empty((n, h, w, 2), np.float32)
+        for t in range(n):
+            field = np.asarray(
+                self.function(reference, frames[t], uv=uvs[t], weight=weight, **keywords)
+            )
+            if field.shape != (h, w, 2):
+                raise ValueError(
+                    f"get_displacement callable returned shape {field.shape}, expected {(h, w, 2)}"
+                )
+            out[t] = field
+        return out
+
+
+def _callable_factory(impl, factory, params, backend_params=None) -> CallableBackend:
+    function = impl if impl is not None else factory(**dict(backend_params or {}))
+    if not callable(function):
+        raise TypeError(
+            f"get_displacement_factory must return a callable, got {type(function).__name__}"
+        )
+    return CallableBackend(function, params, backend_params)
+
+
+def backend_factory(options) -> Callable[..., FlowBackend]:
+    """``factory(params, backend_params) -> FlowBackend`` of a run: the options' callable
+    override, or the registered ``flow_backend`` (``ValueError`` / ``ImportError`` when it
+    is unknown / not usable here)."""
+    impl, factory = options.get_displacement_impl, options.get_displacement_factory
+    if impl is not None or factory is not None:
+        return functools.partial(_callable_factory, impl, factory)
     from .._runtime import get_runtime
 
-    factory = get_runtime().get_flow_backend(options.flow_backend).load()
-    return factory(options.flow_parameters(), dict(options.backend_params))
+    return get_runtime().get_flow_backend(options.flow_backend).load()
+
+
+def select_executor(options, requested: str | None, *, stacklevel: int = 2) -> str:
+    """The executor of a run (see ``Runtime.select_executor``); a callable override runs
+    under ``threading`` (auto) or ``sequential``, other requests fall back with a warning."""
+    from .._runtime import get_runtime
+
+    runtime = get_runtime()
+    if options.get_displacement_impl is None and options.get_displacement_factory is None:
+        return runtime.select_executor(requested, options.flow_backend, stacklevel=stacklevel + 1)
+    usable = [n for n in runtime.list_parallelization_executors() if n in CALLABLE_EXECUTORS]
+    if requested is None:
+        return usable[0] if usable else "sequential"
+    registered = [row.name for row in runtime.executor_info()]
+    if requested not in registered:
+        raise ValueError(f"parallelization must be one of {registered} or None, got {requested!r}")
+    if requested not in CALLABLE_EXECUTORS:
+        warnings.warn(
+            f"Backend 'get_displacement callable' does not support {requested!r} executor. "
+            f"Supported executors: {list(CALLABLE_EXECUTORS)!r}. Falling back to 'sequential'.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+        return "sequential"
+    return requested
+
+
+def _backend(options):
+    return backend_factory(options)(options.flow_parameters(), dict(options.backend_params))
 
 
 def _image(name: str, value: Any) -> np.ndarray:
@@ -84,12 +186,8 @@ def get_reference_frame(options, video=None) -> np.ndarray:
         if isinstance(source, tuple):
             source = list(source)
         reader, owned = open_reader(source, **binning), True
-    runtime = get_runtime()
     make = executor_maker(
-        runtime.get_executor_class("sequential"),
-        runtime.get_flow_backend(options.flow_backend).load(),
-        options,
-        1,
+        get_runtime().get_executor_class("sequential"), backend_factory(options), options, 1
     )
     try:
         return raw_reference(reader, options, None, make, "video")

@@ -17,6 +17,7 @@ from ._engine import (
     output_dtype,
     run_registration,
 )
+from ._resolve import backend_factory, select_executor
 from .compensate_recording import RegistrationConfig
 from .options import OFOptions
 
@@ -154,12 +155,10 @@ def compensate_arr(
     _check_finite(video4)
 
     runtime = get_runtime()
-    executor_name = runtime.select_executor(
-        config.parallelization, options.flow_backend, stacklevel=3
-    )
+    executor_name = select_executor(options, config.parallelization, stacklevel=3)
     make_executor = executor_maker(
         runtime.get_executor_class(executor_name),
-        runtime.get_flow_backend(options.flow_backend).load(),
+        backend_factory(options),
         options,
         config.n_jobs,
         config.executor_kwargs(executor_name),

@@ -29,6 +29,7 @@ import numpy as np
 
 from .._runtime import get_runtime
 from ._engine import _weight, executor_maker, output_dtype
+from ._resolve import backend_factory, select_executor
 from .compensate_arr import _InMemoryReader
 from .options import OFOptions
 from .reference import (
@@ -120,10 +121,10 @@ class FlowRegLive:
         self._reference_buffer: deque = deque(maxlen=self.reference_buffer_size)
         self._temporal: deque = deque(maxlen=1)
         runtime = get_runtime()
-        name = runtime.select_executor("sequential", self.options.flow_backend, stacklevel=3)
+        name = select_executor(self.options, "sequential", stacklevel=3)
         self._make_executor = executor_maker(
             runtime.get_executor_class(name),
-            runtime.get_flow_backend(self.options.flow_backend).load(),
+            backend_factory(self.options),
             self.options,
             1,
         )

@@ -146,6 +146,11 @@ class OFOptions(BaseModel):
         Name of a registered flow backend (checked by the registry at run time).
     backend_params : dict
         Keyword options of the flow backend, e.g. ``{"device": "cuda"}``.
+    get_displacement_impl, get_displacement_factory : callable, optional
+        Override ``flow_backend`` for an experiment: a ``get_displacement(fixed, moving,
+        **kwargs) -> w (H, W, 2)`` callable, or a factory called with ``backend_params``
+        that returns one. Run by the ``sequential`` and ``threading`` executors; never
+        saved (``model_dump`` and option files leave them out).
     verbose : bool
     dataset_name : str or list of str, optional
         Dataset(s) to read from HDF5/MAT input (one per channel for a list).
@@ -192,6 +197,8 @@ class OFOptions(BaseModel):
     min_frames_per_reference: int = 20
     flow_backend: str = "flowreg"
     backend_params: dict[str, Any] = Field(default_factory=dict)
+    get_displacement_factory: Any = Field(default=None, exclude=True)
+    get_displacement_impl: Any = Field(default=None, exclude=True)
     verbose: bool = False
     dataset_name: str | tuple[str, ...] | None = None
 
@@ -499,7 +506,7 @@ class OFOptions(BaseModel):
         """
         if arrays not in ("raise", "omit"):
             raise ValueError(f"arrays must be one of ['raise', 'omit'], got {arrays!r}")
-        data = {k: getattr(self, k) for k in type(self).model_fields}
+        data = {k: getattr(self, k) for k in type(self).model_fields if k not in _NOT_SAVED}
         held = [k for k, v in data.items() if isinstance(v, np.ndarray) or is_reader(v)]
         if held and arrays == "raise":
             raise ValueError(
@@ -622,6 +629,10 @@ class OFOptions(BaseModel):
             if fields[key].annotation is bool and value in (0, 1):
                 known[key] = bool(value)
         return cls(**known)
+
+
+#: Options that are code, not configuration: never written to option files.
+_NOT_SAVED = ("get_displacement_factory", "get_displacement_impl")
 
 
 def _config_suffix(path: Path) -> str:
