@@ -20,7 +20,7 @@ from .params import FlowParameters
 from .pyramid import build_pyramid, level_shapes, resize
 from .solver import MEDIAN25, median5_kernel, sor_solve
 from .tensors import CONSTANCY, derivatives, motion_tensor
-from .warp import warp_level
+from .warp import level_coefficients, warp_level
 
 MIN_SIDE = 3
 
@@ -166,7 +166,7 @@ def level_step(
     The solver works on the frame plus a one-pixel ghost ring (``wts`` and the tensors carry
     it), so every frame pixel has its data term.
     """
-    warped = warp_level(moving, ref, u, v, hx, hy)
+    warped = warp_level(level_coefficients(moving), ref, u, v, hx, hy)
     J = motion_tensor(ref, ref_d, warped, derivatives(warped, hx, hy), constancy)
     h, w = u.shape
     up = pad_edge(u)

@@ -11,13 +11,12 @@ import math
 import numpy as np
 from numba import njit
 
-METHODS = {"nearest": 0, "linear": 1, "cubic": 2}
-
-
-#: Cubic-convolution parameter of the warp inside the pyramid (Keys' kernel with a = -0.75, as
-#: OpenCV's bicubic): sharper than a = -0.5, it leaves less interpolation blur in the residual
-#: of every level, which measurably lowers the endpoint error (docs/numerics.md).
-LEVEL_A = -0.75
+#: Interpolation kernels of the output warp (docs/numerics.md compares them): code and Keys ``a``.
+#: ``cubic`` is Keys' cubic convolution with a = -0.75 (the bicubic of OpenCV and PyFlowReg),
+#: ``catmull_rom`` the same with a = -0.5 (MATLAB's interp2), ``bspline`` the interpolating cubic
+#: B-spline (an exact recursive prefilter, then 4 x 4 taps), ``lanczos3`` the 6 x 6 windowed sinc.
+METHODS = {"nearest": 0, "linear": 1, "cubic": 2, "catmull_rom": 2, "bspline": 3, "lanczos3": 4}
+_KEYS_A = {"cubic": -0.75, "catmull_rom": -0.5}
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -46,6 +45,21 @@ def keys_weights(t):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def reflect(i, n):
+    """Whole-sample symmetric index (-1 -> 1, n -> n - 2), the extension the spline
+    coefficients of :func:`_spline_line` assume."""
+    if n == 1:
+        return 0
+    period = 2 * n - 2
+    i = i % period
+    if i < 0:
+        i += period
+    if i >= n:
+        i = period - i
+    return i
+
+
+@njit(cache=True, nogil=True, inline="always")
 def clamp(i, n):
     if i < 0:
         return 0
@@ -55,49 +69,23 @@ def clamp(i, n):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def cubic_sample(img, ch, y, x, a):
-    """Bicubic sample (Keys ``a``) of channel ``ch`` of ``img`` (C, h, w) at ``(y, x)``, indices
-    clamped."""
-    h = img.shape[1]
-    w = img.shape[2]
-    y0 = math.floor(y)
-    x0 = math.floor(x)
-    wy0, wy1, wy2, wy3 = cubic_weights(y - y0, a)
-    wx0, wx1, wx2, wx3 = cubic_weights(x - x0, a)
-    yi = int(y0)
-    xi = int(x0)
-    xm = clamp(xi - 1, w)
-    xa = clamp(xi, w)
-    xb = clamp(xi + 1, w)
-    xc = clamp(xi + 2, w)
-    r0 = img[ch, clamp(yi - 1, h)]
-    r1 = img[ch, clamp(yi, h)]
-    r2 = img[ch, clamp(yi + 1, h)]
-    r3 = img[ch, clamp(yi + 2, h)]
-    return keys_dot(
-        wy0, wy1, wy2, wy3,
-        keys_dot(wx0, wx1, wx2, wx3, r0[xm], r0[xa], r0[xb], r0[xc]),
-        keys_dot(wx0, wx1, wx2, wx3, r1[xm], r1[xa], r1[xb], r1[xc]),
-        keys_dot(wx0, wx1, wx2, wx3, r2[xm], r2[xa], r2[xb], r2[xc]),
-        keys_dot(wx0, wx1, wx2, wx3, r3[xm], r3[xa], r3[xb], r3[xc]),
-    )  # fmt: skip
-
-
-@njit(cache=True, nogil=True, inline="always")
 def keys_dot(w0, w1, w2, w3, a, b, c, d):
     """``w0 a + w1 b + w2 c + w3 d``, summed left to right: one cubic interpolation step."""
     return w0 * a + w1 * b + w2 * c + w3 * d
 
 
 @njit(cache=True, nogil=True)
-def warp_level(moving, reference, u, v, hx, hy):
-    """Warp ``moving`` (C, h, w) by the level flow; outside samples take ``reference``'s value.
+def warp_level(coefficients, reference, u, v, hx, hy):
+    """Warp a level image by the level flow; outside samples take ``reference``'s value.
 
-    ``u``, ``v`` are in full-resolution pixels; ``hx``, ``hy`` the level's grid spacings.
+    ``coefficients`` (C, h, w) are the moving level image's cubic B-spline coefficients
+    (:func:`level_coefficients`): the warp interpolates with the interpolating cubic B-spline,
+    whose interpolation error is far below the Keys kernels' (docs/numerics.md), so the residual
+    of each level carries less interpolation blur. ``u``, ``v`` are in full-resolution pixels;
+    ``hx``, ``hy`` the level's grid spacings.
     """
-    c, h, w = moving.shape
-    out = np.empty_like(moving)
-    a = moving.dtype.type(LEVEL_A)
+    c, h, w = coefficients.shape
+    out = np.empty_like(coefficients)
     for i in range(h):
         for j in range(w):
             y = i + v[i, j] / hy
@@ -105,9 +93,53 @@ def warp_level(moving, reference, u, v, hx, hy):
             if y < 0.0 or y > h - 1 or x < 0.0 or x > w - 1:
                 for ch in range(c):
                     out[ch, i, j] = reference[ch, i, j]
-            else:
-                for ch in range(c):
-                    out[ch, i, j] = cubic_sample(moving, ch, y, x, a)
+                continue
+            y0 = math.floor(y)
+            x0 = math.floor(x)
+            wy0, wy1, wy2, wy3 = bspline_weights(y - y0)
+            wx0, wx1, wx2, wx3 = bspline_weights(x - x0)
+            yi = int(y0)
+            xi = int(x0)
+            xm = reflect(xi - 1, w)
+            xa = reflect(xi, w)
+            xb = reflect(xi + 1, w)
+            xc = reflect(xi + 2, w)
+            for ch in range(c):
+                r0 = coefficients[ch, reflect(yi - 1, h)]
+                r1 = coefficients[ch, reflect(yi, h)]
+                r2 = coefficients[ch, reflect(yi + 1, h)]
+                r3 = coefficients[ch, reflect(yi + 2, h)]
+                out[ch, i, j] = keys_dot(
+                    wy0, wy1, wy2, wy3,
+                    keys_dot(wx0, wx1, wx2, wx3, r0[xm], r0[xa], r0[xb], r0[xc]),
+                    keys_dot(wx0, wx1, wx2, wx3, r1[xm], r1[xa], r1[xb], r1[xc]),
+                    keys_dot(wx0, wx1, wx2, wx3, r2[xm], r2[xa], r2[xb], r2[xc]),
+                    keys_dot(wx0, wx1, wx2, wx3, r3[xm], r3[xa], r3[xb], r3[xc]),
+                )  # fmt: skip
+    return out
+
+
+@njit(cache=True, nogil=True)
+def level_coefficients(img):
+    """Cubic B-spline coefficients (mirror boundaries) of every channel of ``img`` (C, h, w),
+    in ``img``'s dtype (the recursion runs in float64)."""
+    c, h, w = img.shape
+    out = np.empty_like(img)
+    row = np.empty(w)
+    col = np.empty(h)
+    for ch in range(c):
+        for i in range(h):
+            for j in range(w):
+                row[j] = img[ch, i, j]
+            _spline_line(row, w)
+            for j in range(w):
+                out[ch, i, j] = row[j]
+        for j in range(w):
+            for i in range(h):
+                col[i] = out[ch, i, j]
+            _spline_line(col, h)
+            for i in range(h):
+                out[ch, i, j] = col[i]
     return out
 
 
@@ -123,16 +155,42 @@ def work_dtype(source: np.dtype) -> type:
     return np.float64 if source in _WIDE else np.float32
 
 
+@njit(cache=True, nogil=True, inline="always")
+def bspline_weights(t):
+    """Cubic B-spline weights of the taps at offsets -1, 0, 1, 2 of a sample at ``t``."""
+    s = 1.0 - t
+    t2 = t * t
+    t3 = t2 * t
+    return (
+        s * s * s / 6.0,
+        (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
+        (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+        t3 / 6.0,
+    )
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lanczos3(x):
+    if x == 0.0:
+        return 1.0
+    if abs(x) >= 3.0:
+        return 0.0
+    px = math.pi * x
+    return 3.0 * math.sin(px) * math.sin(px / 3.0) / (px * px)
+
+
 @njit(cache=True, nogil=True)
-def _warp_into(img, w, method, use_fill, fill, narrow, to_int, lo, hi, out):
+def _warp_into(img, w, method, a, use_fill, fill, narrow, to_int, lo, hi, out):
     """Warp ``img`` (h, w, C) by ``w`` (h, w, 2) into ``out`` (h, w, C).
 
-    ``method`` 0/1/2 is nearest/linear/cubic. Coordinates and weights are float64; with
+    ``method`` 0/1/2/3/4 is nearest/linear/Keys cubic (parameter ``a``)/cubic B-spline (``img``
+    holds the spline coefficients)/Lanczos-3. Coordinates and weights are float64; with
     ``narrow`` the source values, the field and each result pass through float32 first (the
     float32 work type). With ``to_int`` results are rounded half to even and clipped to
     ``[lo, hi]`` before they are stored, so integers never wrap around.
     """
     h, wd, c = img.shape
+    lw = np.empty(6)
     for i in range(h):
         for j in range(wd):
             if narrow:
@@ -149,17 +207,31 @@ def _warp_into(img, w, method, use_fill, fill, narrow, to_int, lo, hi, out):
             x0 = math.floor(x)
             yi = int(y0)
             xi = int(x0)
-            if method == 2:
-                wy0, wy1, wy2, wy3 = keys_weights(y - y0)
-                wx0, wx1, wx2, wx3 = keys_weights(x - x0)
-                xm = clamp(xi - 1, wd)
-                xa = clamp(xi, wd)
-                xb = clamp(xi + 1, wd)
-                xc = clamp(xi + 2, wd)
-                ym = clamp(yi - 1, h)
-                ya = clamp(yi, h)
-                yb = clamp(yi + 1, h)
-                yc = clamp(yi + 2, h)
+            if method == 2 or method == 3:
+                if method == 2:
+                    wy0, wy1, wy2, wy3 = cubic_weights(y - y0, a)
+                    wx0, wx1, wx2, wx3 = cubic_weights(x - x0, a)
+                else:
+                    wy0, wy1, wy2, wy3 = bspline_weights(y - y0)
+                    wx0, wx1, wx2, wx3 = bspline_weights(x - x0)
+                if method == 2:
+                    xm = clamp(xi - 1, wd)
+                    xa = clamp(xi, wd)
+                    xb = clamp(xi + 1, wd)
+                    xc = clamp(xi + 2, wd)
+                    ym = clamp(yi - 1, h)
+                    ya = clamp(yi, h)
+                    yb = clamp(yi + 1, h)
+                    yc = clamp(yi + 2, h)
+                else:  # the coefficients extend symmetrically, as their prefilter assumed
+                    xm = reflect(xi - 1, wd)
+                    xa = reflect(xi, wd)
+                    xb = reflect(xi + 1, wd)
+                    xc = reflect(xi + 2, wd)
+                    ym = reflect(yi - 1, h)
+                    ya = reflect(yi, h)
+                    yb = reflect(yi + 1, h)
+                    yc = reflect(yi + 2, h)
                 for ch in range(c):
                     val = keys_dot(
                         wy0, wy1, wy2, wy3,
@@ -169,6 +241,26 @@ def _warp_into(img, w, method, use_fill, fill, narrow, to_int, lo, hi, out):
                         _row(img, yc, xm, xa, xb, xc, ch, narrow, wx0, wx1, wx2, wx3),
                     )  # fmt: skip
                     _store(out, i, j, ch, val, narrow, to_int, lo, hi)
+            elif method == 4:
+                ty = y - y0
+                tx = x - x0
+                sy = 0.0
+                sx = 0.0
+                for k in range(6):
+                    lw[k] = _lanczos3(tx - (k - 2))
+                    sx += lw[k]
+                for ch in range(c):
+                    val = 0.0
+                    sy = 0.0
+                    for m in range(6):
+                        wy = _lanczos3(ty - (m - 2))
+                        sy += wy
+                        yy = clamp(yi + m - 2, h)
+                        acc = 0.0
+                        for k in range(6):
+                            acc += lw[k] * _value(img, yy, clamp(xi + k - 2, wd), ch, narrow)
+                        val += wy * acc
+                    _store(out, i, j, ch, val / (sx * sy), narrow, to_int, lo, hi)
             elif method == 1:
                 ty = y - y0
                 tx = x - x0
@@ -190,6 +282,63 @@ def _warp_into(img, w, method, use_fill, fill, narrow, to_int, lo, hi, out):
                 xn = clamp(math.floor(x + 0.5) if x >= 0 else math.ceil(x - 0.5), wd)
                 for ch in range(c):
                     _store(out, i, j, ch, _value(img, yn, xn, ch, narrow), narrow, to_int, lo, hi)
+
+
+_POLE = math.sqrt(3.0) - 2.0  # the cubic B-spline's recursive-filter pole
+
+
+@njit(cache=True, nogil=True)
+def _spline_line(line, n):
+    """In place: interpolating cubic B-spline coefficients of ``line[:n]`` with mirror
+    (whole-sample symmetric) boundaries; Unser's causal/anti-causal recursion."""
+    if n == 1:
+        return
+    z = _POLE
+    for k in range(n):
+        line[k] *= 6.0  # the filter's gain (1 - z) (1 - 1 / z)
+    if n <= 30:  # exact sum over one period (2n - 2) of the mirrored line
+        z2 = z ** (2 * n - 2)
+        total = 0.0
+        zk = 1.0
+        for k in range(n):
+            total += zk * line[k]
+            if 0 < k < n - 1:
+                total += (z2 / zk) * line[k]
+            zk *= z
+        total /= 1.0 - z2
+    else:  # |z|^30 < 1e-17: the truncated sum is exact in floating point
+        total = 0.0
+        zk = 1.0
+        for k in range(30):
+            total += zk * line[k]
+            zk *= z
+    line[0] = total
+    for k in range(1, n):
+        line[k] += z * line[k - 1]
+    line[n - 1] = (z / (z * z - 1.0)) * (z * line[n - 2] + line[n - 1])
+    for k in range(n - 2, -1, -1):
+        line[k] = z * (line[k + 1] - line[k])
+
+
+@njit(cache=True, nogil=True)
+def spline_coefficients(img, out):
+    """Cubic B-spline coefficients of every channel of ``img`` (h, w, C) into float ``out``."""
+    h, wd, c = img.shape
+    col = np.empty(h)
+    row = np.empty(wd)
+    for ch in range(c):
+        for i in range(h):
+            for j in range(wd):
+                row[j] = img[i, j, ch]
+            _spline_line(row, wd)
+            for j in range(wd):
+                out[i, j, ch] = row[j]
+        for j in range(wd):
+            for i in range(h):
+                col[i] = out[i, j, ch]
+            _spline_line(col, h)
+            for i in range(h):
+                out[i, j, ch] = col[i]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -252,12 +401,17 @@ def warp_into(
     narrow = np.dtype(work) != np.float64
     direct = out.dtype.str[1:] in _KERNEL_KINDS and out.dtype.isnative
     target = out if direct else np.empty(out.shape, work)
-    if frame.dtype.str[1:] not in _KERNEL_KINDS or not frame.dtype.isnative:
+    if code == 3:
+        coefficients = np.empty(frame.shape, np.float64)
+        spline_coefficients(frame, coefficients)
+        frame = coefficients
+    elif frame.dtype.str[1:] not in _KERNEL_KINDS or not frame.dtype.isnative:
         frame = frame.astype(work)
     to_int = target.dtype.kind in "ui"
     lo, hi = (np.iinfo(target.dtype).min, np.iinfo(target.dtype).max) if to_int else (0, 0)
     fill_value = 0.0 if fill is None else float(fill)
-    _warp_into(frame, w, code, fill is not None, fill_value, narrow, to_int, lo, hi, target)
+    a = _KEYS_A.get(method, -0.75)
+    _warp_into(frame, w, code, a, fill is not None, fill_value, narrow, to_int, lo, hi, target)
     if not direct:
         out[...] = _cast(target, out.dtype)
     return out

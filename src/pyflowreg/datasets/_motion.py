@@ -56,6 +56,62 @@ def rigid_trajectory(
     return total
 
 
+#: Kinds of rigid motion :func:`rigid_motion` makes.
+MOTIONS = ("jumps", "smooth", "drift", "shear")
+
+
+def rigid_motion(
+    rng: np.random.Generator,
+    n_frames: int,
+    max_rigid: float,
+    jump_probability: float,
+    motion: str = "jumps",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rigid shift of every frame's first row and its change down the frame, each (T, 2), px.
+
+    ``motion`` is one of :data:`MOTIONS`:
+
+    - ``"jumps"``: :func:`rigid_trajectory` (random walk plus sudden jumps);
+    - ``"smooth"``: the same walk without jumps;
+    - ``"drift"``: a slow straight drift over the whole recording (to ``max_rigid``) plus a small
+      walk (10 %), as a sample sinks or the stage creeps;
+    - ``"shear"``: raster-scan distortion. The tissue follows a fast oscillation (breathing or
+      heartbeat, a period of 6-12 frames, 30 % of ``max_rigid``) on top of the walk, and each
+      row is scanned a fraction ``y / H`` of a frame period later than the first, so a frame's
+      rows see the trajectory from ``t`` to ``t + 1``: the shift grows linearly down the frame
+      by ``slope[t] = position(t + 1) - position(t)``.
+
+    The shift of row ``y`` of frame ``t`` is ``shift[t] + slope[t] * y / H``; its magnitude
+    stays at most ``max_rigid``.
+    """
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {list(MOTIONS)}, got {motion!r}")
+    slope = np.zeros((n_frames, 2))
+    if max_rigid == 0:
+        return np.zeros((n_frames, 2)), slope
+    if motion == "jumps":
+        return rigid_trajectory(rng, n_frames, max_rigid, jump_probability), slope
+    if motion == "smooth":
+        return rigid_trajectory(rng, n_frames, max_rigid, 0.0), slope
+    if motion == "drift":
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = np.linspace(0.0, 0.9 * max_rigid, n_frames)[:, None]
+        walk = rigid_trajectory(rng, n_frames, 0.1 * max_rigid, 0.0)
+        return ramp * np.array([np.cos(angle), np.sin(angle)]) + walk, slope
+    walk = rigid_trajectory(rng, n_frames + 1, 0.6 * max_rigid, 0.0)
+    t = np.arange(n_frames + 1, dtype=float)
+    period = rng.uniform(6.0, 12.0)
+    phase = rng.uniform(0, 2 * np.pi)
+    direction = rng.standard_normal(2)
+    direction /= np.hypot(*direction)
+    oscillation = 0.3 * max_rigid * np.sin(2 * np.pi * t / period + phase)
+    position = walk + oscillation[:, None] * direction
+    peak = np.hypot(*position.T).max()
+    if peak > max_rigid:  # the rows interpolate between t and t + 1: the bound holds for all
+        position *= max_rigid / peak
+    return position[:-1], np.diff(position, axis=0)
+
+
 def _basis(coordinate: np.ndarray, length: int) -> np.ndarray:
     """Cosine modes ``cos(pi * i * (coordinate + 0.5) / length)``, shape (..., N_MODES)."""
     first = np.cos((np.asarray(coordinate, dtype=float) + 0.5) * (np.pi / length))

@@ -16,11 +16,12 @@ from numpy.typing import ArrayLike, DTypeLike
 from scipy import ndimage as ndi
 
 from pyflowreg.datasets._motion import (
+    MOTIONS,
     FieldFunction,
     NonrigidField,
     invert_smooth,
     nonrigid_field,
-    rigid_trajectory,
+    rigid_motion,
     solve_source,
 )
 from pyflowreg.datasets._scene import CELL_DENSITY, DFF_MAX, build_scene, calcium_traces
@@ -91,6 +92,7 @@ def make_recording(
     jump_probability: float = 0.02,
     seed: int | None = 0,
     dtype: DTypeLike = np.float32,
+    motion: str = "jumps",
 ) -> SyntheticRecording:
     """Generate a 2-photon-like recording with known motion.
 
@@ -131,7 +133,12 @@ def make_recording(
     n_cells : int, optional
         Somata per channel in the field of view; default about 250 per 512 x 512 pixels.
     jump_probability : float
-        Probability per frame that a sudden jump starts.
+        Probability per frame that a sudden jump starts (``motion="jumps"``).
+    motion : {"jumps", "smooth", "drift", "shear"}
+        Kind of rigid motion: a random walk with sudden jumps (default), the walk without jumps,
+        a slow drift across the recording, or raster-scan shear (the shift changes down the frame
+        because rows are scanned at different times; see
+        :func:`pyflowreg.datasets._motion.rigid_motion`).
     seed : int, optional
         Random seed; ``None`` draws a fresh one (stored in the result).
     dtype : dtype
@@ -159,6 +166,8 @@ def make_recording(
             raise ValueError(f"{name} must be a finite number >= 0 pixels, got {value}")
     if not 0 <= jump_probability <= 1:
         raise ValueError(f"jump_probability must be in [0, 1], got {jump_probability}")
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {list(MOTIONS)}, got {motion!r}")
     if n_cells is None:
         n_cells = round(CELL_DENSITY * rows * cols)
     elif isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) or n_cells < 0:
@@ -170,7 +179,8 @@ def make_recording(
         seed = int(np.random.SeedSequence().generate_state(1)[0])
     rng = np.random.default_rng(seed)
 
-    rigid = rigid_trajectory(rng, n_frames, max_rigid, jump_probability)
+    rigid, slope = rigid_motion(rng, n_frames, max_rigid, jump_probability, motion)
+    row_fraction = (np.arange(rows, dtype=np.float32) / rows)[:, None, None]
     nonrigid = nonrigid_field(rng, n_frames, (rows, cols), max_nonrigid)
     margin = math.ceil(max_rigid + max_nonrigid) + _MARGIN
     canvas = (rows + 2 * margin, cols + 2 * margin)
@@ -210,8 +220,10 @@ def make_recording(
         clean[t, ..., 0] = functional[crop]
         clean[t, ..., 1:] = reference[..., 1:]
         nonrigid.total_on_grid(t, rigid[t], out=flow[t])
+        if slope[t].any():
+            flow[t] += row_fraction * slope[t].astype(np.float32)
 
-        coords = invert_smooth((rows, cols), _frame_field(nonrigid, t, rigid[t]))
+        coords = invert_smooth((rows, cols), _frame_field(nonrigid, t, rigid[t], slope[t], rows))
         coords += margin
         for c, coefficients in enumerate([_spline(functional), *static]):
             ndi.map_coordinates(
@@ -283,7 +295,7 @@ def make_pair(
         shift = rng.uniform(-2.5, 2.5, size=2)
         field = nonrigid_field(rng, 1, (rows, cols), 1.0)
         w = (field.on_grid(0) + shift).astype(np.float32)
-        frame_field = _frame_field(field, 0, shift)
+        frame_field = _frame_field(field, 0, shift, np.zeros(2), rows)
     else:
         w = _field_array(w, (rows, cols))
         frame_field = _GridField(w)
@@ -370,14 +382,20 @@ class _GridField:
         return sample[0], sample[1]
 
 
-def _frame_field(field: NonrigidField, t: int, shift: np.ndarray) -> FieldFunction:
-    """Total displacement (non-rigid + rigid ``shift`` = (u, v)) of frame ``t`` as a function."""
-    if not field.coefficients[t].any():
-        return lambda py, px: (np.full_like(py, shift[0]), np.full_like(px, shift[1]))
+def _frame_field(
+    field: NonrigidField, t: int, shift: np.ndarray, slope: np.ndarray, rows: int
+) -> FieldFunction:
+    """Total displacement of frame ``t`` as a function: non-rigid + rigid ``shift`` (u, v) +
+    ``slope * py / rows`` (raster-scan shear)."""
+    nonrigid = field.coefficients[t].any()
 
     def evaluate(py: np.ndarray, px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        u, v = field.at(t, py, px)
-        return u + shift[0], v + shift[1]
+        if nonrigid:
+            u, v = field.at(t, py, px)
+        else:
+            u, v = np.zeros_like(py), np.zeros_like(px)
+        fraction = py / rows
+        return u + shift[0] + slope[0] * fraction, v + shift[1] + slope[1] * fraction
 
     return evaluate
 

@@ -24,9 +24,9 @@ import numpy as np
 
 from ..backends.base import FlowBackend
 from ..core.params import FlowParameters
-from ..core.warp import warp_into, work_dtype
+from ..core.warp import METHODS, warp_into, work_dtype
 
-WARP_METHODS = ("cubic", "linear", "nearest")
+WARP_METHODS = tuple(METHODS)
 
 
 class WarpSettings(NamedTuple):

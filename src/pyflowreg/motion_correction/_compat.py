@@ -62,11 +62,14 @@ class ChannelNormalization(_ValueEnum):
 
 
 class InterpolationMethod(_ValueEnum):
-    """Interpolation of the final warp of the raw frames."""
+    """Interpolation of the final warp of the raw frames (docs/numerics.md compares them)."""
 
     CUBIC = "cubic"
     LINEAR = "linear"
     NEAREST = "nearest"
+    CATMULL_ROM = "catmull_rom"
+    BSPLINE = "bspline"
+    LANCZOS3 = "lanczos3"
 
 
 class ConstancyAssumption(_ValueEnum):

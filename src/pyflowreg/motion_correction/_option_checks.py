@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..core.params import QUALITY_PRESETS
+from ..core.warp import METHODS as WARP_METHODS
 
 OUTPUT_EXTENSIONS: dict[str, str] = {
     "HDF5": ".h5",
@@ -296,9 +297,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "channel_normalization": partial(
         _choice, "channel_normalization", choices=("joint", "separate")
     ),
-    "interpolation_method": partial(
-        _choice, "interpolation_method", choices=("cubic", "linear", "nearest")
-    ),
+    "interpolation_method": partial(_choice, "interpolation_method", choices=tuple(WARP_METHODS)),
     "output_dtype": _optional(_check_output_dtype),
     "flow_backend": _check_flow_backend,
     "backend_params": _check_backend_params,
