@@ -49,11 +49,9 @@ from ._compat import (
     as_enum,
     is_reader,
     plain_value,
-    read_matlab_options,
 )
 from ._option_checks import (
     _CHECKS,
-    CONFIG_SUFFIXES,
     DEFAULT_REFERENCE_FRAMES,
     OUTPUT_EXTENSIONS,
     _ArraySummary,
@@ -62,6 +60,7 @@ from ._option_checks import (
     _plain,
     _video_shape,
 )
+from ._option_files import config_suffix, known_options, read_options_file, write_options_file
 
 logger = logging.getLogger(__name__)
 
@@ -528,25 +527,8 @@ class OFOptions(BaseModel):
     def save(self, path: str | Path, *, arrays: Literal["raise", "omit"] = "raise") -> Path:
         """Write the options to ``.json``, ``.toml`` or ``.yaml``/``.yml`` (by extension)."""
         path = Path(path)
-        suffix = _config_suffix(path)
-        data = self.to_dict(arrays=arrays)
-        if suffix == ".json":
-            text = json.dumps(data, indent=2) + "\n"
-        elif suffix == ".toml":
-            try:
-                import tomli_w
-            except ImportError:
-                raise ImportError(
-                    "writing TOML options needs tomli_w: pip install tomli-w"
-                ) from None
-            # TOML has no null; every option that can be None defaults to None
-            text = tomli_w.dumps({k: v for k, v in data.items() if v is not None})
-        else:
-            import yaml
-
-            text = yaml.safe_dump(data, sort_keys=False)
-        path.write_text(text, encoding="utf-8")
-        return path
+        config_suffix(path)  # a bad extension fails before the options are converted
+        return write_options_file(path, self.to_dict(arrays=arrays))
 
     @classmethod
     def load(cls, path: str | Path, *, unknown: Literal["raise", "warn"] = "raise") -> OFOptions:
@@ -564,37 +546,9 @@ class OFOptions(BaseModel):
             (a typo should not pass unnoticed), or a warning naming them all, the keys
             skipped (what :meth:`load_options`, PyFlowReg's name, does).
         """
-        if unknown not in ("raise", "warn"):
-            raise ValueError(f"unknown must be one of ['raise', 'warn'], got {unknown!r}")
         path = Path(path)
-        if path.suffix.lower() == ".mat":
-            if not path.exists():
-                raise FileNotFoundError(f"options file not found: {path}")
-            return cls._from_file_data(read_matlab_options(path), path, unknown)
-        suffix = _config_suffix(path)
-        text = path.read_text(encoding="utf-8")
-        try:
-            if suffix == ".json":
-                data = json.loads(text)
-            elif suffix == ".toml":
-                try:
-                    import tomllib
-                except ImportError:  # Python 3.10
-                    import tomli as tomllib
-                data = tomllib.loads(text)
-            else:
-                import yaml
-
-                data = yaml.safe_load(text)
-        except ValueError as exc:  # JSON and TOML decode errors
-            raise ValueError(f"cannot parse options file {path}: {exc}") from None
-        except Exception as exc:
-            if type(exc).__module__.split(".")[0] != "yaml":
-                raise
-            raise ValueError(f"cannot parse options file {path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"options file {path} must hold a mapping of options, got {data!r}")
-        return cls._from_file_data(data, path, unknown)
+        data = read_options_file(path)
+        return cls(**known_options(data, cls.model_fields, path, unknown, stacklevel=2))
 
     #: PyFlowReg's name of :meth:`save`.
     save_options = save
@@ -603,42 +557,10 @@ class OFOptions(BaseModel):
     def load_options(cls, path: str | Path) -> OFOptions:
         """PyFlowReg's name of :meth:`load`, lenient: keys that are not options here
         (PyFlowReg or MATLAB extras) are skipped with a warning naming them."""
-        return cls.load(path, unknown="warn")
-
-    @classmethod
-    def _from_file_data(cls, data: dict[str, Any], path: Path, mode: str) -> OFOptions:
-        fields = cls.model_fields
-        unknown = sorted(str(k) for k in data if k not in fields)
-        if unknown and mode == "raise":
-            return cls(**data)  # the constructor names the unknown option
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, fields, n=1)
-                if close:
-                    hints.append(f"{key!r}: did you mean {close[0]!r}?")
-            hint = f" ({'; '.join(hints)})" if hints else ""
-            warnings.warn(
-                f"options file {path} has keys that are not options of this package, "
-                f"skipped: {unknown}{hint}",
-                UserWarning,
-                stacklevel=4,
-            )
-        known = {k: v for k, v in data.items() if k in fields}
-        for key, value in known.items():  # MATLAB logicals arrive as 0 / 1
-            if fields[key].annotation is bool and value in (0, 1):
-                known[key] = bool(value)
-        return cls(**known)
+        path = Path(path)
+        data = read_options_file(path)
+        return cls(**known_options(data, cls.model_fields, path, "warn", stacklevel=2))
 
 
 #: Options that are code, not configuration: never written to option files.
 _NOT_SAVED = ("get_displacement_factory", "get_displacement_impl")
-
-
-def _config_suffix(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix not in CONFIG_SUFFIXES:
-        raise ValueError(
-            f"options file must end in one of {list(CONFIG_SUFFIXES)}, got {path.name!r}"
-        )
-    return suffix
