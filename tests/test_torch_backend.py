@@ -25,6 +25,7 @@ from pyflowreg.core import FlowParameters, estimate, prepare_reference  # noqa: 
 from pyflowreg.core import pyramid as cp  # noqa: E402
 from pyflowreg.core import solver as cs  # noqa: E402
 from pyflowreg.core import tensors as ct  # noqa: E402
+from pyflowreg.core.warp import level_coefficients  # noqa: E402
 from pyflowreg.core.warp import warp_level as core_warp_level  # noqa: E402
 from pyflowreg.datasets import make_pair  # noqa: E402
 from pyflowreg.metrics import endpoint_error  # noqa: E402
@@ -80,12 +81,36 @@ def test_pyramid_equals_core_direct_levels(shape, finest):
         np.testing.assert_allclose(ours[lvl][0].numpy(), ref, atol=1e-12, err_msg=f"level {lvl}")
 
 
-def test_warp_level_equals_core():
+@pytest.mark.parametrize("n", [1, 2, 7, 40])
+def test_spline_matrix_equals_core_prefilter(n):
+    img = np.random.default_rng(9).random((2, 5, n))
+    got = np.einsum("kj,cij->cik", tk.spline_matrix(n), img)  # along the rows only
+    expected = level_coefficients(img.reshape(10, 1, n)).reshape(2, 5, n)
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(("shape", "finest"), [((48, 64), 0), ((12, 30), 1)])
+def test_spline_pyramid_equals_core_coefficients(shape, finest):
+    """The moving frames' levels are the B-spline coefficients of the core's levels."""
+    img = np.random.default_rng(10).random((2, *shape))
+    shapes = cp.level_shapes(shape, 0.8, 100)
+    backend = TorchBackend(FlowParameters(), {"device": "cpu", "dtype": "float64"})
+    ours = backend._pyramid(_t(img)[None], shapes, finest, spline=True)
+    for lvl, ref in enumerate(cp.build_pyramid(img, shapes, finest)):
+        if ref is not None:
+            np.testing.assert_allclose(
+                ours[lvl][0].numpy(), level_coefficients(ref), atol=1e-11, err_msg=f"level {lvl}"
+            )
+
+
+@pytest.mark.parametrize("shape", [(20, 24), (2, 9)])
+def test_warp_level_equals_core(shape):
     rng = np.random.default_rng(2)
-    mov, ref = rng.random((2, 2, 20, 24))
-    u, v = rng.uniform(-6, 6, (2, 20, 24))  # some samples fall outside and take ref
-    expected = core_warp_level(mov, ref, u, v, 1.25, 1.5)
-    got = tk.warp_level(_t(mov)[None], _t(ref)[None], _t(u)[None], _t(v)[None], 1.25, 1.5)
+    mov, ref = rng.random((2, 2, *shape))
+    u, v = rng.uniform(-6, 6, (2, *shape))  # some samples fall outside and take ref
+    coefficients = level_coefficients(mov)
+    expected = core_warp_level(coefficients, ref, u, v, 1.25, 1.5)
+    got = tk.warp_level(_t(coefficients)[None], _t(ref)[None], _t(u)[None], _t(v)[None], 1.25, 1.5)
     np.testing.assert_allclose(got[0].numpy(), expected, atol=1e-12)
 
 
@@ -207,7 +232,9 @@ def test_batches_and_initial_fields():
     w1 = one.estimate(one.prepare_reference(ref), frames)
     w3 = three.estimate(three.prepare_reference(ref), frames)
     np.testing.assert_allclose(w1, w3, atol=1e-6)
-    assert np.array_equal(w1[1], np.zeros_like(w1[1]))  # the reference itself: zero flow
+    # the reference itself: zero flow up to rounding (the B-spline level warp reproduces the
+    # samples at zero displacement only up to the rounding of its prefilter)
+    assert np.abs(w1[1]).max() < 1e-12
     # a per-frame initial field equals solving each frame from its own start
     uv = np.stack([w_true, np.zeros_like(w_true), 0.5 * w_true])
     w_uv = three.estimate(three.prepare_reference(ref), frames, uv)
@@ -313,7 +340,7 @@ def test_cuda_agrees_with_cpu(graphs):
             w_cpu = estimate(prepare_reference(ref, params), mov)
             assert _mean_epd(w_gpu[0], w_cpu) <= 0.05
             assert _mean_epd(w_gpu[2], w_cpu) <= 0.05
-            assert np.abs(w_gpu[1]).max() < 1e-6  # the reference itself
+            assert np.abs(w_gpu[1]).max() < 1e-4  # the reference itself (float32 B-spline warp)
             epe_gpu = endpoint_error(w_gpu[0], w_true).mean
             assert abs(epe_gpu - endpoint_error(w_cpu, w_true).mean) <= 0.02
         backend.close()

@@ -39,6 +39,7 @@ from .torch_kernels import (
     motion_tensor,
     resize_matrix,
     smooth_matrix,
+    spline_matrix,
     warp_level,
 )
 from .torch_median import median5
@@ -158,24 +159,35 @@ class TorchBackend(FlowBackend):
         self._solve = self._estimate_batch
         if graphs and self.device.type == "cuda":
             self._solve = GraphCache(self._estimate_batch, self.device)
-        self._matrices: dict[tuple[int, int, float | None], torch.Tensor] = {}
+        self._matrices: dict[tuple, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
 
-    def _matrix(self, n_src: int, n_dst: int, sigma: float | None = None) -> torch.Tensor | None:
-        """Device resampling matrix ``(n_dst, n_src)``, cached per ``(n_src, n_dst, sigma)``.
-
-        ``sigma`` None: plain cubic resize (None when the size does not change); else a pyramid
-        axis from full resolution, blur of ``sigma`` px fused with the resize (never None: the
-        blur applies even where the size does not change).
-        """
-        if sigma is None and n_src == n_dst:
+    def _matrix(self, n_src: int, n_dst: int) -> torch.Tensor | None:
+        """Device cubic resize matrix ``(n_dst, n_src)``; None when the size does not change."""
+        if n_src == n_dst:
             return None
-        key = (n_src, n_dst, sigma)
+        key = ("resize", n_src, n_dst)
         if key not in self._matrices:
-            mat = (
-                resize_matrix(n_src, n_dst) if sigma is None else smooth_matrix(n_src, n_dst, sigma)
-            )
+            mat = resize_matrix(n_src, n_dst)
+            self._matrices[key] = torch.as_tensor(mat, dtype=self.dtype, device=self.device)
+        return self._matrices[key]
+
+    def _level_matrix(
+        self, n_full: int, n_level: int, sigma: float | None, spline: bool
+    ) -> torch.Tensor:
+        """Device matrix ``(n_level, n_full)`` of one pyramid axis, cached per its arguments.
+
+        ``sigma``: blur of ``sigma`` px fused with the cubic resize from full resolution (it
+        applies even where the size does not change); None for level 0 (identity). ``spline``:
+        followed by the level's cubic B-spline prefilter (the coefficients the level warp
+        interpolates), folded into the same matrix.
+        """
+        key = ("level", n_full, n_level, sigma, spline)
+        if key not in self._matrices:
+            mat = np.eye(n_full) if sigma is None else smooth_matrix(n_full, n_level, sigma)
+            if spline:
+                mat = spline_matrix(n_level) @ mat
             self._matrices[key] = torch.as_tensor(mat, dtype=self.dtype, device=self.device)
         return self._matrices[key]
 
@@ -185,22 +197,24 @@ class TorchBackend(FlowBackend):
         mx = self._matrix(x.shape[-1], shape[1])
         return apply_axes(x, my, None if mx is None else mx.T)
 
-    def _pyramid(self, img: torch.Tensor, shapes, finest: int) -> list:
+    def _pyramid(self, img: torch.Tensor, shapes, finest: int, spline: bool = False) -> list:
         """Pyramid of ``img`` (T, C, H, W); levels finer than ``finest`` are None.
 
         Every level ``i >= 1`` is resampled directly from the full-resolution frame (blur of
         ``0.6 / s`` px fused with the cubic resize, rows then columns, as
-        :func:`pyflowreg.core.pyramid.build_pyramid`).
+        :func:`pyflowreg.core.pyramid.build_pyramid`). With ``spline`` the levels are the cubic
+        B-spline coefficients of those images (:func:`pyflowreg.core.warp.level_coefficients`),
+        which is all the level warp reads of the moving frames: one matrix per axis does both.
         """
         levels: list = [None] * len(shapes)
         full = shapes[0]
         for i in range(max(finest, 0), len(shapes)):
-            if i == 0:
+            if i == 0 and not spline:
                 levels[0] = img
                 continue
-            sigma = level_sigma(full, shapes[i])
-            my = self._matrix(full[0], shapes[i][0], sigma)
-            mx = self._matrix(full[1], shapes[i][1], sigma)
+            sigma = None if i == 0 else level_sigma(full, shapes[i])
+            my = self._level_matrix(full[0], shapes[i][0], sigma, spline)
+            mx = self._level_matrix(full[1], shapes[i][1], sigma, spline)
             levels[i] = apply_axes(img, my, mx.T)
         return levels
 
@@ -321,7 +335,7 @@ class TorchBackend(FlowBackend):
         h, w = prep.shape
         shapes = prep.shapes
         coarsest = len(shapes) - 1
-        pyramid = self._pyramid(mov, shapes, prep.finest)
+        pyramid = self._pyramid(mov, shapes, prep.finest, spline=True)
         flow = self._resize(flow, shapes[coarsest])
         for lvl in range(coarsest, prep.finest - 1, -1):
             lh, lw = shapes[lvl]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..core.pyramid import cubic_taps, smooth_taps
-from ..core.warp import LEVEL_A
+from ..core.warp import level_coefficients
 
 EPS = 1e-5  # Charbonnier epsilon (ALGORITHM.md)
 GRAD_EPS = 1e-6  # gradient-constancy normalisation
@@ -49,6 +49,14 @@ def smooth_matrix(n_src: int, n_dst: int, sigma: float) -> np.ndarray:
     return mat
 
 
+def spline_matrix(n: int) -> np.ndarray:
+    """``(n, n)`` float64 matrix of the cubic B-spline prefilter along one axis (mirror
+    boundaries): column ``k`` is :func:`~pyflowreg.core.warp.level_coefficients` of the unit
+    line ``e_k`` (the prefilter is linear and separable)."""
+    lines = np.eye(n).reshape(n, 1, n)  # n one-row "channels"
+    return np.ascontiguousarray(level_coefficients(lines)[:, 0, :].T)
+
+
 def apply_axes(x: torch.Tensor, my: torch.Tensor | None, mx_t: torch.Tensor | None) -> torch.Tensor:
     """Resample the last two axes of ``x`` (..., h, w): ``my @ x @ mx_t`` (None = unchanged)."""
     if my is not None:
@@ -61,34 +69,47 @@ def apply_axes(x: torch.Tensor, my: torch.Tensor | None, mx_t: torch.Tensor | No
 # ----------------------------------------------------------------------------- warp
 
 
-def cubic_weights(t: torch.Tensor, a: float) -> tuple[torch.Tensor, ...]:
-    """Keys cubic-convolution weights (parameter ``a``) of the taps at offsets -1, 0, 1, 2 for
-    fractions ``t`` in [0, 1) (:func:`pyflowreg.core.warp.cubic_weights`)."""
+def bspline_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Cubic B-spline weights of the taps at offsets -1, 0, 1, 2 for fractions ``t`` in [0, 1)
+    (:func:`pyflowreg.core.warp.bspline_weights`)."""
+    s = 1.0 - t
     t2 = t * t
     t3 = t2 * t
     return (
-        a * (t3 - 2.0 * t2 + t),
-        (a + 2.0) * t3 - (a + 3.0) * t2 + 1.0,
-        -(a + 2.0) * t3 + (2.0 * a + 3.0) * t2 - a * t,
-        a * (t2 - t3),
+        s * s * s / 6.0,
+        (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
+        (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+        t3 / 6.0,
     )
 
 
+def reflect_(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Whole-sample symmetric index in place (-1 -> 1, n -> n - 2; :func:`~pyflowreg.core.warp.
+    reflect`), the extension the spline coefficients assume."""
+    if n == 1:
+        return i.zero_()
+    period = 2 * n - 2
+    i.remainder_(period)
+    return torch.where(i >= n, period - i, i)
+
+
 def warp_level(
-    moving: torch.Tensor,
+    coefficients: torch.Tensor,
     reference: torch.Tensor,
     u: torch.Tensor,
     v: torch.Tensor,
     hx: float,
     hy: float,
 ) -> torch.Tensor:
-    """Bicubic backward warp of ``moving`` (T, C, h, w) by the level flow ``u``, ``v`` (T, h, w).
+    """Backward warp of a level image by the level flow ``u``, ``v`` (T, h, w).
 
-    Samples at ``(y + v / hy, x + u / hx)`` (level pixels, flow in full-resolution pixels) with
-    4x4 Keys taps (``a`` = :data:`~pyflowreg.core.warp.LEVEL_A`, -0.75) and clamped indices;
-    positions outside ``[0, n-1]`` on either axis take the ``reference`` (1 or T, C, h, w) value.
+    ``coefficients`` (T, C, h, w) are the moving level's cubic B-spline coefficients (see
+    :func:`spline_matrix`); samples at ``(y + v / hy, x + u / hx)`` (level pixels, flow in
+    full-resolution pixels) interpolate them with the cubic B-spline's 4x4 taps, indices reflected
+    (:func:`pyflowreg.core.warp.warp_level`); positions outside ``[0, n-1]`` on either axis take
+    the ``reference`` (1 or T, C, h, w) value.
     """
-    t, c, h, w = moving.shape
+    t, c, h, w = coefficients.shape
     ys = torch.arange(h, device=u.device, dtype=u.dtype).view(1, h, 1)
     xs = torch.arange(w, device=u.device, dtype=u.dtype).view(1, 1, w)
     y = v / hy + ys
@@ -99,13 +120,13 @@ def warp_level(
     x = torch.nan_to_num(x).clamp_(-1.0, float(w))
     y0 = torch.floor(y)
     x0 = torch.floor(x)
-    wy = cubic_weights(y - y0, LEVEL_A)
-    wx = cubic_weights(x - x0, LEVEL_A)
+    wy = bspline_weights(y - y0)
+    wx = bspline_weights(x - x0)
     yi = y0.long()
     xi = x0.long()
-    rows = [((yi + (k - 1)).clamp_(0, h - 1) * w).view(t, 1, h * w) for k in range(4)]
-    cols = [(xi + (k - 1)).clamp_(0, w - 1).view(t, 1, h * w) for k in range(4)]
-    flat = moving.reshape(t, c, h * w)
+    rows = [(reflect_(yi + (k - 1), h) * w).view(t, 1, h * w) for k in range(4)]
+    cols = [reflect_(xi + (k - 1), w).view(t, 1, h * w) for k in range(4)]
+    flat = coefficients.reshape(t, c, h * w)
     out = None
     for a in range(4):
         acc = None
