@@ -85,7 +85,7 @@ def _kernel_diffs() -> dict[str, float]:
     from pyflowreg.core import tensors as ct
     from pyflowreg.core.flow import level_step, pad_edge, prepare_reference
     from pyflowreg.core.solver import MEDIAN25
-    from pyflowreg.core.warp import warp_level
+    from pyflowreg.core.warp import level_coefficients, warp_level
 
     rng = np.random.default_rng(11)
     h, w = SHAPE
@@ -120,14 +120,25 @@ def _kernel_diffs() -> dict[str, float]:
     d = cuda.device_array((5, 2, h, w), np.float32)
     launch(k.derivatives, (w, h, 2), full, d, *scales)
     record("derivatives", d.copy_to_host(), ct.derivatives(img, hx, hy))
-    # level warp (Keys a = -0.75, outside samples from the reference); two frames, two channels
+    # B-spline prefilter of the level images (exact periodic sum, and the truncated one of
+    # lines longer than 30 px)
+    worst = 0.0
+    for shape in ((4, h, w), (2, 3, 40), (2, 33, 1)):
+        lines = rng.random(shape).astype(np.float32)
+        dev = cuda.to_device(lines)
+        backend._spline(dev)
+        worst = max(worst, float(np.abs(dev.copy_to_host() - level_coefficients(lines)).max()))
+    diffs["spline"] = worst
+    # level warp (B-spline of the coefficients, outside samples from the reference); two frames,
+    # two channels
     ref = rng.random((2, h, w)).astype(np.float32)
     mov = rng.random((2, 2, h, w)).astype(np.float32)
+    coefficients = np.stack([level_coefficients(m) for m in mov])
     flow = rng.uniform(-4, 4, (2, 2, h, w)).astype(np.float32)  # (2, B, h, w)
     warped = cuda.device_array((4, h, w), np.float32)
-    args = (cuda.to_device(mov.reshape(4, h, w)), cuda.to_device(ref), cuda.to_device(flow))
-    launch(k.warp_level, (w, h, 2), *args, warped, 2, hx, hy)
-    expected = [warp_level(mov[b], ref, flow[0, b], flow[1, b], hx, hy) for b in range(2)]
+    args = (cuda.to_device(coefficients.reshape(4, h, w)), cuda.to_device(ref))
+    launch(k.warp_level, (w, h, 2), *args, cuda.to_device(flow), warped, 2, hx, hy)
+    expected = [warp_level(coefficients[b], ref, flow[0, b], flow[1, b], hx, hy) for b in range(2)]
     record("warp_level", warped.copy_to_host(), np.concatenate(expected))
     # motion tensors on every frame pixel, zero ghost ring
     ref_d = ct.derivatives(ref, hx, hy)
@@ -163,7 +174,7 @@ def _kernel_diffs() -> dict[str, float]:
         bufs = backend._get_buffers(2, prep_gpu)
         moving = [cp.build_pyramid(np.moveaxis(f, -1, 0).copy(), list(prep.shapes), 0)[lvl]
                   for f in frames]  # fmt: skip
-        bufs.pyramid[lvl].copy_to_device(np.concatenate(moving))
+        bufs.pyramid[lvl].copy_to_device(np.concatenate([level_coefficients(m) for m in moving]))
         uv = rng.normal(0, 0.5, (2, 2, lh, lw)).astype(np.float32)
         level_flow = view(bufs.flows[0], (2, 2, lh, lw))
         level_flow.copy_to_device(uv)

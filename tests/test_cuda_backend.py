@@ -88,6 +88,7 @@ def test_simulator_agrees_with_cpu(name, tmp_path):
 KERNEL_TOLERANCES = {
     "pyramid": 1e-6,
     "derivatives": 1e-6,
+    "spline": 1e-6,
     "warp_level": 1e-6,
     "motion_tensor_gc": 2e-5,
     "motion_tensor_gray": 1e-6,
@@ -100,7 +101,8 @@ KERNEL_TOLERANCES = {
 
 def test_simulator_kernels_equal_core(tmp_path):
     """Each kernel against its core counterpart: pyramid levels resampled from the full frame
-    (fused blur + cubic), compact second differences, the a = -0.75 level warp, motion tensors on
+    (fused blur + cubic), compact second differences, the B-spline prefilter of the moving
+    levels and the B-spline level warp, motion tensors on
     every frame pixel with a zero ghost ring, the edge-replicated solver start, and whole level
     steps (both solver paths, robust smoothness, gray constancy) against core.flow.level_step."""
     data = _run_simulator("kernels", tmp_path)

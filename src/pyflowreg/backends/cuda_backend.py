@@ -1,9 +1,9 @@
 """The ``flowreg_cuda`` flow backend: the flow engine as numba CUDA kernels.
 
 A batch of frames goes through the whole coarse-to-fine solve on the device — pyramid levels
-resampled from the full frame, warps, motion tensors, red-black SOR with lagged weights on the
-frame plus a ghost ring, 5x5 median, prolongation and final upsampling — with the frame axis as a
-grid dimension; only frames go up and fields come back.
+resampled from the full frame, B-spline warps, motion tensors, red-black SOR with lagged weights
+on the frame plus a ghost ring, 5x5 median, prolongation and final upsampling — with the frame
+axis as a grid dimension; only frames go up and fields come back.
 The numerics are those of :mod:`pyflowreg.core` (docs/numerics.md), in float32.
 
 Example
@@ -200,6 +200,7 @@ class CudaBackend(FlowBackend):
         self._block2d = (8, 8, 1) if self.simulator else (32, 8, 1)
         self._solver_threads = 32 if self.simulator else 256
         self._sweep_block = (8, 4, 1) if self.simulator else (32, 8, 1)
+        self._line_threads = 8 if self.simulator else 128
         self._tables: dict = {}
         self._buffers: dict[tuple, _Buffers] = {}
 
@@ -261,6 +262,15 @@ class CudaBackend(FlowBackend):
         k = self._k
         self._launch(k.smooth_rows, (ws, hd, n), src, mid, *self._smooth_table(hs, hd, sigma))
         self._launch(k.smooth_cols, (wd, hd, n), mid, out, *self._smooth_table(ws, wd, sigma))
+
+    def _spline(self, img) -> None:
+        """In place: the cubic B-spline coefficients of ``img`` (N, h, w), the only form in
+        which the level warp reads the moving frames (:func:`pyflowreg.core.warp.
+        level_coefficients`): one thread per row, then one per column."""
+        n, h, w = img.shape
+        t = self._line_threads
+        self._k.spline_rows[(-(-h // t), 1, n), (t, 1, 1)](img)
+        self._k.spline_cols[(-(-w // t), 1, n), (t, 1, 1)](img)
 
     def _context(self):
         return self._cuda.gpus[self.device]
@@ -434,6 +444,9 @@ class CudaBackend(FlowBackend):
             self._launch(k.to_planar, (w, h, b), bufs.frames, bufs.pyramid[0], False)
         for lvl in range(max(finest, 1), len(shapes)):
             self._downsample(bufs.pyramid[0], bufs.pyramid[lvl], bufs.tmp[0])
+            self._spline(bufs.pyramid[lvl])
+        if finest == 0:  # last: the frames were the source of every other level
+            self._spline(bufs.pyramid[0])
         cur = 0
         self._initial_flow(prepared, bufs, uv, view(bufs.flows[0], (2, b, *shapes[coarsest])))
         for lvl in range(coarsest, finest - 1, -1):

@@ -27,7 +27,7 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from ..core.warp import LEVEL_A
+POLE = math.sqrt(3.0) - 2.0  # the cubic B-spline's recursive-filter pole (core.warp._POLE)
 
 EPS = np.float32(1e-5)
 TENSOR_EPS = np.float32(1e-6)
@@ -154,24 +154,113 @@ def _clamp(i, n):
 
 
 @cuda.jit(device=True, inline=True)
-def _cubic(t, a):
-    """Keys cubic-convolution weights (parameter ``a``) of the taps at offsets -1, 0, 1, 2 for a
-    sample at ``t`` (:func:`pyflowreg.core.warp.cubic_weights`)."""
+def _reflect(i, n):
+    """Whole-sample symmetric index (-1 -> 1, n -> n - 2): the extension the B-spline
+    coefficients assume (:func:`pyflowreg.core.warp.reflect`)."""
+    if n == 1:
+        return 0
+    period = 2 * n - 2
+    i = i % period
+    if i < 0:
+        i += period
+    if i >= n:
+        i = period - i
+    return i
+
+
+@cuda.jit(device=True, inline=True)
+def _bspline(t):
+    """Cubic B-spline weights of the taps at offsets -1, 0, 1, 2 for a sample at ``t``."""
+    s = 1.0 - t
     t2 = t * t
     t3 = t2 * t
     return (
-        a * (t3 - 2.0 * t2 + t),
-        (a + 2.0) * t3 - (a + 3.0) * t2 + 1.0,
-        -(a + 2.0) * t3 + (2.0 * a + 3.0) * t2 - a * t,
-        a * (t2 - t3),
+        s * s * s / 6.0,
+        (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
+        (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+        t3 / 6.0,
     )
+
+
+@cuda.jit(device=True, inline=True)
+def _line_get(a, n, f, k, along_rows):
+    return a[n, f, k] if along_rows else a[n, k, f]
+
+
+@cuda.jit(device=True, inline=True)
+def _line_set(a, n, f, k, along_rows, value):
+    if along_rows:
+        a[n, f, k] = value
+    else:
+        a[n, k, f] = value
+
+
+@cuda.jit(device=True, inline=True)
+def _spline_line(a, n, f, m, along_rows):
+    """In place: cubic B-spline coefficients (mirror boundaries) of one line of ``m`` values of
+    ``a`` (N, h, w), row ``f`` (``along_rows``) or column ``f`` of image ``n``: Unser's
+    causal/anti-causal recursion as :func:`pyflowreg.core.warp.level_coefficients`, carried in
+    float64 (the line itself holds the float32 intermediate values)."""
+    if m == 1:
+        return
+    z = POLE
+    total = 0.0
+    if m <= 30:  # exact sum over one period (2m - 2) of the mirrored line
+        z2 = z ** (2 * m - 2)
+        zk = 1.0
+        for k in range(m):
+            x = 6.0 * _line_get(a, n, f, k, along_rows)
+            total += zk * x
+            if 0 < k < m - 1:
+                total += (z2 / zk) * x
+            zk *= z
+        total /= 1.0 - z2
+    else:  # |z|^30 < 1e-17
+        zk = 1.0
+        for k in range(30):
+            total += zk * (6.0 * _line_get(a, n, f, k, along_rows))
+            zk *= z
+    prev2 = 0.0
+    prev = total
+    _line_set(a, n, f, 0, along_rows, prev)
+    for k in range(1, m):
+        prev2 = prev
+        prev = 6.0 * _line_get(a, n, f, k, along_rows) + z * prev
+        _line_set(a, n, f, k, along_rows, prev)
+    nxt = (z / (z * z - 1.0)) * (z * prev2 + prev)
+    _line_set(a, n, f, m - 1, along_rows, nxt)
+    for k in range(m - 2, -1, -1):
+        nxt = z * (nxt - _line_get(a, n, f, k, along_rows))
+        _line_set(a, n, f, k, along_rows, nxt)
+
+
+@cuda.jit(cache=True)
+def spline_rows(img):
+    """In place: B-spline prefilter along the rows (axis 2) of ``img`` (N, h, w); grid
+    ``(rows, 1, N)``, one thread per row."""
+    i, _, n = cuda.grid(3)
+    n_img, h, w = img.shape
+    if i < h and n < n_img:
+        _spline_line(img, n, i, w, True)
+
+
+@cuda.jit(cache=True)
+def spline_cols(img):
+    """In place: B-spline prefilter along the columns (axis 1) of ``img`` (N, h, w); grid
+    ``(columns, 1, N)``, one thread per column (coalesced across threads)."""
+    j, _, n = cuda.grid(3)
+    n_img, h, w = img.shape
+    if j < w and n < n_img:
+        _spline_line(img, n, j, h, False)
 
 
 @cuda.jit(cache=True)
 def warp_level(moving, ref, flow, out, n_channels, hx, hy):
-    """Bicubic backward warp (Keys a = :data:`~pyflowreg.core.warp.LEVEL_A`) of ``moving``
-    (B*C, h, w) by ``flow`` (2, B, h, w) into ``out``; samples outside the level take the
-    reference ``ref`` (C, h, w). Positions in float64."""
+    """Backward warp of a level by ``flow`` (2, B, h, w) into ``out`` (B*C, h, w): ``moving``
+    (B*C, h, w) holds the level images' cubic B-spline coefficients (:func:`spline_rows`,
+    :func:`spline_cols`), interpolated with the B-spline's 4x4 taps at reflected indices
+    (:func:`pyflowreg.core.warp.warp_level`); samples outside the level take the reference
+    ``ref`` (C, h, w). Positions in float64."""
     j, i, b = cuda.grid(3)
     _, n_b, h, w = flow.shape
     if j >= w or i >= h or b >= n_b:
@@ -184,12 +273,12 @@ def warp_level(moving, ref, flow, out, n_channels, hx, hy):
         return
     y0 = math.floor(y)
     x0 = math.floor(x)
-    wy0, wy1, wy2, wy3 = _cubic(y - y0, LEVEL_A)
-    wx0, wx1, wx2, wx3 = _cubic(x - x0, LEVEL_A)
+    wy0, wy1, wy2, wy3 = _bspline(y - y0)
+    wx0, wx1, wx2, wx3 = _bspline(x - x0)
     yi = int(y0)
     xi = int(x0)
-    xm, xa, xb, xc = _clamp(xi - 1, w), _clamp(xi, w), _clamp(xi + 1, w), _clamp(xi + 2, w)
-    ym, ya, yb, yc = _clamp(yi - 1, h), _clamp(yi, h), _clamp(yi + 1, h), _clamp(yi + 2, h)
+    xm, xa, xb, xc = _reflect(xi - 1, w), _reflect(xi, w), _reflect(xi + 1, w), _reflect(xi + 2, w)
+    ym, ya, yb, yc = _reflect(yi - 1, h), _reflect(yi, h), _reflect(yi + 1, h), _reflect(yi + 2, h)
     for c in range(n_channels):
         n = b * n_channels + c
         r0 = wx0 * moving[n, ym, xm] + wx1 * moving[n, ym, xa] + wx2 * moving[n, ym, xb]
