@@ -41,6 +41,24 @@ import numpy as np
 
 PROG = "pyflowreg"
 QUALITIES = ("quality", "balanced", "fast")
+INTERPOLATIONS = ("cubic", "catmull_rom", "bspline", "lanczos3", "linear", "nearest")  # core.warp
+
+
+def _alpha_arg(text: str):
+    """``--alpha``: "auto", a number, or "AX,AY"."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'expected a number, "AX,AY" or "auto", got {text!r}'
+        ) from None
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f'expected a number, "AX,AY" or "auto", got {text!r}')
+    return values[0] if len(values) == 1 else values
+
+
 EXECUTORS = ("sequential", "threading", "multiprocessing", "dask")
 PLOT_HINT = 'install the plot extra for the report: pip install "pyflowreg[plot]"'
 
@@ -84,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", metavar="OUTDIR", help="output folder (default: results)")
     p.add_argument("--quality", choices=QUALITIES, help="speed/accuracy preset")
+    p.add_argument(
+        "--alpha",
+        type=_alpha_arg,
+        metavar="ALPHA",
+        help='smoothness weight: a number, "AX,AY", or "auto" (chosen from the data by '
+        "held-out-block cross-validation; best for smooth motion). Default 1.5",
+    )
+    p.add_argument(
+        "--interpolation",
+        choices=INTERPOLATIONS,
+        help="kernel of the output warp (default cubic; see docs/numerics.md)",
+    )
     p.add_argument("--buffer-size", type=int, help="frames per batch (default 400)")
     p.add_argument("--backend", help="flow backend, see `pyflowreg backends` (default flowreg)")
     p.add_argument("--device", help='device of a GPU backend, e.g. "cuda:0"')
@@ -292,6 +322,8 @@ def _build_options(args: argparse.Namespace):
     flags = {
         "output_path": args.output,
         "quality_setting": args.quality,
+        "alpha": args.alpha,
+        "interpolation_method": args.interpolation,
         "buffer_size": args.buffer_size,
         "flow_backend": args.backend,
         "save_w": args.save_w,

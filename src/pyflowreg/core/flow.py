@@ -11,6 +11,7 @@ Typical use registers many frames against one reference::
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -268,12 +269,22 @@ def get_displacement(
     """Displacement field ``w`` (H, W, 2) for which ``warp(moving, w)`` aligns to ``reference``.
 
     Frames are ``(H, W)`` or ``(H, W, C)`` floats scaled to about [0, 1] (and usually
-    pre-filtered; see :mod:`pyflowreg.core.preprocess`). Parameters are those of ALGORITHM.md.
+    pre-filtered; see :mod:`pyflowreg.core.preprocess`). Parameters are those of ALGORITHM.md;
+    ``alpha="auto"`` chooses the smoothness weight from this pair by held-out-block
+    cross-validation (:func:`pyflowreg.core.alpha.select_alpha`, about 16 solves more).
     """
+    auto = isinstance(alpha, str)
+    if auto and alpha != "auto":
+        raise ValueError(f'alpha must be a number, a pair or "auto", got {alpha!r}')
     params = FlowParameters(
-        alpha=alpha, levels=levels, min_level=min_level, eta=eta, iterations=iterations,
-        update_lag=update_lag, a_data=a_data, a_smooth=a_smooth,
+        alpha=1.5 if auto else alpha, levels=levels, min_level=min_level, eta=eta,
+        iterations=iterations, update_lag=update_lag, a_data=a_data, a_smooth=a_smooth,
         constancy_assumption=constancy_assumption,
     )  # fmt: skip
+    if auto:
+        from .alpha import select_alpha  # here: alpha builds on this module
+
+        chosen = select_alpha(reference, moving, params, weight=weight, uv=uv, dtype=dtype)
+        params = replace(params, alpha=(chosen.alpha, chosen.alpha))
     prepared = prepare_reference(reference, params, weight=weight, dtype=dtype)
     return estimate(prepared, moving, uv)

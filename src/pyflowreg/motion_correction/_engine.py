@@ -14,11 +14,12 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from ..core.alpha import select_alpha
 from ..executors.base import PendingBatch, WarpSettings
 from ._source import FrameSource, ReadAhead, batch_ranges
 from .initialization import InitialFlowPlanner
@@ -93,6 +94,7 @@ class RunState:
     n_workers: int = 1
     flow_seconds: float = 0.0
     reference_flow_seconds: float = 0.0
+    alpha_selection: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -234,6 +236,26 @@ class RunSetup(NamedTuple):
     planner: InitialFlowPlanner
 
 
+#: Frames the smoothness weight is validated on with ``alpha="auto"``.
+AUTO_ALPHA_FRAMES = 4
+
+
+def _auto_alpha(options, source, ref_pre, params, weight, state: RunState):
+    """Choose the smoothness weight on a few frames (evenly spread over the reference frames,
+    or over the recording when a reference image was given); returns the run's parameters."""
+    n = len(source)
+    if options.reference_is_image:
+        pool = np.arange(n)
+    else:
+        pool = np.asarray(options.resolved_reference_frames(n))
+    picks = pool[np.linspace(0, len(pool) - 1, min(AUTO_ALPHA_FRAMES, len(pool))).astype(int)]
+    frames = np.stack([source.read(int(i), int(i) + 1)[1][0] for i in picks])
+    chosen = select_alpha(ref_pre, frames, params, weight=weight)
+    state.alpha_selection = dict(chosen.as_dict(), frames=[int(i) for i in picks])
+    logger.info("alpha='auto': chose %.3g (%s)", chosen.alpha, state.alpha_selection["method"])
+    return replace(params, alpha=(chosen.alpha, chosen.alpha))
+
+
 def prepare_run(reader, options, executor, sink, state: RunState, reference, name) -> RunSetup:
     """Reference, normalisation, frame source, batches and initial-flow planner of a run.
 
@@ -258,9 +280,11 @@ def prepare_run(reader, options, executor, sink, state: RunState, reference, nam
     sink.start(ref_raw)
     source = FrameSource(reader, low, high, sigma, name=name, workers=threads)
     batches = batch_ranges(n_frames, options.buffer_size)
-    executor.reconfigure(
-        options.flow_parameters(), WarpSettings(options.interpolation_method, dtype)
-    )
+    params = options.flow_parameters()
+    if options.alpha == "auto":
+        state.stage = "choosing alpha"
+        params = _auto_alpha(options, source, ref_pre, params, weight, state)
+    executor.reconfigure(params, WarpSettings(options.interpolation_method, dtype))
     executor.set_reference(ref_pre, weight)
     planner = InitialFlowPlanner(
         source,

@@ -160,7 +160,11 @@ def _check_input_file(value: Any) -> Any:
     return _path("input_file", value)
 
 
-def _check_alpha(value: Any) -> tuple[float, float]:
+def _check_alpha(value: Any) -> tuple[float, float] | str:
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return "auto"
+        raise ValueError(f'alpha must be > 0, a pair (alpha_x, alpha_y) or "auto", got {value!r}')
     pair = value if isinstance(value, (list, tuple, np.ndarray)) else [value, value]
     if len(pair) != 2:
         raise ValueError(f"alpha must be a scalar or a pair (alpha_x, alpha_y), got {value}")

@@ -620,6 +620,10 @@ def _write_meta(outputs, options, state, statistics, executor, seconds, start_ti
             "frames_per_second": state.n_frames / seconds if seconds > 0 else None,
             "flow_seconds": state.flow_seconds,
             "reference_flow_seconds": state.reference_flow_seconds,
+            "alpha": list(options.flow_parameters().alpha)
+            if state.alpha_selection is None
+            else [state.alpha_selection["alpha"]] * 2,
+            "alpha_selection": state.alpha_selection,
             "executor": executor,
             "n_workers": state.n_workers,
             "flow_backend": options.flow_backend,

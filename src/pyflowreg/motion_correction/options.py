@@ -92,8 +92,13 @@ class OFOptions(BaseModel):
         ``-1``: from ``quality_setting`` (``"custom"`` without a level solves down to 0).
         A level ``>= 0`` switches ``quality_setting`` to ``"custom"``; assigning a named
         preset afterwards sets ``min_level`` back to -1.
-    alpha : float or (float, float), default (1.5, 1.5)
-        Smoothness weights ``(alpha_x, alpha_y)``, > 0; a scalar means both.
+    alpha : float or (float, float) or "auto", default (1.5, 1.5)
+        Smoothness weights ``(alpha_x, alpha_y)``, > 0; a scalar means both. ``"auto"``
+        chooses one weight from the recording by held-out-block cross-validation on four
+        reference frames before the registration (:func:`pyflowreg.core.alpha.select_alpha`;
+        ``run.json`` records the choice). Use it when the motion is smooth (rigid shifts,
+        slow deformation), where weights far above 1.5 are much more accurate; it costs about
+        64 extra flow estimates per run.
     levels, eta, iterations, update_lag, a_data, a_smooth, constancy_assumption
         Solver parameters, see ``pyflowreg.core.params.FlowParameters``;
         ``constancy_assumption`` also accepts ``"gradient"`` (= ``"gc"``) and
@@ -126,8 +131,11 @@ class OFOptions(BaseModel):
         ``1 / cc_up`` px (matrix-multiply DFT); ``1`` keeps the parabolic sub-pixel fit.
     channel_normalization : {"joint", "separate"}
         Scale intensities by the reference's min/max jointly or per channel.
-    interpolation_method : {"cubic", "linear", "nearest"}
-        Warp of the output frames.
+    interpolation_method : {"cubic", "catmull_rom", "bspline", "lanczos3", "linear", "nearest"}
+        Kernel of the output warp (docs/numerics.md measures them): ``cubic`` is Keys' cubic
+        convolution with a = -0.75 (PyFlowReg's, OpenCV's), ``catmull_rom`` a = -0.5 (smoother,
+        MATLAB's), ``bspline`` the interpolating cubic B-spline (the most faithful on clean
+        data), ``lanczos3`` the 6 x 6 windowed sinc (sharpest, most ringing).
     save_w, save_meta_info, save_valid_mask, save_valid_idx : bool
         Also write the displacement fields (False), statistics/metadata (True),
         the valid-pixel masks (False) as ``valid_mask.<ext>``, and the same masks as
@@ -166,7 +174,7 @@ class OFOptions(BaseModel):
     naming_convention: Literal["default", "batch"] = "default"
     quality_setting: QualitySetting = QualitySetting.QUALITY
     min_level: int = -1
-    alpha: tuple[float, float] = (1.5, 1.5)
+    alpha: tuple[float, float] | Literal["auto"] = (1.5, 1.5)
     levels: int = 100
     eta: float = 0.8
     iterations: int = 50
@@ -359,10 +367,13 @@ class OFOptions(BaseModel):
         """True when ``reference_frames`` is a reference image (array or file)."""
         return isinstance(self.reference_frames, (np.ndarray, Path))
 
-    def flow_parameters(self) -> FlowParameters:
-        """The solver parameters of these options."""
+    def flow_parameters(self, alpha: tuple[float, float] | None = None) -> FlowParameters:
+        """The solver parameters of these options; ``alpha`` (the chosen weights) replaces an
+        ``alpha="auto"``, which otherwise stands for the default (1.5, 1.5) here."""
+        if alpha is None:
+            alpha = (1.5, 1.5) if self.alpha == "auto" else self.alpha
         return FlowParameters(
-            alpha=self.alpha,
+            alpha=alpha,
             levels=self.levels,
             min_level=self.effective_min_level,
             eta=self.eta,
