@@ -306,6 +306,52 @@ def kernels(args) -> None:
     print(row)
 
 
+# --- alpha="auto" ------------------------------------------------------------------------------
+
+
+def auto_alpha(args) -> None:
+    """EPE with ``alpha="auto"`` against the default 1.5 (this project), and SIMA metrics."""
+    levels = [PRESETS[p] for p in args.auto_presets]
+    print(
+        f"\n## alpha='auto' against alpha=1.5: mean EPE (px), noisy reference, "
+        f"{args.auto_frames} frame(s) per case"
+    )
+    print(
+        f"{'case':>18s}"
+        + "".join(f"{p + ' 1.5':>14s}{p + ' auto':>14s}" for p in args.auto_presets)
+    )
+    for motion, snr in itertools.product(args.motions, args.snrs):
+        case = make_case(motion, snr, 2024, args.auto_frames, args.size)
+        inputs = {"reference": case["noisy_ref"], "frames": case["frames"]}
+        row = f"{motion + ' snr ' + format(snr, 'g'):>18s}"
+        fixed = run_worker(sys.executable, "flow", inputs, {"min_levels": levels})
+        auto = run_worker(sys.executable, "flow", inputs, {"min_levels": levels, "alpha": "auto"})
+        for i in range(len(levels)):
+            row += f"{epe(fixed['fields'][i], case['truth']).mean():>14.3f}"
+            row += f"{epe(auto['fields'][i], case['truth']).mean():>14.3f}"
+        print(row, flush=True)
+    path = Path(args.sima)
+    if not path.exists():
+        return
+    import tifffile
+
+    video = tifffile.imread(path)
+    reference = video[1:].astype(np.float64).mean(0)
+    print("SIMA, own output: corr / crisp")
+    for alpha in (1.5, "auto"):
+        out = run_worker(
+            sys.executable,
+            "compensate",
+            {"video": video, "reference": reference},
+            {"presets": list(PRESETS), "options": {"alpha": alpha}},
+        )
+        row = f"{'alpha ' + str(alpha):>12s}"
+        for i, preset in enumerate(PRESETS):
+            reg = out["registered"][i].astype(np.float64)
+            row += f"   {preset} {correlation(reg):.3f} / {crispness(reg.mean(0)):.1f}"
+        print(row, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peer", help="python interpreter of a peer package (own venv)")
@@ -319,6 +365,8 @@ def main() -> None:
     parser.add_argument("--refs", nargs="+", default=["clean", "noisy"])
     parser.add_argument("--speed-frames", type=int, default=8)
     parser.add_argument("--sima", default=str(SIMA))
+    parser.add_argument("--auto-presets", nargs="+", default=["quality", "balanced", "fast"])
+    parser.add_argument("--auto-frames", type=int, default=1)
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=["synthetic", "speed", "real", "kernels"]
     )
@@ -337,6 +385,8 @@ def main() -> None:
         real_data(args, sides)
     if "kernels" not in args.skip:
         kernels(args)
+    if "auto" not in args.skip:
+        auto_alpha(args)
 
 
 if __name__ == "__main__":

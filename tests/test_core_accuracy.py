@@ -66,12 +66,21 @@ def test_auto_alpha_is_much_more_accurate_on_smooth_motion(cases):
 def test_select_alpha_reports_its_grid_and_prefers_smoothness_for_smooth_motion(cases):
     ref, video, _ = cases[1]
     chosen = select_alpha(ref, video[:2], FlowParameters(min_level=4))
-    assert chosen.candidates == ALPHA_GRID
+    assert chosen.candidates == ALPHA_GRID  # 0.75, the default's fold weight, is on the grid
+    assert chosen.significant
     assert len(chosen.scores) == len(ALPHA_GRID) and all(s > 0 for s in chosen.scores)
     # the fold optimum lies inside the grid; the result is twice it (half the data per fold)
     assert 2 * ALPHA_GRID[0] <= chosen.alpha <= 2 * ALPHA_GRID[-1]
     assert chosen.alpha > 3.0
     assert chosen.as_dict()["alpha"] == chosen.alpha
+
+
+def test_select_alpha_keeps_the_default_when_no_weight_is_clearly_better():
+    # identical frames: every weight leaves the same (zero-flow) residual
+    rng = np.random.default_rng(0)
+    ref = rng.random((64, 64)).astype(np.float32)
+    chosen = select_alpha(ref, np.stack([ref, ref]), FlowParameters(min_level=2))
+    assert chosen.alpha == 1.5 and not chosen.significant
 
 
 def test_checkerboard_alternates_blocks():
