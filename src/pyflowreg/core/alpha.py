@@ -19,7 +19,7 @@ motion, the uncorrected optimum lies below the endpoint-error optimum by about t
 
 The default weight stays unless the data clearly prefer another: the best candidate must beat
 the default's residual by more than two standard errors of their paired differences over the
-validation frames and folds. On real recordings whose motion is not smooth the residuals of all
+validation frames and folds, and by at least half a per cent. On real recordings whose motion is not smooth the residuals of all
 weights lie within a fraction of a per cent of each other, and a weight chosen from such a
 flat curve would follow the noise of the validation.
 
@@ -47,6 +47,8 @@ BLOCK, MARGIN = 16, 3
 DATA_FRACTION = 0.5
 #: The weight kept when no candidate is clearly better (FlowParameters' default).
 DEFAULT_ALPHA = 1.5
+#: Smallest relative gain over the default's residual worth leaving the default for.
+MIN_GAIN = 0.005
 
 
 class AlphaSelection(NamedTuple):
@@ -190,7 +192,11 @@ def select_alpha(
     best = int(np.argmin(scores))
     diff = residuals[grid.index(default)] - residuals[best]
     spread = diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else 0.0
-    significant = bool(diff.mean() > 2.0 * spread and best != grid.index(default))
+    gain = diff.mean()
+    # a gain must be a share of the default's residual, and that residual more than rounding
+    contrast = float(np.abs(ref - ref.mean()).mean())
+    floor = max(MIN_GAIN * scores[grid.index(default)], 1e-6 * contrast)
+    significant = bool(gain > 2.0 * spread and gain > floor and best != grid.index(default))
     alpha = round(_refine(grid, list(scores)) / DATA_FRACTION, 3) if significant else DEFAULT_ALPHA
     return AlphaSelection(alpha, grid, tuple(float(x) for x in scores), significant)
 
