@@ -79,24 +79,29 @@ def _callable_factory(impl, factory, params, backend_params=None) -> CallableBac
     return CallableBackend(function, params, backend_params)
 
 
-def backend_factory(options) -> Callable[..., FlowBackend]:
+def _runtime_or_default(runtime):
+    if runtime is not None:
+        return runtime
+    from .._runtime import get_runtime
+
+    return get_runtime()
+
+
+def backend_factory(options, runtime=None) -> Callable[..., FlowBackend]:
     """``factory(params, backend_params) -> FlowBackend`` of a run: the options' callable
-    override, or the registered ``flow_backend`` (``ValueError`` / ``ImportError`` when it
-    is unknown / not usable here)."""
+    override, or the registered ``flow_backend`` of ``runtime`` (default: the process-wide
+    registry; ``ValueError`` / ``ImportError`` when it is unknown / not usable here)."""
     impl, factory = options.get_displacement_impl, options.get_displacement_factory
     if impl is not None or factory is not None:
         return functools.partial(_callable_factory, impl, factory)
-    from .._runtime import get_runtime
-
-    return get_runtime().get_flow_backend(options.flow_backend).load()
+    return _runtime_or_default(runtime).get_flow_backend(options.flow_backend).load()
 
 
-def select_executor(options, requested: str | None, *, stacklevel: int = 2) -> str:
-    """The executor of a run (see ``Runtime.select_executor``); a callable override runs
-    under ``threading`` (auto) or ``sequential``, other requests fall back with a warning."""
-    from .._runtime import get_runtime
-
-    runtime = get_runtime()
+def select_executor(options, requested: str | None, *, runtime=None, stacklevel: int = 2) -> str:
+    """The executor of a run (see ``Runtime.select_executor``; ``runtime`` default: the
+    process-wide registry); a callable override runs under ``threading`` (auto) or
+    ``sequential``, other requests fall back with a warning."""
+    runtime = _runtime_or_default(runtime)
     if options.get_displacement_impl is None and options.get_displacement_factory is None:
         return runtime.select_executor(requested, options.flow_backend, stacklevel=stacklevel + 1)
     usable = [n for n in runtime.list_parallelization_executors() if n in CALLABLE_EXECUTORS]

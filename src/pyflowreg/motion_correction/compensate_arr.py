@@ -155,10 +155,10 @@ def compensate_arr(
     _check_finite(video4)
 
     runtime = get_runtime()
-    executor_name = select_executor(options, config.parallelization, stacklevel=3)
+    executor_name = select_executor(options, config.parallelization, runtime=runtime, stacklevel=3)
     make_executor = executor_maker(
         runtime.get_executor_class(executor_name),
-        backend_factory(options),
+        backend_factory(options, runtime),
         options,
         config.n_jobs,
         config.executor_kwargs(executor_name),

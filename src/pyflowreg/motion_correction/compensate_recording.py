@@ -451,9 +451,9 @@ def compensate_recording(
         raise TypeError(f"config must be a RegistrationConfig, got {type(config).__name__}")
     verbose = bool(options.verbose or config.verbose)
     runtime = get_runtime()
-    executor_name = select_executor(options, config.parallelization, stacklevel=3)
+    executor_name = select_executor(options, config.parallelization, runtime=runtime, stacklevel=3)
     executor_cls = runtime.get_executor_class(executor_name)
-    factory = backend_factory(options)
+    factory = backend_factory(options, runtime)
     make_executor = executor_maker(
         executor_cls, factory, options, config.n_jobs, config.executor_kwargs(executor_name)
     )

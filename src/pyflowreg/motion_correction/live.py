@@ -121,10 +121,10 @@ class FlowRegLive:
         self._reference_buffer: deque = deque(maxlen=self.reference_buffer_size)
         self._temporal: deque = deque(maxlen=1)
         runtime = get_runtime()
-        name = select_executor(self.options, "sequential", stacklevel=3)
+        name = select_executor(self.options, "sequential", runtime=runtime, stacklevel=3)
         self._make_executor = executor_maker(
             runtime.get_executor_class(name),
-            backend_factory(self.options),
+            backend_factory(self.options, runtime),
             self.options,
             1,
         )
