@@ -258,3 +258,22 @@ def test_info_of_a_folder_without_a_finished_run(tmp_path, capsys):
     assert main(["info", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no finished run: run.json is missing" in err[0]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_lock_held_by_leftovers_of_a_dead_run_says_so(folder, source):
+    import fcntl
+
+    lock = folder / LOCK_NAME
+    lock.write_text(json.dumps({"run_id": "dead", "pid": dead_pid(), "host": socket.gethostname()}))
+    fd = os.open(lock, os.O_RDONLY)  # a process the dead run left behind still holds its lock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        message = (
+            r"still locked by processes left over from run dead \(pid \d+, no longer running\)"
+        )
+        with pytest.raises(OutputFolderInUseError, match=message):
+            register(source, folder)
+    finally:
+        os.close(fd)
+    register(source, folder)  # released: taken over

@@ -294,9 +294,15 @@ class RunFolder:
             return
 
     def _in_use_by(self, held: dict[str, Any]) -> OutputFolderInUseError:
-        where = (
-            "" if held.get("host") in (None, socket.gethostname()) else f" on host {held['host']}"
-        )
+        same_host = held.get("host") in (None, socket.gethostname())
+        where = "" if same_host else f" on host {held['host']}"
+        pid = held.get("pid")
+        if fcntl is not None and same_host and isinstance(pid, int) and not _alive(pid, None):
+            return _in_use(  # the lock lives on in processes the dead run left (its workers)
+                f"output folder {self.output_path} is still locked by processes left over from "
+                f"run {held.get('run_id', '?')} (pid {pid}, no longer running); end them "
+                f"(e.g. fuser {self.lock_path}) or choose another output_path"
+            )
         return _in_use(
             f"output folder {self.output_path} is in use by run {held.get('run_id', '?')} "
             f"(pid {held.get('pid', '?')}{where}, started {held.get('started', '?')}); wait for "
