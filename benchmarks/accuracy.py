@@ -176,10 +176,40 @@ def report_synthetic(args, results: dict, sides: list[str]) -> None:
         print(f"  {motion:6s} snr {snr:>4g}: " + "   ".join(cells))
 
 
+def markdown_table(args, results: dict, sides: list[str], fps: dict | None) -> None:
+    """The README's table: mean EPE per preset (clean and noisy reference) and frames/s."""
+    print("\n## README table (markdown)\n")
+    head = "| preset |"
+    rule = "|---|"
+    for ref in args.refs:
+        for side in sides:
+            head += f" EPE {ref} ref, {side} |"
+            rule += "---|"
+    if fps:
+        for side in sides:
+            head += f" frames/s/core, {side} |"
+            rule += "---|"
+    print(head)
+    print(rule)
+    for i, (preset, level) in enumerate(PRESETS.items()):
+        if level not in args.min_levels:
+            continue
+        row = f"| `{preset}` |"
+        k = args.min_levels.index(level)
+        for ref in args.refs:
+            keys = [key for key in results if key[3] == ref]
+            for side in sides:
+                row += f" {np.mean([results[key][side][k].mean() for key in keys]):.3f} px |"
+        if fps:
+            for side in sides:
+                row += f" {fps[side][i]:.2f} |"
+        print(row)
+
+
 # --- speed -------------------------------------------------------------------------------------
 
 
-def speed(args, sides: dict[str, str]) -> None:
+def speed(args, sides: dict[str, str]) -> dict:
     case = make_case("jumps", 5.0, 7, args.speed_frames, 512)
     inputs = {"reference": case["clean_ref"], "frames": case["frames"]}
     levels = list(PRESETS.values())
@@ -199,6 +229,7 @@ def speed(args, sides: dict[str, str]) -> None:
             a, b = (fps[s][i] for s in sides)
             row += f"  {a / b:5.2f}x"
         print(row)
+    return fps
 
 
 # --- real data ---------------------------------------------------------------------------------
@@ -368,7 +399,7 @@ def main() -> None:
     parser.add_argument("--auto-presets", nargs="+", default=["quality", "balanced", "fast"])
     parser.add_argument("--auto-frames", type=int, default=1)
     parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["synthetic", "speed", "real", "kernels"]
+        "--skip", nargs="*", default=[], choices=["synthetic", "speed", "real", "kernels", "auto"]
     )
     args = parser.parse_args()
     if args.quick:
@@ -376,11 +407,14 @@ def main() -> None:
     sides = {"ours": sys.executable}
     if args.peer:
         sides["peer"] = args.peer
+    results = fps = None
     if "synthetic" not in args.skip:
         results = synthetic(args, sides)
         report_synthetic(args, results, list(sides))
     if "speed" not in args.skip:
-        speed(args, sides)
+        fps = speed(args, sides)
+    if results is not None:
+        markdown_table(args, results, list(sides), fps)
     if "real" not in args.skip:
         real_data(args, sides)
     if "kernels" not in args.skip:
