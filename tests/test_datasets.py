@@ -298,8 +298,11 @@ def test_make_pair_noise_and_seed():
 def test_core_warp_with_ground_truth_aligns_moving_to_reference():
     core = pytest.importorskip("pyflowreg.core")
     reference, moving, w = make_pair((64, 64), seed=3)
-    registered = core.warp(moving, w)
-    assert interior(np.abs(registered - reference)).max() < 1e-2
+    # the frames are cubic-spline resamplings: the B-spline warp undoes them almost exactly,
+    # the default Keys kernel (a = -0.75) to about 1 % of the range
+    for method, bound in (("bspline", 2e-3), ("cubic", 1.5e-2)):
+        registered = core.warp(moving, w, method=method)
+        assert interior(np.abs(registered - reference)).max() < bound, method
     rec = make_recording(3, (64, 64), snr=np.inf, max_rigid=3.0, max_nonrigid=1.0, seed=4)
-    registered = core.warp(rec.video, rec.flow)
-    assert np.abs(registered - rec.clean)[:, 6:-6, 6:-6].max() < 1e-2 * rec.clean.max()
+    registered = core.warp(rec.video, rec.flow, method="bspline")
+    assert np.abs(registered - rec.clean)[:, 6:-6, 6:-6].max() < 2e-3 * rec.clean.max()

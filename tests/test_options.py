@@ -101,7 +101,8 @@ def test_spec_examples_construct():
         (
             {"interpolation_method": "spline"},
             re.escape(
-                "interpolation_method must be one of ['cubic', 'linear', 'nearest'], got 'spline'"
+                "interpolation_method must be one of ['nearest', 'linear', 'cubic', 'catmull_rom', "
+                "'bspline', 'lanczos3'], got 'spline'"
             ),
         ),
         (
