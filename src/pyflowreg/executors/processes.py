@@ -26,8 +26,10 @@ or was interrupted is terminated, never kept. :func:`shutdown_idle_pools` stops 
 idle pools at once.
 
 Workers are started with ``forkserver`` on Linux (``spawn`` elsewhere) and run with one
-BLAS/OpenMP/Numba thread each. They build their own flow backend from the factory the caller
-passes, pickled by reference, so third-party backends need a module-level factory.
+BLAS/OpenMP/Numba thread each, and never run the caller's main module (see
+:mod:`pyflowreg.executors._context`), so scripts need no ``if __name__ == "__main__":``. They
+build their own flow backend from the factory the caller passes, pickled by reference, so
+third-party backends need a module-level factory.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from ._context import worker_context
 from ._worker_init import THREAD_LIMITS, bootstrap
 from .base import Executor, PendingBatch, register_frame
 from .shared import ArraySlot, AttachedTree, SharedTree, attach_tree, data_nbytes, split_key
@@ -468,7 +471,7 @@ class MultiprocessingExecutor(Executor):
             use_warm_forkserver()
         self._pool = cf.ProcessPoolExecutor(
             self.n_workers,
-            mp_context=mp.get_context(self.start_method),
+            mp_context=worker_context(self.start_method, self._payload),
             initializer=bootstrap,
             initargs=(dict(THREAD_LIMITS), self._payload),
         )
