@@ -325,3 +325,22 @@ def test_output_kernels_interpolate_and_match_their_definitions(method):
             expected += k * img[yi, xi]
             wsum += k
     np.testing.assert_allclose(out, expected / wsum, atol=1e-10)
+
+
+def test_unobserved_pixels_have_no_data_term():
+    from pyflowreg.core.tensors import clear_unobserved
+
+    rng = np.random.default_rng(8)
+    J = rng.random((2, 6, 9, 12))
+    u = np.zeros((7, 10))
+    v = np.zeros((7, 10))
+    u[:, -2:] = 3.0  # the last two columns sample beyond the right edge (hx = 2: 1.5 px)
+    v[0, 0] = -0.5  # the corner pixel samples above the first row
+    before = J.copy()
+    clear_unobserved(J, u, v, 2.0, 1.0)
+    assert not J[:, :, 1:-1, 1 + 8 :][:, :, :, :2].any()
+    assert not J[:, :, 1, 1].any()
+    keep = np.ones((9, 12), bool)
+    keep[1:-1, 9:11] = False
+    keep[1, 1] = False
+    np.testing.assert_array_equal(J[:, :, keep], before[:, :, keep])

@@ -19,9 +19,9 @@ motion, the uncorrected optimum lies below the endpoint-error optimum by about t
 
 The default weight stays unless the data clearly prefer another: the best candidate must beat
 the default's residual by more than two standard errors of their paired differences over the
-validation frames and folds, and by at least half a per cent. On real recordings whose motion is not smooth the residuals of all
-weights lie within a fraction of a per cent of each other, and a weight chosen from such a
-flat curve would follow the noise of the validation.
+validation frames and folds, and by at least half a per cent. On real recordings whose motion
+is not smooth the residuals of all weights lie within a fraction of a per cent of each other,
+and a weight chosen from such a flat curve would follow the noise of the validation.
 
 Cost: ``2 * len(candidates)`` flow estimates per frame used (reference pyramids built twice).
 """

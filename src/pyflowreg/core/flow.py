@@ -20,7 +20,7 @@ from numba import njit
 from .params import FlowParameters
 from .pyramid import build_pyramid, level_shapes, resize
 from .solver import MEDIAN25, median5_kernel, sor_solve
-from .tensors import CONSTANCY, derivatives, motion_tensor
+from .tensors import CONSTANCY, clear_unobserved, derivatives, motion_tensor
 from .warp import level_coefficients, warp_level
 
 MIN_SIDE = 3
@@ -165,10 +165,13 @@ def level_step(
     """Warp, motion tensors, solve, median-filter the increments; returns the new (u, v).
 
     The solver works on the frame plus a one-pixel ghost ring (``wts`` and the tensors carry
-    it), so every frame pixel has its data term.
+    it), so every frame pixel has its data term - except where the current flow points outside
+    the moving frame: nothing is observed there, and the smoothness term alone extends the flow
+    (see :func:`~pyflowreg.core.tensors.clear_unobserved`).
     """
     warped = warp_level(level_coefficients(moving), ref, u, v, hx, hy)
     J = motion_tensor(ref, ref_d, warped, derivatives(warped, hx, hy), constancy)
+    clear_unobserved(J, u, v, hx, hy)
     h, w = u.shape
     up = pad_edge(u)
     vp = pad_edge(v)

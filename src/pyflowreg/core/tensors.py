@@ -131,3 +131,25 @@ def motion_tensor(ref, ref_d, warped, warped_d, constancy):
                     J[ch, 4, i + 1, j + 1] = fx * ft
                     J[ch, 5, i + 1, j + 1] = fy * ft
     return J
+
+
+@njit(cache=True, nogil=True)
+def clear_unobserved(J, u, v, hx, hy):
+    """Zero the tensors (C, 6, h + 2, w + 2) of pixels whose sample ``(i + v / hy, j + u / hx)``
+    lies outside the moving level frame ``[0, h - 1] x [0, w - 1]`` (the test of
+    :func:`~pyflowreg.core.warp.warp_level`).
+
+    The warp fills such pixels from the reference, so their residual is zero, but their
+    structure terms (J11, J22, J12) would still pull the increment to zero with full weight and
+    pin the flow of the coarser level where content entered the frame. Without a data term the
+    smoothness term extends the flow from the observed interior instead.
+    """
+    h, w = u.shape
+    for i in range(h):
+        for j in range(w):
+            y = i + v[i, j] / hy
+            x = j + u[i, j] / hx
+            if y < 0.0 or y > h - 1 or x < 0.0 or x > w - 1:
+                for ch in range(J.shape[0]):
+                    for k in range(6):
+                        J[ch, k, i + 1, j + 1] = 0.0
