@@ -134,6 +134,42 @@ def test_reference_frames_reach_the_options(tif, tmp_path, capsys):
     assert saved["reference_frames"] == {"start": 1, "stop": 4, "step": 1}
 
 
+def test_alpha_auto_and_interpolation_reach_the_run(tmp_path, capsys):
+    path = tmp_path / "rec.tif"
+    tifffile.imwrite(path, _recording(n_frames=6, size=64))
+    out = tmp_path / "out"
+    argv = ["compensate", str(path), "-o", str(out), *FAST, "--alpha", "auto"]
+    assert main([*argv, "--interpolation", "bspline"]) == 0, capsys.readouterr().err
+    saved = json.loads((out / "options.json").read_text())
+    assert saved["alpha"] == "auto" and saved["interpolation_method"] == "bspline"
+    run = json.loads((out / "run.json").read_text())
+    selection = run["alpha_selection"]
+    assert selection["frames"] == [0, 1, 3, 5]  # four, spread over the reference frames
+    assert len(selection["scores"]) == len(selection["candidates"])
+    assert run["alpha"] == [selection["alpha"]] * 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("auto", "auto"), ("AUTO", "auto"), ("4", 4.0), ("2,3", (2.0, 3.0))]
+)
+def test_alpha_argument(text, expected):
+    assert cli._alpha_arg(text) == expected
+
+
+@pytest.mark.parametrize("text", ["smooth", "1,2,3", ""])
+def test_alpha_argument_errors(text, tif, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["compensate", "x.tif", "--alpha", text])
+    assert exc.value.code == 2
+    assert "--alpha" in capsys.readouterr().err
+
+
+def test_interpolation_choices_are_the_warp_kernels():
+    from pyflowreg.core.warp import METHODS
+
+    assert set(cli.INTERPOLATIONS) == set(METHODS)
+
+
 def test_device_goes_to_backend_params(tif, tmp_path, capsys):
     pytest.importorskip("torch")
     out = tmp_path / "out"
