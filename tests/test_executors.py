@@ -3,6 +3,7 @@ shared memory, no hang when a worker dies."""
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
@@ -524,3 +525,120 @@ def test_flow_seconds_counts_each_batch_until_its_outputs_are_ready(recording):
             pending.release()
             ex.process_batch(video, filtered, None, 0)
             assert ex.flow_seconds > after_one
+
+
+@LINUX
+@pytest.mark.timeout(120)
+def test_dead_idle_pool_is_replaced_once(recording, monkeypatch):
+    """Workers of an idle pool killed while it waits: the next executor notices (the pool
+    answers no ping) and starts a new pool instead of failing the run."""
+    import signal
+
+    raw, filtered, refs = recording
+    processes.shutdown_idle_pools()
+    settings = WarpSettings("cubic", np.dtype(np.uint16))
+    with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, settings, keep_alive=30) as ex:
+        assert ex.wait_until_started(timeout=30)
+        ex.set_reference(refs[0])
+        expected = ex.process_batch(raw, filtered, None, 0)
+        pool, pids = ex._pool, worker_pids(ex)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pings = []
+    answers = processes._answers
+    monkeypatch.setattr(processes, "_answers", lambda *a: pings.append(a) or answers(*a))
+    with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, settings, keep_alive=30) as ex:
+        assert ex._pool is not pool  # replaced ...
+        ex.set_reference(refs[0])
+        got = ex.process_batch(raw, filtered, None, 0)
+        new_pids = worker_pids(ex)
+    assert len(pings) == 1  # ... once: the new pool is not pinged
+    assert new_pids and not new_pids & pids
+    assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+    # the replacement is sound and is kept idle in its turn
+    with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, settings, keep_alive=30) as ex:
+        assert worker_pids(ex) == new_pids
+    assert len(pings) == 2
+    assert processes.shutdown_idle_pools() == 1
+
+
+def _blocks_in_files() -> list[str]:
+    import tempfile
+
+    folder = Path(tempfile.gettempdir())
+    return sorted(p.name for p in folder.glob(f"{PREFIX}{os.getpid()}_*"))
+
+
+def _run_batches(recording, n_jobs=2):
+    raw, filtered, refs = recording
+    with MultiprocessingExecutor(n_jobs, FlowregBackend, PARAMS, {}, WarpSettings()) as ex:
+        ex.set_reference(refs[0])
+        first = ex.process_batch(raw[:4], filtered[:4], None, 0)
+        second = ex.process_batch(raw, filtered, None, 0)
+    return [tuple(np.array(a) for a in first), tuple(np.array(a) for a in second)]
+
+
+@LINUX
+def test_shared_memory_free_space_counts_blocks_not_yet_written():
+    from pyflowreg.executors import shared
+
+    before = shared._shm_available()
+    assert 0 < before <= shared.free_bytes(shared.SHM_DIR)
+    block = SharedTree({"x": ArraySlot((16, 1024, 1024), np.float32)})  # 64 MiB, untouched
+    try:
+        # others use /dev/shm too: a few MiB of slack
+        assert before - shared._shm_available() >= 56 * 2**20  # counted although not written
+        block.views()["x"][:8] = 1  # half written: still 64 MiB taken in all
+        assert 56 * 2**20 <= before - shared._shm_available() <= 72 * 2**20
+    finally:
+        block.close()
+    assert abs(before - shared._shm_available()) < 16 * 2**20  # released (others may write)
+
+
+def test_full_shared_memory_falls_back_to_files(recording, monkeypatch):
+    from pyflowreg.executors import shared
+
+    monkeypatch.setattr(shared, "_shm_available", lambda: 1000)  # a /dev/shm almost full
+    message = r"/dev/shm has 1000 bytes free but a shared block .* needs \d+: .* in a file under"
+    with pytest.warns(shared.SharedMemoryFallbackWarning, match=message):
+        got = _run_batches(recording)
+    raw, filtered, refs = recording
+    with SequentialExecutor(1, FlowregBackend, PARAMS, {}, WarpSettings()) as ex:
+        ex.set_reference(refs[0])
+        expected = [ex.process_batch(raw[:4], filtered[:4], None, 0)]
+        expected.append(ex.process_batch(raw, filtered, None, 0))
+    for (reg, w), (reg_exp, w_exp) in zip(got, expected, strict=True):
+        assert np.array_equal(reg, reg_exp) and np.array_equal(w, w_exp)
+    assert our_blocks() == [] and _blocks_in_files() == []
+
+
+def test_no_room_for_shared_blocks_is_an_error_naming_the_bytes(recording, monkeypatch):
+    from pyflowreg.executors import shared
+
+    monkeypatch.setattr(shared, "_shm_available", lambda: 1000)
+    monkeypatch.setattr(shared, "free_bytes", lambda path: 2000)  # and a full disk
+    refs = recording[2]
+    message = r"needs \d+ bytes, /dev/shm has 1000 bytes free and .* 2000; use a smaller buffer"
+    with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, WarpSettings()) as ex:
+        with pytest.raises(OSError, match=message) as caught:
+            ex.set_reference(refs[0])
+    assert caught.value.errno == errno.ENOSPC
+    assert our_blocks() == [] and _blocks_in_files() == []
+
+
+def test_ctrl_c_inside_a_kernel_stays_an_interrupt():
+    """Numba returns a SystemError caused by the KeyboardInterrupt when Ctrl-C lands during a
+    compiled kernel: the executors re-raise the interrupt, not a frame error."""
+    ex = SequentialExecutor(1, FlowregBackend, PARAMS, {}, WarpSettings())
+    try:
+        raise SystemError("CPUDispatcher returned a result with an exception set") from (
+            KeyboardInterrupt()
+        )
+    except SystemError as exc:
+        assert isinstance(ex._frame_error(3, exc), KeyboardInterrupt)
+    error = ex._frame_error(3, ValueError("bad"))
+    assert isinstance(error, RuntimeError) and str(error).startswith("registering frame 3 failed")
+    ex.close()

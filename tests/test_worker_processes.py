@@ -173,3 +173,50 @@ def test_workers_import_the_script_only_for_a_factory_defined_there(monkeypatch)
         theirs = pickle.dumps((ScriptBackend, {}), protocol=protocol)
         assert refers_to_main(theirs)
         assert worker_context("spawn", theirs).Process.__module__ == "multiprocessing.context"
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="lists /dev/shm")
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("delay", [0.0, 2.5], ids=["while-starting", "mid-run"])
+def test_ctrl_c_in_a_multiprocessing_run_is_clean(tmp_path, delay):
+    """SIGINT to the process group, as a terminal sends it on Ctrl-C, while the workers
+    start (the fork server warming up, the caller registering frames itself) or in the middle
+    of the run: exit code 130, one line instead of a traceback per worker, no shared memory
+    left, no output that looks complete."""
+    import os
+    import signal
+    import time
+
+    y, x = np.mgrid[:96, :96]
+    video = np.stack(
+        [1000 + 400 * np.sin((x + 0.1 * t) / 4.0) * np.cos((y - 0.1 * t) / 5.0) for t in range(300)]
+    ).astype(np.uint16)
+    np.save(tmp_path / "long.npy", video)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "pyflowreg", "compensate", str(tmp_path / "long.npy")]
+    args += ["-o", str(out), "--executor", "multiprocessing", "-j", "2", "--quality", "balanced"]
+    args += ["--buffer-size", "10", "--output-format", "NPY", "--save-w"]
+    args += ["--reference-frames", "0:4"]
+    child = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        blocks = f"pyflowreg_{child.pid}_*"
+        deadline = time.monotonic() + 120
+        while not list(Path("/dev/shm").glob(blocks)) and time.monotonic() < deadline:
+            assert child.poll() is None, child.communicate()
+            time.sleep(0.05)
+        time.sleep(delay)
+        assert child.poll() is None, "the run ended before the interrupt: make it longer"
+        os.killpg(child.pid, signal.SIGINT)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert "leaked" not in stderr, stderr
+    assert list(Path("/dev/shm").glob(blocks)) == []
+    looks_complete = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert looks_complete == [], looks_complete

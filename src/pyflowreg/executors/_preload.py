@@ -10,6 +10,9 @@ simply load what they need on their own.
 
 from __future__ import annotations
 
+import signal
+import threading
+
 #: Output dtypes warmed up (the final warp is compiled per raw-frame dtype).
 WARM_DTYPES = ("uint16", "int16", "uint8", "float32")
 
@@ -35,7 +38,15 @@ def warm_up() -> None:
             register_frame(backend, prepared, raw, frame, uv, WarpSettings("cubic", dtype))
 
 
+# A Ctrl-C in the terminal reaches the whole process group, the fork server included; the
+# server ignores SIGINT only once its preloading is done, so the warm-up ignores it itself (the
+# caller handles the interrupt and stops the workers).
+_IN_MAIN_THREAD = threading.current_thread() is threading.main_thread()
+_previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _IN_MAIN_THREAD else None
 try:
     warm_up()
 except Exception:  # a warm-up must never break the fork server
     pass
+finally:
+    if _IN_MAIN_THREAD:
+        signal.signal(signal.SIGINT, _previous)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 
 #: Environment of worker processes: one thread each, the pool provides the parallelism.
@@ -21,13 +22,17 @@ THREAD_LIMITS: dict[str, str] = {
 
 
 def bootstrap(env: dict[str, str], payload: bytes) -> None:
-    """Process-pool initializer: set ``env``, then unpickle and call ``(init, args)``.
+    """Process-pool initializer: ignore SIGINT, set ``env``, then unpickle and call
+    ``(init, args)``.
 
     ``payload`` is ``pickle.dumps((init, args))``; unpickling it is what imports the heavy
     modules, so it happens after the environment is set. A worker forked from the warm fork
     server (:mod:`pyflowreg.executors._preload`) has Numba loaded already: its configuration is
     re-read so that the thread limit still applies.
     """
+    # Ctrl-C reaches the whole process group: the caller handles it and stops the workers,
+    # which must not each print a KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(env)
     if "numba" in sys.modules:  # forked from a warm fork server: numba read its config there
         try:

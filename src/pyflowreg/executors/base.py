@@ -494,7 +494,16 @@ class Executor:
     def _reference_changed(self, prepared: Any) -> None:
         """Hook: the prepared reference changed (executors with workers share it here)."""
 
-    def _frame_error(self, index: int, exc: BaseException, n_frames: int = 1) -> RuntimeError:
+    def _frame_error(self, index: int, exc: BaseException, n_frames: int = 1) -> BaseException:
+        """The error to raise for ``exc``, raised while registering frame ``index``: a
+        :class:`RuntimeError` naming the frames, or :class:`KeyboardInterrupt` when ``exc``
+        comes from one (Ctrl-C during a compiled kernel surfaces as a :class:`SystemError`
+        whose cause is the interrupt)."""
+        seen = exc
+        while seen is not None:
+            if isinstance(seen, KeyboardInterrupt):
+                return KeyboardInterrupt()
+            seen = seen.__cause__ or seen.__context__
         frames = f"frame {index}" if n_frames == 1 else f"frames {index}..{index + n_frames - 1}"
         return RuntimeError(
             f"registering {frames} failed ({self.name} executor): {type(exc).__name__}: {exc}"

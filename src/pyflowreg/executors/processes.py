@@ -202,8 +202,37 @@ def _register_into(state: _WorkerState, inputs: dict, outputs: dict, reference: 
 
 
 def _ping() -> int:
-    """Worker task that only makes the pool start a process."""
+    """Worker task that only makes the pool start a process (or shows that it runs)."""
     return os.getpid()
+
+
+#: Seconds the workers of an idle pool have to answer a ping before it counts as dead.
+PING_TIMEOUT = 10.0
+
+
+def _answers(pool: cf.ProcessPoolExecutor, n_workers: int) -> bool:
+    """Whether ``pool`` still runs tasks: ``n_workers`` pings all answered in time.
+
+    A worker that died is noticed by the pool, which then fails every submit and every
+    pending task with :class:`BrokenProcessPool`; so a dead idle pool answers no ping.
+    """
+    try:
+        futures = [pool.submit(_ping) for _ in range(n_workers)]
+    except (BrokenProcessPool, RuntimeError):  # broken, or shut down
+        return False
+    done, late = cf.wait(futures, timeout=PING_TIMEOUT)
+    return not late and all(f.exception() is None for f in done)
+
+
+def _stop(pool: cf.ProcessPoolExecutor, wait: bool = False) -> None:
+    """Stop ``pool``, terminating its workers (also those busy with a task)."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+    else:  # no public handle on the processes before 3.14
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+    pool.shutdown(wait=wait, cancel_futures=True)
 
 
 # -- caller side ---------------------------------------------------------------------------------
@@ -278,8 +307,8 @@ class _IdlePools:
         if pool is None:
             return None
         timer.cancel()
-        if getattr(pool, "_broken", False):  # a worker died while idle
-            pool.shutdown(wait=False, cancel_futures=True)
+        if not _answers(pool, key[0]):  # a worker died (or hangs) while idle
+            _stop(pool)
             return None
         return pool
 
@@ -383,6 +412,8 @@ class MultiprocessingExecutor(Executor):
         self._slots: list[_Slot] = []
         self._reserved = 0
         self._broken = False
+        #: Set once the workers are terminated (an interrupted or failed run).
+        self._terminated = False
         self._ready = threading.Event()
         self._dispatch_lock = threading.Lock()
         self._waiting: tuple | None = None
@@ -592,12 +623,12 @@ class MultiprocessingExecutor(Executor):
                     if isinstance(frames.error, BrokenProcessPool):
                         raise self._died(first_index, n) from frames.error
                     raise frames.error
-                futures = list(frames.futures.values())
-                cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
+                self._settle(frames, cf.FIRST_EXCEPTION)
             finally:
                 frames.stop()
-                cf.wait(list(frames.futures.values()))
-            errors = [(i, f.exception()) for i, f in frames.futures.items() if not f.cancelled()]
+                self._settle(frames, cf.ALL_COMPLETED)  # no worker writes into the block now
+            futures = frames.futures.items()
+            errors = [(i, f.exception()) for i, f in futures if f.done() and not f.cancelled()]
             errors = sorted((i, e) for i, e in errors if e is not None)
             for _, exc in errors:
                 if isinstance(exc, BrokenProcessPool):
@@ -610,6 +641,23 @@ class MultiprocessingExecutor(Executor):
             return outputs["registered"], outputs["w"]
 
         return PendingBatch(wait, release, volatile=True, cancel=frames.stop)
+
+    def _settle(self, frames: _Frames, return_when: str) -> None:
+        """Wait for the frames sent to the workers, as :func:`concurrent.futures.wait` does,
+        until ``return_when``, or until the workers are terminated.
+
+        Cancelled frames are not waited for: a future the pool cancels while it shuts down is
+        never reported done to :func:`~concurrent.futures.wait`, and after the workers are
+        terminated (an interrupted run) the pool may leave running futures unresolved.
+        """
+        pending = [f for f in frames.futures.values() if not f.cancelled()]
+        while pending and not self._terminated:
+            done, late = cf.wait(pending, timeout=0.2, return_when=return_when)
+            if return_when == cf.FIRST_EXCEPTION and any(
+                not f.cancelled() and f.exception() is not None for f in done
+            ):
+                return
+            pending = [f for f in late if not f.cancelled()]
 
     def _died(self, first_index: int, n: int) -> RuntimeError:
         return RuntimeError(
@@ -626,8 +674,8 @@ class MultiprocessingExecutor(Executor):
         sound = not (abort or self._broken or self._start_error is not None)
         try:
             if pool is not None and not sound:
-                for process in list(getattr(pool, "_processes", {}).values()):
-                    process.terminate()
+                self._terminated = True
+                _stop(pool, wait=False)
             self._cancel_in_flight()
             if pool is not None:
                 if sound and not self._broken and self.keep_alive > 0:  # none died meanwhile

@@ -18,14 +18,26 @@ for a batch of another length or output dtype) while it is large enough; its
 
 Blocks are named ``pyflowreg_<pid>_<random>`` and are unlinked by :meth:`SharedTree.close`, when
 the owner is garbage-collected, and at interpreter exit.
+
+Where POSIX shared memory is a filesystem (``/dev/shm`` on Linux, often only 64 MiB in a
+container) its free space is checked before a block is made, since writing to a block that
+does not fit kills the process with SIGBUS. A block that does not fit goes to a file in the
+temporary directory instead, mapped the same way by every process, with a
+:class:`SharedMemoryFallbackWarning`; if that does not fit either, :class:`OSError` (ENOSPC)
+names the bytes needed and free.
 """
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import pickle
 import secrets
 import struct
+import tempfile
+import threading
+import warnings
 import weakref
 from multiprocessing import shared_memory
 from typing import Any, NamedTuple
@@ -38,6 +50,125 @@ _ALIGN = 64
 _HEADER = struct.Struct("<QQ")  # length of the pickled layout, generation
 #: Bytes kept for the pickled layout, so that another layout fits the header later.
 _LAYOUT_ROOM = 1024
+#: Where POSIX shared memory lives (Linux); blocks are checked against its free space.
+SHM_DIR = "/dev/shm"
+#: Name prefix of blocks placed in a file instead (the rest of the name is its path).
+FILE_PREFIX = "file:"
+
+
+class SharedMemoryFallbackWarning(UserWarning):
+    """A shared block did not fit in shared memory and was placed in a temporary file."""
+
+
+def free_bytes(path: str) -> int | None:
+    """Bytes free for an unprivileged writer in the filesystem of ``path`` (None: unknown)."""
+    try:
+        stat = os.statvfs(path)
+    except (OSError, AttributeError):  # no such folder, or no statvfs (Windows)
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+#: Blocks this process made in :data:`SHM_DIR` and has not released: name -> size.
+_LIVE: dict[str, int] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def _shm_available() -> int | None:
+    """Bytes of :data:`SHM_DIR` still free for new blocks: its free space less the pages our
+    live blocks have not touched yet (a filesystem of memory counts a page when it is first
+    written, and a block too large would then fault). None where there is no such folder."""
+    if not os.path.isdir(SHM_DIR):
+        return None
+    free = free_bytes(SHM_DIR)
+    if free is None:
+        return None
+    with _LIVE_LOCK:
+        live = list(_LIVE.items())
+    for name, size in live:
+        try:
+            written = os.stat(os.path.join(SHM_DIR, name)).st_blocks * 512
+        except OSError:  # released meanwhile
+            continue
+        free -= max(0, size - written)
+    return free
+
+
+class _FileBlock:
+    """A block in a file of the temporary directory, with the :class:`SharedMemory` surface
+    :class:`SharedTree` and :class:`AttachedTree` use (``buf``, ``size``, ``name``, ``close``,
+    ``unlink``); its name is :data:`FILE_PREFIX` and the file's path."""
+
+    def __init__(self, path: str, size: int = 0, create: bool = False) -> None:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
+        try:
+            if create:
+                try:
+                    if hasattr(os, "posix_fallocate"):  # reserve the space: no fault later
+                        os.posix_fallocate(fd, 0, size)
+                    else:  # pragma: no cover - macOS, Windows
+                        os.ftruncate(fd, size)
+                except OSError:
+                    os.close(fd)
+                    fd = -1
+                    os.unlink(path)
+                    raise
+            else:
+                size = os.fstat(fd).st_size
+            self._mmap = mmap.mmap(fd, size)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        self.buf: memoryview | None = memoryview(self._mmap)
+        self.size = size
+        self.name = FILE_PREFIX + path
+        self._path = path
+
+    def close(self) -> None:
+        if self.buf is not None:
+            self.buf.release()  # BufferError while views exist, as SharedMemory.close
+            self.buf = None
+        self._mmap.close()
+
+    def unlink(self) -> None:
+        os.unlink(self._path)
+
+
+def _create_block(size: int) -> shared_memory.SharedMemory | _FileBlock:
+    """A new block of ``size`` bytes: in shared memory if it fits, else in a temporary file
+    (with a warning), else :class:`OSError`."""
+    name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+    available = _shm_available()
+    if available is None or size <= available:
+        block = shared_memory.SharedMemory(name=name, create=True, size=size)
+        if available is not None:
+            with _LIVE_LOCK:
+                _LIVE[block.name] = size
+        return block
+    folder = tempfile.gettempdir()
+    disk = free_bytes(folder)
+    if disk is not None and size > disk:
+        raise OSError(
+            errno.ENOSPC,
+            f"no room for a shared block of the multiprocessing executor: it needs {size} "
+            f"bytes, {SHM_DIR} has {available} bytes free and {folder} {disk}; use a smaller "
+            'buffer_size, give the machine more shared memory or use parallelization="threading"',
+        )
+    warnings.warn(
+        f"{SHM_DIR} has {available} bytes free but a shared block of the multiprocessing "
+        f"executor needs {size}: it is placed in a file under {folder} instead, which can be "
+        "slower; give the machine or container more shared memory (docker run --shm-size=2g) "
+        "or use a smaller buffer_size",
+        SharedMemoryFallbackWarning,
+        stacklevel=4,
+    )
+    return _FileBlock(os.path.join(folder, name), size, create=True)
+
+
+def _attach_block(name: str) -> shared_memory.SharedMemory | _FileBlock:
+    if name.startswith(FILE_PREFIX):
+        return _FileBlock(name[len(FILE_PREFIX) :])
+    return shared_memory.SharedMemory(name=name)
 
 
 class ArraySlot(NamedTuple):
@@ -119,13 +250,17 @@ def _read_layout(shm: shared_memory.SharedMemory) -> tuple[Any, int, int]:
 
 
 def split_key(key: str) -> tuple[str, int]:
-    """``(name, generation)`` of a :attr:`SharedTree.key`."""
-    name, _, generation = key.partition("@")
-    return name, int(generation or 0)
+    """``(name, generation)`` of a :attr:`SharedTree.key` (or of a bare name)."""
+    name, _, generation = key.rpartition("@")
+    if not name or not generation.isdigit():  # no generation (a path may hold an "@")
+        return key, 0
+    return name, int(generation)
 
 
-def _release(shm: shared_memory.SharedMemory) -> None:
+def _release(shm: shared_memory.SharedMemory | _FileBlock) -> None:
     """Unlink first (the name disappears even if views still exist), then unmap if possible."""
+    with _LIVE_LOCK:
+        _LIVE.pop(shm.name, None)
     try:
         shm.unlink()
     except FileNotFoundError:
@@ -154,8 +289,7 @@ class SharedTree:
         layout = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
         start = _align(_HEADER.size + max(len(layout), _LAYOUT_ROOM))
         data = max(size, int(min_nbytes), 1)
-        name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
-        self._shm = shared_memory.SharedMemory(name=name, create=True, size=start + data)
+        self._shm = _create_block(start + data)
         self._finalizer = weakref.finalize(self, _release, self._shm)
         self.name: str = self._shm.name
         self.nbytes: int = self._shm.size
@@ -225,7 +359,7 @@ class AttachedTree:
     """A tree rebuilt from a block another process owns; :meth:`close` it when done."""
 
     def __init__(self, name: str, writable: bool) -> None:
-        self.shm = shared_memory.SharedMemory(name=name)
+        self.shm = _attach_block(name)
         self.name = name
         self.writable = writable
         self.refresh()
