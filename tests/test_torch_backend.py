@@ -136,6 +136,26 @@ def test_motion_tensor_equals_core_frame(constancy):
     np.testing.assert_allclose(got[:, 0].numpy(), expected[:, :, 1:-1, 1:-1].transpose(1, 0, 2, 3))
 
 
+def test_clear_unobserved_equals_core():
+    """No data term where the warp samples outside the moving level (the mask of warp_level)."""
+    rng = np.random.default_rng(12)
+    c, h, w = 2, 9, 11
+    J = rng.random((c, 6, h + 2, w + 2))
+    J[..., [0, -1], :] = 0
+    J[..., :, [0, -1]] = 0
+    u, v = rng.uniform(-5, 5, (2, h, w))
+    coefficients, ref = rng.random((2, c, h, w))
+    _, outside = tk.warp_level(
+        _t(coefficients)[None], _t(ref)[None], _t(u)[None], _t(v)[None], 2.0, 1.5,
+        return_outside=True,
+    )  # fmt: skip
+    assert 0 < int(outside.sum()) < h * w
+    ours = _t(J[:, :, 1:-1, 1:-1].transpose(1, 0, 2, 3).copy())[:, None]
+    tk.clear_unobserved_(ours, outside)
+    ct.clear_unobserved(J, u, v, 2.0, 1.5)
+    np.testing.assert_array_equal(ours[:, 0].numpy(), J[:, :, 1:-1, 1:-1].transpose(1, 0, 2, 3))
+
+
 def test_pad_edge_equals_core():
     from pyflowreg.core.flow import pad_edge
 

@@ -35,6 +35,7 @@ from .base import FlowBackend, broadcast_uv
 from .torch_graph import GraphCache
 from .torch_kernels import (
     apply_axes,
+    clear_unobserved_,
     derivatives,
     motion_tensor,
     resize_matrix,
@@ -345,11 +346,13 @@ class TorchBackend(FlowBackend):
             scale = 1.0 if lvl == prep.finest else p.eta ** (-lvl / 2.0)
             u, v = flow[:, 0], flow[:, 1]
             ref = prep.images[lvl]
-            warped = warp_level(pyramid[lvl], ref, u, v, hx, hy)
+            warped, outside = warp_level(pyramid[lvl], ref, u, v, hx, hy, return_outside=True)
             pyramid[lvl] = None
             J = motion_tensor(
                 ref, prep.derivs[lvl], warped, derivatives(warped, hx, hy), p.constancy_assumption
             )
+            clear_unobserved_(J, outside)
+            del outside
             settings = SolverSettings(
                 p.alpha[0] * scale, p.alpha[1] * scale, hx, hy,
                 p.iterations, p.update_lag, p.a_data, p.a_smooth, p.omega,

@@ -100,14 +100,16 @@ def warp_level(
     v: torch.Tensor,
     hx: float,
     hy: float,
-) -> torch.Tensor:
+    return_outside: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Backward warp of a level image by the level flow ``u``, ``v`` (T, h, w).
 
     ``coefficients`` (T, C, h, w) are the moving level's cubic B-spline coefficients (see
     :func:`spline_matrix`); samples at ``(y + v / hy, x + u / hx)`` (level pixels, flow in
     full-resolution pixels) interpolate them with the cubic B-spline's 4x4 taps, indices reflected
     (:func:`pyflowreg.core.warp.warp_level`); positions outside ``[0, n-1]`` on either axis take
-    the ``reference`` (1 or T, C, h, w) value.
+    the ``reference`` (1 or T, C, h, w) value. With ``return_outside`` also returns the mask
+    (T, h, w) of those positions (see :func:`clear_unobserved_`).
     """
     t, c, h, w = coefficients.shape
     ys = torch.arange(h, device=u.device, dtype=u.dtype).view(1, h, 1)
@@ -137,7 +139,8 @@ def warp_level(
         acc.mul_(wy[a].view(t, 1, h * w))
         out = acc if out is None else out.add_(acc)
     out = out.view(t, c, h, w)
-    return torch.where(outside.unsqueeze(1), reference, out)
+    warped = torch.where(outside.unsqueeze(1), reference, out)
+    return (warped, outside) if return_outside else warped
 
 
 # ----------------------------------------------------------------------------- tensors
@@ -211,3 +214,11 @@ def motion_tensor(
     fy = (ref_d[1] + warped_d[1]).mul_(0.5)
     ft = warped - ref
     return torch.stack((fx * fx, fy * fy, ft * ft, fx * fy, fx * ft, fy * ft))
+
+
+def clear_unobserved_(J: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    """In place: zero the motion tensors ``J`` (6, T, C, h, w) of pixels whose warp sample lies
+    outside the moving level (``outside`` (T, h, w) from :func:`warp_level`), as
+    :func:`pyflowreg.core.tensors.clear_unobserved`: nothing is observed there, so the
+    smoothness term alone extends the flow."""
+    return J.masked_fill_(outside.unsqueeze(1), 0.0)
