@@ -140,18 +140,22 @@ def _kernel_diffs() -> dict[str, float]:
     launch(k.warp_level, (w, h, 2), *args, cuda.to_device(flow), warped, 2, hx, hy)
     expected = [warp_level(coefficients[b], ref, flow[0, b], flow[1, b], hx, hy) for b in range(2)]
     record("warp_level", warped.copy_to_host(), np.concatenate(expected))
-    # motion tensors on every frame pixel, zero ghost ring
+    # motion tensors on every frame pixel, zero on the ghost ring and where the warp sample
+    # falls outside the moving level
     ref_d = ct.derivatives(ref, hx, hy)
     for constancy, code in ct.CONSTANCY.items():
         J = cuda.device_array((2, 2, 6, h + 2, w + 2), np.float32)
         launch(
             k.motion_tensor, (w + 2, h + 2, 4), cuda.to_device(ref), cuda.to_device(ref_d),
-            cuda.to_device(mov.reshape(4, h, w)), J, *scales, constancy == "gc",
+            cuda.to_device(mov.reshape(4, h, w)), cuda.to_device(flow), J, hx, hy, *scales,
+            constancy == "gc",
         )  # fmt: skip
-        expected = [
-            ct.motion_tensor(ref, ref_d, mov[b], ct.derivatives(mov[b], hx, hy), code)
-            for b in range(2)
-        ]
+        expected = []
+        for b in range(2):
+            Jb = ct.motion_tensor(ref, ref_d, mov[b], ct.derivatives(mov[b], hx, hy), code)
+            ct.clear_unobserved(Jb, flow[0, b], flow[1, b], hx, hy)
+            expected.append(Jb)
+        assert 0 < int((np.stack(expected)[:, 0, 0, 1:-1, 1:-1] == 0).sum()) < 2 * h * w
         record(f"motion_tensor_{constancy}", J.copy_to_host(), np.stack(expected), axis=2)
     # edge-replicated start of the solver
     UV = cuda.device_array((2, 2, h + 2, w + 2), np.float32)

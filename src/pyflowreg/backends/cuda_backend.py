@@ -479,7 +479,7 @@ class CudaBackend(FlowBackend):
         J = view(bufs.J, (b, c, 6, hp, wp))
         gc = p.constancy_assumption == "gc"
         scales = (0.5 / hx, 0.5 / hy, 1.0 / (hx * hx), 1.0 / (hy * hy))
-        args = (image, prepared.derivs[lvl], warped, J, *scales, gc)
+        args = (image, prepared.derivs[lvl], warped, flow, J, hx, hy, *scales, gc)
         self._launch(k.motion_tensor, (wp, hp, b * c), *args)
         UV = view(bufs.UV, (2, b, hp, wp))
         self._launch(k.pad_flow, (wp, hp, 2 * b), flow, UV)

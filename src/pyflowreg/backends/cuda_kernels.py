@@ -338,25 +338,33 @@ def derivatives(img, out, sx, sy, sxx, syy):
 
 
 @cuda.jit(cache=True)
-def motion_tensor(ref, ref_d, warped, J, sx, sy, sxx, syy, gradient_constancy):
+def motion_tensor(ref, ref_d, warped, flow, J, hx, hy, sx, sy, sxx, syy, gradient_constancy):
     """Motion tensors ``J`` (B, C, 6, h + 2, w + 2) of the warped frames ``warped`` (B*C, h, w)
     against the reference ``ref`` (C, h, w) with derivatives ``ref_d`` (5, C, h, w), for every
-    frame pixel; the ghost ring is 0. ``sx``, ``sy``, ``sxx``, ``syy`` as in :func:`derivatives`.
-    Gradient constancy when ``gradient_constancy`` else gray value."""
+    frame pixel; the ghost ring is 0, and so are the pixels whose warp sample (``flow``
+    (2, B, h, w), spacings ``hx``, ``hy``) lies outside the moving level (nothing observed:
+    :func:`pyflowreg.core.tensors.clear_unobserved`, the test of :func:`warp_level`).
+    ``sx``, ``sy``, ``sxx``, ``syy`` as in :func:`derivatives`. Gradient constancy when
+    ``gradient_constancy`` else gray value."""
     jp, ip, n = cuda.grid(3)
     n_b, n_c, _, hp, wp = J.shape
     if jp >= wp or ip >= hp or n >= n_b * n_c:
         return
     b = n // n_c
     c = n - b * n_c
-    if ip == 0 or jp == 0 or ip == hp - 1 or jp == wp - 1:
-        for k in range(6):
-            J[b, c, k, ip, jp] = ZERO
-        return
     h = hp - 2
     w = wp - 2
     i = ip - 1
     j = jp - 1
+    unobserved = ip == 0 or jp == 0 or ip == hp - 1 or jp == wp - 1
+    if not unobserved:
+        y = i + flow[1, b, i, j] / hy
+        x = j + flow[0, b, i, j] / hx
+        unobserved = y < 0.0 or y > h - 1 or x < 0.0 or x > w - 1
+    if unobserved:
+        for k in range(6):
+            J[b, c, k, ip, jp] = ZERO
+        return
     fx2 = _fx(warped, n, i, j, w, sx)
     fy2 = _fy(warped, n, i, j, h, sy)
     if gradient_constancy:
