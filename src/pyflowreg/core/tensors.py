@@ -135,21 +135,31 @@ def motion_tensor(ref, ref_d, warped, warped_d, constancy):
 
 @njit(cache=True, nogil=True)
 def clear_unobserved(J, u, v, hx, hy):
-    """Zero the tensors (C, 6, h + 2, w + 2) of pixels whose sample ``(i + v / hy, j + u / hx)``
-    lies outside the moving level frame ``[0, h - 1] x [0, w - 1]`` (the test of
-    :func:`~pyflowreg.core.warp.warp_level`).
+    """Zero the tensors (C, 6, h + 2, w + 2) of pixels whose data term is not observed.
 
-    The warp fills such pixels from the reference, so their residual is zero, but their
-    structure terms (J11, J22, J12) would still pull the increment to zero with full weight and
-    pin the flow of the coarser level where content entered the frame. Without a data term the
-    smoothness term extends the flow from the observed interior instead.
+    A pixel is unobserved when its sample ``(i + v / hy, j + u / hx)`` lies outside the moving
+    level frame ``[0, h - 1] x [0, w - 1]`` (the test of :func:`~pyflowreg.core.warp.warp_level`)
+    or when one of its 3 x 3 neighbours does: the warp fills such samples from the reference,
+    and every derivative of the data term (first, second and mixed differences) reaches one pixel
+    around. The filled values leave no residual, but their structure terms (J11, J22, J12) would
+    still pull the increment to zero with full weight and pin the coarser level's flow where
+    content entered the frame. Without a data term the smoothness term extends the flow from the
+    observed interior instead.
     """
     h, w = u.shape
+    outside = np.zeros((h, w), np.bool_)
     for i in range(h):
         for j in range(w):
             y = i + v[i, j] / hy
             x = j + u[i, j] / hx
-            if y < 0.0 or y > h - 1 or x < 0.0 or x > w - 1:
+            outside[i, j] = y < 0.0 or y > h - 1 or x < 0.0 or x > w - 1
+    for i in range(h):
+        for j in range(w):
+            hit = False
+            for di in range(max(i - 1, 0), min(i + 2, h)):
+                for dj in range(max(j - 1, 0), min(j + 2, w)):
+                    hit = hit or outside[di, dj]
+            if hit:
                 for ch in range(J.shape[0]):
                     for k in range(6):
                         J[ch, k, i + 1, j + 1] = 0.0
