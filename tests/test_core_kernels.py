@@ -338,7 +338,7 @@ def test_unobserved_pixels_have_no_data_term():
     v[6, 0] = 0.5  # the bottom-left pixel samples below the last row
     before = J.copy()
     clear_unobserved(J, u, v, 2.0, 1.0)
-    # cleared: the unobserved pixels and their 3 x 3 neighbours (frame pixel (i, j) is J[.., i+1, j+1])
+    # cleared: the unobserved pixels and their 3 x 3 neighbours (frame (i, j) is J[.., i+1, j+1])
     cleared = np.zeros((9, 12), bool)
     cleared[1:-1, 9:11] = True
     cleared[6:8, 1:3] = True
