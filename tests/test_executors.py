@@ -552,6 +552,7 @@ def test_dead_idle_pool_is_replaced_once(recording, monkeypatch):
     monkeypatch.setattr(processes, "_answers", lambda *a: pings.append(a) or answers(*a))
     with MultiprocessingExecutor(2, FlowregBackend, PARAMS, {}, settings, keep_alive=30) as ex:
         assert ex._pool is not pool  # replaced ...
+        assert ex.wait_until_started(timeout=30)
         ex.set_reference(refs[0])
         got = ex.process_batch(raw, filtered, None, 0)
         new_pids = worker_pids(ex)

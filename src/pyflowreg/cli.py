@@ -578,6 +578,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"python    {platform.python_version()} ({sys.executable})")
     for dist in ("numpy", "scipy", "numba", "h5py", "tifffile", "pydantic"):
         print(f"{dist:<10}{_version(dist) or 'missing'}")
+    print(f"kernels   {_kernels_line()}")
     optional = {
         "torch": "torch",
         "numba-cuda": "cuda",
@@ -592,6 +593,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  {dist:<12}{shown}")
     print()
     return _cmd_backends(args)
+
+
+def _kernels_line() -> str:
+    """Whether Numba's cache holds the compiled kernels of this environment."""
+    from ._kernels import kernel_status
+
+    status = kernel_status()
+    if status.compiled:
+        took = status.compile_seconds
+        took = f"; compiling them took {took:.0f} s" if took else ""
+        return f"compiled ({status.n_kernels} kernels cached in {status.cache_dir}{took})"
+    return (
+        f"not compiled: {status.reason} (the first run compiles them, about a minute; "
+        f"cache: {status.cache_dir})"
+    )
 
 
 def _cmd_info_run(args: argparse.Namespace) -> int:

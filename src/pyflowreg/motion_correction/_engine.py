@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from .._kernels import ensure_compiled
 from ..core.alpha import select_alpha
 from ..executors.base import PendingBatch, WarpSettings
 from ._source import FrameSource, ReadAhead, batch_ranges
@@ -131,7 +132,13 @@ def executor_maker(
     n_jobs: int,
     executor_kwargs: dict | None = None,
 ) -> Callable:
-    """``make(params, dtype) -> Executor`` for the run's executor class and flow backend."""
+    """``make(params, dtype) -> Executor`` for the run's executor class and flow backend.
+
+    With the CPU flow backend, kernels missing from Numba's cache are compiled here first
+    (announced once): in this process only, before any worker starts.
+    """
+    if options.flow_backend == "flowreg":
+        ensure_compiled()
 
     def make(params, dtype):
         settings = WarpSettings(options.interpolation_method, np.dtype(dtype))
