@@ -67,7 +67,9 @@ def test_prealignment_registers_a_large_drift(tmp_path):
     aligned, w = compensate_arr(video, rec.reference, opts, registration_config=SEQUENTIAL)
     after_plain = correlation_with_reference(plain, rec.reference).mean()
     after_cc = correlation_with_reference(aligned, rec.reference).mean()
-    assert after_cc > after_plain and after_cc > before + 0.1
+    # the engine alone now follows a 7 px drift on these frames too (coarsest level 8 px), so the
+    # pre-alignment must register it and be no worse than the plain run
+    assert after_cc > before + 0.1 and after_cc > after_plain - 0.005
     # the fields hold the rigid part: content moved 7 px left, 6 px down, so
     # moving(y + 6, x - 7) = reference(y, x): u = -7 (x), v = 6 (y) on average
     assert abs(w[..., 0].mean() + 7.0) < 1.0 and abs(w[..., 1].mean() - 6.0) < 1.0
