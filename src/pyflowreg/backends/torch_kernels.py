@@ -217,8 +217,12 @@ def motion_tensor(
 
 
 def clear_unobserved_(J: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
-    """In place: zero the motion tensors ``J`` (6, T, C, h, w) of pixels whose warp sample lies
-    outside the moving level (``outside`` (T, h, w) from :func:`warp_level`), as
-    :func:`pyflowreg.core.tensors.clear_unobserved`: nothing is observed there, so the
-    smoothness term alone extends the flow."""
-    return J.masked_fill_(outside.unsqueeze(1), 0.0)
+    """In place: zero the motion tensors ``J`` (6, T, C, h, w) of pixels whose data term is not
+    observed, as :func:`pyflowreg.core.tensors.clear_unobserved`: the warp sample of the pixel or
+    of one of its 3x3 neighbours (within the frame; the reach of the derivative stencils) lies
+    outside the moving level (``outside`` (T, h, w) from :func:`warp_level`). The smoothness
+    term alone extends the flow there."""
+    hit = torch.nn.functional.max_pool2d(
+        outside.unsqueeze(1).to(J.dtype), kernel_size=3, stride=1, padding=1
+    )  # (T, 1, h, w): the 3x3 dilation, padding never hits
+    return J.masked_fill_(hit > 0, 0.0)
