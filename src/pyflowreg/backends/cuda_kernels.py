@@ -341,8 +341,9 @@ def derivatives(img, out, sx, sy, sxx, syy):
 def motion_tensor(ref, ref_d, warped, flow, J, hx, hy, sx, sy, sxx, syy, gradient_constancy):
     """Motion tensors ``J`` (B, C, 6, h + 2, w + 2) of the warped frames ``warped`` (B*C, h, w)
     against the reference ``ref`` (C, h, w) with derivatives ``ref_d`` (5, C, h, w), for every
-    frame pixel; the ghost ring is 0, and so are the pixels whose warp sample (``flow``
-    (2, B, h, w), spacings ``hx``, ``hy``) lies outside the moving level (nothing observed:
+    frame pixel; the ghost ring is 0, and so are the pixels where the warp sample (``flow``
+    (2, B, h, w), spacings ``hx``, ``hy``) of the pixel or of one of its 3x3 neighbours in the
+    frame lies outside the moving level (nothing observed within the derivative stencils:
     :func:`pyflowreg.core.tensors.clear_unobserved`, the test of :func:`warp_level`).
     ``sx``, ``sy``, ``sxx``, ``syy`` as in :func:`derivatives`. Gradient constancy when
     ``gradient_constancy`` else gray value."""
@@ -358,9 +359,12 @@ def motion_tensor(ref, ref_d, warped, flow, J, hx, hy, sx, sy, sxx, syy, gradien
     j = jp - 1
     unobserved = ip == 0 or jp == 0 or ip == hp - 1 or jp == wp - 1
     if not unobserved:
-        y = i + flow[1, b, i, j] / hy
-        x = j + flow[0, b, i, j] / hx
-        unobserved = y < 0.0 or y > h - 1 or x < 0.0 or x > w - 1
+        for di in range(max(i - 1, 0), min(i + 2, h)):
+            for dj in range(max(j - 1, 0), min(j + 2, w)):
+                y = di + flow[1, b, di, dj] / hy
+                x = dj + flow[0, b, di, dj] / hx
+                if y < 0.0 or y > h - 1 or x < 0.0 or x > w - 1:
+                    unobserved = True
     if unobserved:
         for k in range(6):
             J[b, c, k, ip, jp] = ZERO
