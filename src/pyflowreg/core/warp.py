@@ -320,27 +320,6 @@ def _spline_line(line, n):
         line[k] = z * (line[k + 1] - line[k])
 
 
-@njit(cache=True, nogil=True)
-def spline_coefficients(img, out):
-    """Cubic B-spline coefficients of every channel of ``img`` (h, w, C) into float ``out``."""
-    h, wd, c = img.shape
-    col = np.empty(h)
-    row = np.empty(wd)
-    for ch in range(c):
-        for i in range(h):
-            for j in range(wd):
-                row[j] = img[i, j, ch]
-            _spline_line(row, wd)
-            for j in range(wd):
-                out[i, j, ch] = row[j]
-        for j in range(wd):
-            for i in range(h):
-                col[i] = out[i, j, ch]
-            _spline_line(col, h)
-            for i in range(h):
-                out[i, j, ch] = col[i]
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _value(img, y, x, ch, narrow):
     """``img[y, x, ch]`` as float64 (through float32 when ``narrow``)."""
@@ -402,9 +381,8 @@ def warp_into(
     direct = out.dtype.str[1:] in _KERNEL_KINDS and out.dtype.isnative
     target = out if direct else np.empty(out.shape, work)
     if code == 3:
-        coefficients = np.empty(frame.shape, np.float64)
-        spline_coefficients(frame, coefficients)
-        frame = coefficients
+        planes = np.ascontiguousarray(np.moveaxis(frame, -1, 0), dtype=np.float64)
+        frame = np.ascontiguousarray(np.moveaxis(level_coefficients(planes), 0, -1))
     elif frame.dtype.str[1:] not in _KERNEL_KINDS or not frame.dtype.isnative:
         frame = frame.astype(work)
     to_int = target.dtype.kind in "ui"
