@@ -136,8 +136,8 @@ def _normalize_blur(raw, low, scale, taps_y, taps_x, out):
     """``out`` (n, h, w) float32 = spatial blur of ``(float32(raw) - low) * scale``, per frame.
 
     ``raw`` (n, h, w) of any real dtype and strides; an empty ``taps_y``/``taps_x`` skips that
-    axis. Same float32 operations in the same order as :func:`normalize`, ``blur_rows`` and
-    ``blur_cols``, without intermediate videos.
+    axis. Same float32 operations in the same order as :func:`normalize` followed by a
+    separable blur along rows, then columns, without intermediate videos.
     """
     n, h, w = raw.shape
     norm = np.empty((h, w), np.float32)

@@ -72,15 +72,6 @@ def _mirror_indices(i: np.ndarray, n: int) -> np.ndarray:
     return np.where(i >= n, 2 * n - 1 - i, i)
 
 
-@njit(cache=True, nogil=True)
-def blur_rows(img, taps):
-    """Convolve every channel of ``img`` (C, h, w) along axis 1 (rows) with ``taps``."""
-    out = np.zeros_like(img)
-    for ch in range(img.shape[0]):
-        blur_plane_rows(img[ch], taps, out[ch])
-    return out
-
-
 @njit(cache=True, nogil=True, inline="always")
 def blur_plane_rows(src, taps, dst):
     """``dst += taps * src`` along axis 0 of a plane (h, w) (symmetric borders; ``dst`` zeroed)."""
@@ -93,21 +84,6 @@ def blur_plane_rows(src, taps, dst):
             t = taps[k]
             for j in range(w):
                 line_out[j] += t * line[j]
-
-
-@njit(cache=True, nogil=True)
-def blur_cols(img, taps):
-    """Convolve every channel of ``img`` (C, h, w) along axis 2 (columns) with ``taps``.
-
-    Tap-outer loops over contiguous runs of a row (slices, so the interior vectorises); only
-    the ``radius`` columns at each border take the mirrored indices.
-    """
-    c, h, _ = img.shape
-    out = np.zeros_like(img)
-    for ch in range(c):
-        for i in range(h):
-            blur_row(img[ch, i], taps, out[ch, i])
-    return out
 
 
 @njit(cache=True, nogil=True, inline="always")

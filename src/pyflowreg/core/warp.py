@@ -33,18 +33,6 @@ def cubic_weights(t, a):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def keys_weights(t):
-    """Keys (a = -0.5) cubic weights for the taps at offsets -1, 0, 1, 2 of a sample at ``t``."""
-    t2 = t * t
-    t3 = t2 * t
-    w0 = -0.5 * t3 + t2 - 0.5 * t
-    w1 = 1.5 * t3 - 2.5 * t2 + 1.0
-    w2 = -1.5 * t3 + 2.0 * t2 + 0.5 * t
-    w3 = 0.5 * t3 - 0.5 * t2
-    return w0, w1, w2, w3
-
-
-@njit(cache=True, nogil=True, inline="always")
 def reflect(i, n):
     """Whole-sample symmetric index (-1 -> 1, n -> n - 2), the extension the spline
     coefficients of :func:`_spline_line` assume."""
