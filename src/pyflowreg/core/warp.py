@@ -48,6 +48,12 @@ def reflect(i, n):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _tap(i, n, symmetric):
+    """Tap index ``i`` inside ``[0, n)``: reflected when ``symmetric``, else clamped."""
+    return reflect(i, n) if symmetric else clamp(i, n)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def clamp(i, n):
     if i < 0:
         return 0
@@ -196,30 +202,21 @@ def _warp_into(img, w, method, a, use_fill, fill, narrow, to_int, lo, hi, out):
             yi = int(y0)
             xi = int(x0)
             if method == 2 or method == 3:
-                if method == 2:
-                    wy0, wy1, wy2, wy3 = cubic_weights(y - y0, a)
-                    wx0, wx1, wx2, wx3 = cubic_weights(x - x0, a)
-                else:
+                spline = method == 3  # coefficients extend symmetrically, as prefiltered
+                if spline:
                     wy0, wy1, wy2, wy3 = bspline_weights(y - y0)
                     wx0, wx1, wx2, wx3 = bspline_weights(x - x0)
-                if method == 2:
-                    xm = clamp(xi - 1, wd)
-                    xa = clamp(xi, wd)
-                    xb = clamp(xi + 1, wd)
-                    xc = clamp(xi + 2, wd)
-                    ym = clamp(yi - 1, h)
-                    ya = clamp(yi, h)
-                    yb = clamp(yi + 1, h)
-                    yc = clamp(yi + 2, h)
-                else:  # the coefficients extend symmetrically, as their prefilter assumed
-                    xm = reflect(xi - 1, wd)
-                    xa = reflect(xi, wd)
-                    xb = reflect(xi + 1, wd)
-                    xc = reflect(xi + 2, wd)
-                    ym = reflect(yi - 1, h)
-                    ya = reflect(yi, h)
-                    yb = reflect(yi + 1, h)
-                    yc = reflect(yi + 2, h)
+                else:
+                    wy0, wy1, wy2, wy3 = cubic_weights(y - y0, a)
+                    wx0, wx1, wx2, wx3 = cubic_weights(x - x0, a)
+                xm = _tap(xi - 1, wd, spline)
+                xa = _tap(xi, wd, spline)
+                xb = _tap(xi + 1, wd, spline)
+                xc = _tap(xi + 2, wd, spline)
+                ym = _tap(yi - 1, h, spline)
+                ya = _tap(yi, h, spline)
+                yb = _tap(yi + 1, h, spline)
+                yc = _tap(yi + 2, h, spline)
                 for ch in range(c):
                     val = keys_dot(
                         wy0, wy1, wy2, wy3,
