@@ -492,7 +492,7 @@ def mapped_blocks(pid: int) -> list[str]:
     try:
         with open(f"/proc/{pid}/maps") as maps:
             return [line for line in maps if PREFIX in line]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped between open and read
         return []
 
 
@@ -500,7 +500,7 @@ def process_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped between open and read
         return False
 
 
