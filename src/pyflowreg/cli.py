@@ -178,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=10, help="timed frames per preset (default 10)")
     p.add_argument("--presets", nargs="+", choices=QUALITIES, default=list(QUALITIES))
     p.set_defaults(func=_cmd_bench)
+
+    from .session.cli import add_session_parser  # pyflowreg session run|status|array|...
+
+    add_session_parser(sub, parents=[common])
     return parser
 
 

@@ -16,10 +16,13 @@ Stage 1 motion-corrects every recording (:func:`run_stage1`, one recording per a
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import SessionConfig, get_array_task_id
-from .stage1_compensate import discover_input_files, run_stage1, run_stage1_array
+if TYPE_CHECKING:
+    from .config import SessionConfig, get_array_task_id
+    from .stage1_compensate import discover_input_files, run_stage1, run_stage1_array
+    from .stage2_between_avgs import run_stage2
+    from .stage3_valid_mask import run_stage3
 
 __all__ = [
     "SessionConfig",
@@ -31,8 +34,14 @@ __all__ = [
     "run_stage3",
 ]
 
-#: Names loaded from their stage modules on first use.
+#: Names loaded from their modules on first use (``import pyflowreg.session.cli`` stays light,
+#: and stages 2 and 3 load only when used).
 _LAZY = {
+    "SessionConfig": "pyflowreg.session.config",
+    "get_array_task_id": "pyflowreg.session.config",
+    "discover_input_files": "pyflowreg.session.stage1_compensate",
+    "run_stage1": "pyflowreg.session.stage1_compensate",
+    "run_stage1_array": "pyflowreg.session.stage1_compensate",
     "run_stage2": "pyflowreg.session.stage2_between_avgs",
     "run_stage3": "pyflowreg.session.stage3_valid_mask",
 }

@@ -65,6 +65,7 @@ __all__ = [
     "atomic_save_npz",
     "compute_and_save_temporal_average",
     "discover_input_files",
+    "recording_options",
     "run_stage1",
     "run_stage1_array",
     "stage1_options_hash",
@@ -210,7 +211,7 @@ def _compensate_one(input_file: Path, folder: Path, base, registration, resume: 
     """Stage 1 of one recording under its claim: ``"skipped"`` (verified done) or ``"done"``."""
     from ..motion_correction.compensate_recording import compensate_recording
 
-    options = base.model_copy(update={**_FORCED, "input_file": input_file, "output_path": folder})
+    options = recording_options(base, input_file, folder)
     digest = stage1_options_hash(options)
     with claim(folder, "stage1"):
         if resume and stage_done(folder, "stage1", digest):
@@ -262,6 +263,13 @@ def _compensate_one(input_file: Path, folder: Path, base, registration, resume: 
             raise
     logger.info("stage 1: %s done in %.1f s", folder.name, time.perf_counter() - tic)
     return "done"
+
+
+def recording_options(base, input_file: Path, folder: Path):
+    """The ``OFOptions`` of one recording: ``base`` (``SessionConfig.stage1_options``) with its
+    input, its output folder and the session's fixed outputs (``compensated.hdf5``,
+    ``idx.hdf``)."""
+    return base.model_copy(update={**_FORCED, "input_file": input_file, "output_path": folder})
 
 
 def stage1_options_hash(options) -> str:
