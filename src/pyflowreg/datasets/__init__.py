@@ -6,6 +6,7 @@
 ((10, 64, 64, 1), (10, 64, 64, 2))
 """
 
+from pyflowreg.datasets._sessions import SyntheticSessions, make_sessions
 from pyflowreg.datasets.synthetic import (
     SyntheticRecording,
     displace,
@@ -13,4 +14,11 @@ from pyflowreg.datasets.synthetic import (
     make_recording,
 )
 
-__all__ = ["SyntheticRecording", "displace", "make_pair", "make_recording"]
+__all__ = [
+    "SyntheticRecording",
+    "SyntheticSessions",
+    "displace",
+    "make_pair",
+    "make_recording",
+    "make_sessions",
+]

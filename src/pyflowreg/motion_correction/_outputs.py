@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.warping import compute_batch_valid_masks
+
 
 def valid_mask(w: np.ndarray) -> np.ndarray:
     """Pixels whose sampling position lies inside the frame.
@@ -21,8 +23,4 @@ def valid_mask(w: np.ndarray) -> np.ndarray:
     ndarray, shape (T, H, W), uint8
         1 where ``0 <= x + u <= W - 1`` and ``0 <= y + v <= H - 1``, else 0.
     """
-    _, h, width, _ = w.shape
-    x = np.arange(width, dtype=np.float32)[None, None, :] + w[..., 0]
-    y = np.arange(h, dtype=np.float32)[None, :, None] + w[..., 1]
-    inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= h - 1)
-    return inside.astype(np.uint8)
+    return compute_batch_valid_masks(w).astype(np.uint8)

@@ -1,0 +1,121 @@
+"""Valid-pixel masks of backward warps, and warping of binary masks (PyFlowReg's
+``pyflowreg.core.warping``).
+
+A backward warp ``registered(y, x) = moving(y + v(y, x), x + u(y, x))`` (:func:`.warp.warp`)
+observes pixel ``(y, x)`` only where its sample position lies inside the moving frame,
+``0 <= x + u <= W - 1`` and ``0 <= y + v <= H - 1``; elsewhere the warp extends the border.
+These functions give that mask and carry binary masks through such warps (nearest neighbour,
+so a mask stays binary), as the session stages do with the per-recording valid masks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .warp import warp
+
+__all__ = ["backward_valid_mask", "compute_batch_valid_masks", "imregister_binary"]
+
+
+def _field_component(name: str, a) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "uif":
+        raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (H, W) array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
+
+
+def _inside(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """In-bounds test of fields ``u``, ``v`` (..., H, W), in their own float precision."""
+    h, w = u.shape[-2:]
+    x = np.arange(w, dtype=u.dtype) + u
+    y = np.arange(h, dtype=v.dtype)[:, None] + v
+    return (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+
+
+def backward_valid_mask(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Pixels whose backward-warp sample position lies inside the frame.
+
+    Parameters
+    ----------
+    u, v : ndarray, shape (H, W)
+        Displacement along columns (x) and rows (y), in pixels.
+
+    Returns
+    -------
+    ndarray, shape (H, W), bool
+        True where ``0 <= x + u <= W - 1`` and ``0 <= y + v <= H - 1``.
+
+    Examples
+    --------
+    >>> u = np.full((3, 4), 1.5); v = np.zeros((3, 4))
+    >>> backward_valid_mask(u, v).astype(int)
+    array([[1, 1, 0, 0],
+           [1, 1, 0, 0],
+           [1, 1, 0, 0]])
+    """
+    u = _field_component("u", u)
+    v = _field_component("v", v)
+    if u.shape != v.shape:
+        raise ValueError(f"u {u.shape} and v {v.shape} must have the same shape")
+    return _inside(u, v)
+
+
+def imregister_binary(mask: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Backward-warp a binary mask by ``(u, v)`` with nearest-neighbour sampling.
+
+    ``out(y, x) = mask(round(y + v), round(x + u))`` where that position lies inside the frame
+    (:func:`backward_valid_mask`), False elsewhere: pixels the warp does not observe are never
+    valid, so the border is not extended into the mask.
+
+    Parameters
+    ----------
+    mask : ndarray, shape (H, W)
+        Boolean or 0/1 mask in the moving frame's coordinates (non-zero = True).
+    u, v : ndarray, shape (H, W)
+        Displacement along columns (x) and rows (y), in pixels (the package's ``w[..., 0]``,
+        ``w[..., 1]``).
+
+    Returns
+    -------
+    ndarray, shape (H, W), bool
+        The mask in the reference frame's coordinates.
+    """
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be a 2-D (H, W) array, got shape {m.shape}")
+    if m.dtype.kind not in "buif":
+        raise TypeError(f"mask must be boolean or numeric, got dtype {m.dtype}")
+    inside = backward_valid_mask(u, v)
+    if inside.shape != m.shape:
+        raise ValueError(f"mask {m.shape} and the field {inside.shape} must have the same shape")
+    w = np.stack([np.asarray(u, np.float64), np.asarray(v, np.float64)], axis=-1)
+    warped = warp((m != 0).astype(np.uint8), w, method="nearest")
+    return (warped != 0) & inside
+
+
+def compute_batch_valid_masks(w: np.ndarray) -> np.ndarray:
+    """Valid-pixel masks of a batch of displacement fields (:func:`backward_valid_mask` each).
+
+    Parameters
+    ----------
+    w : ndarray, shape (T, H, W, 2) or (H, W, 2)
+        Fields with ``w[..., 0] = u`` (x) and ``w[..., 1] = v`` (y), in pixels.
+
+    Returns
+    -------
+    ndarray, shape (T, H, W) or (H, W), bool
+        The masks; the in-bounds test runs in the fields' float precision (float32 fields are
+        compared in float32, as the pipeline's ``idx``/``valid_mask`` outputs are).
+    """
+    arr = np.asarray(w)
+    if arr.dtype.kind not in "uif":
+        raise TypeError(f"w must have a real numeric dtype, got {arr.dtype}")
+    if arr.ndim not in (3, 4) or arr.shape[-1] != 2:
+        raise ValueError(f"w must have shape (H, W, 2) or (T, H, W, 2), got {arr.shape}")
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    return _inside(arr[..., 0], arr[..., 1])
