@@ -293,9 +293,10 @@ def stage1_options_hash(options) -> str:
 
 def _warn_forced(options) -> None:
     given = options.model_fields_set
-    if "output_format" in given and options.output_format != "HDF5":
+    fmt = getattr(options.output_format, "value", options.output_format)
+    if "output_format" in given and fmt != "HDF5":
         warnings.warn(
-            f"stage 1 writes {COMPENSATED_FILE}: output_format {options.output_format!r} of the "
+            f"stage 1 writes {COMPENSATED_FILE}: output_format {fmt!r} of the "
             "flow options is ignored",
             UserWarning,
             stacklevel=3,
