@@ -416,6 +416,13 @@ def test_cli_all_stages(session, tmp_path, capsys):
     assert pyflowreg_main(["session", "run", "--config", config_file]) == 0
     out = capsys.readouterr().out
     assert "stage 1: 3 recording(s)" in out and "stage 3: final mask" in out
+    assert pyflowreg_main(["session", "status", "-c", config_file]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:4]]
+    assert [row[-4:] for row in rows] == [["done", "done", "done", "12"]] * 3
+    changed = session.model_copy(update={"alpha_between": 10.0}).save(tmp_path / "c.toml")
+    assert pyflowreg_main(["session", "status", "-c", str(changed)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:4]]
+    assert [row[-4:] for row in rows] == [["done", "changed", "stale", "12"]] * 3
 
 
 def test_pyflowreg_session_command_help():

@@ -91,7 +91,15 @@ def add_session_parser(subparsers, parents: Sequence[argparse.ArgumentParser] = 
     )
     p.set_defaults(func=_cmd_run)
 
-    p = commands.add_parser("status", parents=parents, help="what is done, per recording and stage")
+    p = commands.add_parser(
+        "status",
+        parents=parents,
+        help="what is done, per recording and stage",
+        description="A table of the recordings and the state of each stage: done (outputs "
+        "verify), changed (made with other settings), stale (stage 3 made from results no "
+        "longer current), damaged (outputs missing or altered), running, interrupted (its "
+        "process is gone), failed, pending.",
+    )
     _config_arg(p)
     p.set_defaults(func=_cmd_status)
 
@@ -252,6 +260,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     final_state = stage_state(paths.final_results, "stage3")
     rows = [("recording", "stage 1", "stage 2", "stage 3", "frames")]
     center = config.center_index(files)
+    stage2_hash = _stage2_hash(config, recording_name(files[center]))
     for i, path in enumerate(files):
         folder = paths.output_root / recording_name(path)
         options = recording_options(base, path, folder)
@@ -262,11 +271,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
             (
                 name,
                 stage_state(folder, "stage1", stage1_options_hash(options)),
-                stage_state(folder, "stage2"),
+                stage_state(folder, "stage2", stage2_hash),
                 final_state,
                 "-" if frames is None else str(frames),
             )
         )
+    if final_state == "done" and any(row[1:3] != ("done", "done") for row in rows[1:]):
+        # stage 3 used results that are no longer current: it will be redone
+        rows = [rows[0], *((*row[:3], "stale", row[4]) for row in rows[1:])]
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     for row in rows:
         print(
@@ -274,6 +286,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
         )
     print(f"outputs: {paths.output_root}; final results: {paths.final_results}")
     return 0
+
+
+def _stage2_hash(config, center_name: str) -> str | None:
+    """The options hash stage 2 records (None where stage 2 is not installed)."""
+    try:
+        from .stage2_between_avgs import stage2_options_hash
+    except ImportError:
+        return None
+    return stage2_options_hash(config, center_name)
 
 
 def _common_parent(folders: Sequence[Path]) -> str:
