@@ -294,6 +294,13 @@ def test_discovery_in_natural_order_without_the_outputs(tmp_path):
     assert discover_input_files(config) == stage1_discover(config)
 
 
+def test_discovery_with_the_outputs_beside_the_recordings(tmp_path):
+    _touch(tmp_path, "a.tif", "b.tif")
+    _touch(tmp_path / "a", "status.json", "aligned.tif")  # the output folder of a.tif
+    config = SessionConfig(root=tmp_path, pattern="**/*.tif", output_root=".")
+    assert [p.name for p in discover_input_files(config)] == ["a.tif", "b.tif"]
+
+
 def test_discovery_errors(tmp_path):
     _touch(tmp_path, "a.tif", "a.h5")
     with pytest.raises(FileNotFoundError, match=r"no recordings match pattern '\*\.zarr' in "):

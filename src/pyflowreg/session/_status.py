@@ -81,6 +81,7 @@ from ..motion_correction._run_folder import (
     output_size,
     read_lock,
 )
+from .config import STATUS_FILE
 
 try:
     import fcntl
@@ -108,7 +109,6 @@ __all__ = [
     "write_status",
 ]
 
-STATUS_FILE = "status.json"
 STATUS_LOCK = ".status.lock"
 CLAIM_FILE = ".session-claim.json"
 STAGES = ("stage1", "stage2", "stage3")
@@ -302,7 +302,7 @@ def stage_state(folder: str | os.PathLike, stage: str, options_hash: str | None 
         return str(state or "pending")
     if verify_stage(folder, stage):
         return "damaged"
-    if options_hash is not None and verify_stage(folder, stage, options_hash):
+    if options_hash is not None and record.get("options_hash") != options_hash:
         return "changed"
     return "done"
 

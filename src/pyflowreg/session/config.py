@@ -54,6 +54,9 @@ CONFIG_FORMATS = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
 #: Stage-2 data terms: PyFlowReg's names and their aliases.
 CONSTANCY_ALIASES = {"gradient": "gc", "brightness": "gray", "census": "cs"}
 
+#: The status file of a session output folder (see ``_status``).
+STATUS_FILE = "status.json"
+
 #: Recordings that are folders (Zarr stores) rather than files.
 FOLDER_RECORDINGS = (".zarr",)
 
@@ -477,8 +480,9 @@ def discover_input_files(config: SessionConfig) -> list[Path]:
     """The recordings of a session: ``pattern`` matched under ``root``, in natural order.
 
     Natural order sorts the digits in names as numbers (``rec_2`` before ``rec_10``); it is the
-    plain sorted order when numbers are zero-padded. Files (and Zarr folders) inside the
-    session's output folders are left out.
+    plain sorted order when numbers are zero-padded. Hidden files, and files inside the
+    session's output folders (``output_root``, ``final_results``, any folder holding a session
+    ``status.json``) are left out.
 
     Raises
     ------
@@ -490,15 +494,19 @@ def discover_input_files(config: SessionConfig) -> list[Path]:
     root = config.root_path()
     if not root.is_dir():
         raise FileNotFoundError(f"session root is not a folder: {root}")
-    outputs = config.resolve_output_paths()
+    real_root = root.resolve()
+    # output folders that do not hold the recordings themselves (output_root may be root)
+    outputs = [o for o in config.resolve_output_paths() if not _inside(real_root, o)]
     found = []
     for path in root.glob(config.pattern):
-        if path.is_dir() and path.suffix.lower() not in FOLDER_RECORDINGS:
+        if path.name.startswith(".") or (
+            path.is_dir() and path.suffix.lower() not in FOLDER_RECORDINGS
+        ):
             continue
         resolved = path.resolve()
-        if any(_inside(resolved, out) for out in outputs):
-            continue
-        if path.name.startswith("."):
+        if any(_inside(resolved, out) for out in outputs) or _in_session_output(
+            resolved, real_root
+        ):
             continue
         found.append(path)
     if not found:
@@ -663,6 +671,16 @@ def _options_file(value: str, config_dir: Path, root: Any) -> Path:
         if under_root.exists():
             return under_root
     return beside
+
+
+def _in_session_output(path: Path, root: Path) -> bool:
+    """Whether a folder between ``root`` (excluded) and ``path`` holds a session status."""
+    folder = path.parent
+    while folder != root and _inside(folder, root):
+        if (folder / STATUS_FILE).is_file():
+            return True
+        folder = folder.parent
+    return False
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -34,6 +34,7 @@ commands never process the same recording at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -139,20 +140,22 @@ def run_stage1(
         files = [files[int(task_index)]]
     base = config.stage1_options(of_options_override)  # bad options fail before any work
     _warn_forced(base)
-    registration = config.registration_config(verbose=verbose)
     output_root = config.resolve_output_paths().output_root
     folders, busy = [], []
-    for i, input_file in enumerate(files, 1):
-        folder = output_root / recording_name(input_file)
-        logger.info("stage 1: recording %d/%d: %s", i, len(files), input_file.name)
-        try:
-            _compensate_one(input_file, folder, base, registration, config.resume)
-        except RecordingClaimedError as exc:
-            if task_index is not None:
-                raise
-            logger.warning("stage 1: %s left to the process holding it: %s", input_file.name, exc)
-            busy.append(input_file.name)
-        folders.append(folder)
+    with _shared_cluster(config.registration_config(verbose=verbose), len(files)) as registration:
+        for i, input_file in enumerate(files, 1):
+            folder = output_root / recording_name(input_file)
+            logger.info("stage 1: recording %d/%d: %s", i, len(files), input_file.name)
+            try:
+                _compensate_one(input_file, folder, base, registration, config.resume)
+            except RecordingClaimedError as exc:
+                if task_index is not None:
+                    raise
+                logger.warning(
+                    "stage 1: %s left to the process holding it: %s", input_file.name, exc
+                )
+                busy.append(input_file.name)
+            folders.append(folder)
     if busy:
         logger.warning(
             "stage 1: %d recording(s) were being processed elsewhere and may not be done yet: %s",
@@ -202,6 +205,25 @@ def run_stage1_array(config: SessionConfig, task_index: int | None = None) -> li
         )
         return []
     return run_stage1(config, task_index=task_index)
+
+
+@contextlib.contextmanager
+def _shared_cluster(registration, n_recordings: int):
+    """``registration`` for every recording: with the ``dask`` executor and no cluster given,
+    one ``LocalCluster`` serves them all (instead of one started per recording)."""
+    if (
+        registration.parallelization != "dask"
+        or n_recordings < 2
+        or registration.dask_client is not None
+        or registration.dask_address is not None
+    ):
+        yield registration
+        return
+    from ..executors.dask import dask_client
+
+    n_workers = registration.n_jobs if registration.n_jobs > 0 else (os.cpu_count() or 1)
+    with dask_client(n_workers) as client:
+        yield dataclasses.replace(registration, dask_client=client)
 
 
 # ---------------------------------------------------------------------- one recording
