@@ -11,6 +11,8 @@ processed). SETTINGS:
     Seconds to sleep after every batch (so that two runs overlap).
 ``announce``
     Print ``started`` after the first batch.
+``cli``
+    Run ``pyflowreg session run --config CONFIG --stage 1 -q`` instead of ``run_stage1``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ def main() -> int:
         time.sleep(settings.get("batch_delay", 0.0))
 
     stage1._TemporalAverage.add = add_then_wait
+    if settings.get("cli"):
+        from pyflowreg.cli import main as cli_main
+
+        return cli_main(["session", "run", "--config", config_file, "--stage", "1", "-q"])
     stage1.run_stage1(SessionConfig.from_file(config_file))
     return 0
 

@@ -241,6 +241,50 @@ def test_a_killed_task_is_redone_cleanly(session, reference_run, tmp_path):
         _assert_same_outputs(folder, reference)
 
 
+def test_sigterm_of_a_cli_run_frees_the_claim_and_keeps_the_checkpoint(session, tmp_path):
+    """A batch system's time limit (SIGTERM): the claim goes at once, the run continues later."""
+    config_file = session.save(tmp_path / "session.toml")
+    settings = json.dumps({"pause_after": 2, "cli": True})
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), str(config_file), settings],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "paused"
+        folder = session.resolve_output_paths().output_root / NAMES[0]
+        assert claim_holder(folder)["pid"] == proc.pid
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (folder / CLAIM_FILE).exists()
+    assert stage_state(folder, "stage1") == "interrupted"
+    run_stage1(session, task_index=0)
+    assert json.loads((folder / "run.json").read_text())["resumed_at_frame"] == 4
+
+
+def test_a_run_killed_after_its_video_was_committed_is_finished_from_the_file(
+    session, reference_run, monkeypatch
+):
+    """Killed between the commit of compensated.hdf5 and its status: the video is taken as it
+    is (no registration) and the mean is computed from it, equal to the streamed one."""
+    folder = run_stage1(session, task_index=0)[0]
+    (folder / "temporal_average.npy").unlink()
+    write_status(folder, "stage1", state="running")
+    engine = importlib.import_module("pyflowreg.motion_correction.compensate_recording")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the finished video was registered again")
+
+    monkeypatch.setattr(engine, "run_registration", refuse)
+    run_stage1(session, task_index=0)
+    assert verify_stage(folder, "stage1") == []
+    _assert_same_outputs(folder, reference_run[1][0])
+
+
 # ---------------------------------------------------------------------- claims
 
 

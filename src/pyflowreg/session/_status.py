@@ -42,7 +42,10 @@ never process the same folder at once: it creates ``.session-claim.json`` with
 process start time and stage, and touches it every :data:`HEARTBEAT` seconds while held. A
 claim whose owner is gone is stale and taken over: on the same host when the process it names
 no longer runs (a reused pid is told apart by its start time), on another host when it has not
-been touched for ``stale_after`` seconds. A live claim raises :class:`RecordingClaimedError`.
+been touched for ``stale_after`` seconds (default :data:`STALE_AFTER`). A live claim raises
+:class:`RecordingClaimedError`. The session commands remove their claims when ``SIGTERM`` ends
+them (:func:`release_claims_on_sigterm`), so a task stopped by a batch system's time limit
+leaves no claim behind.
 
 API (used by stages 1-3 and the runners)
 ----------------------------------------
@@ -53,7 +56,7 @@ API (used by stages 1-3 and the runners)
 when it verifies), ``stage_done(folder, stage, options_hash, inputs=None) -> bool``,
 ``stage_state(folder, stage, options_hash=None) -> str``, ``describe_output(path) -> dict``,
 ``claim(folder, stage=None)`` (context manager yielding a :class:`Claim`),
-``claim_holder(folder) -> dict | None``.
+``claim_holder(folder) -> dict | None``, ``release_claims_on_sigterm()`` (context manager).
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ __all__ = [
     "describe_output",
     "invalidate",
     "read_status",
+    "release_claims_on_sigterm",
     "stage_done",
     "stage_fingerprint",
     "stage_record",
@@ -119,8 +123,8 @@ SAMPLE_BLOCK = 64 * 1024
 SAMPLE_BLOCKS = 17
 #: Seconds between touches of a held claim, and the default age at which a claim of another
 #: host counts as abandoned.
-HEARTBEAT = 30.0
-STALE_AFTER = 600.0
+HEARTBEAT = 20.0
+STALE_AFTER = 180.0
 CLAIM_WRITE_GRACE = 2.0  # an empty claim file younger than this is being written
 CLAIM_BREAK_STALE = 30.0  # a takeover marker older than this was left by a killed process
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
@@ -474,6 +478,7 @@ class Claim:
             finally:
                 os.close(fd)
             self.held = True
+            _HELD[self.claim_id] = self
             self._thread = threading.Thread(
                 target=self._beat, name=f"claim-{self.folder.name}", daemon=True
             )
@@ -485,9 +490,13 @@ class Claim:
         if not self.held:
             return
         self.held = False
+        _HELD.pop(self.claim_id, None)
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
+        self._remove_file()
+
+    def _remove_file(self) -> None:
         held = read_lock(self.path)
         if held and held.get("claim_id") == self.claim_id:
             with contextlib.suppress(FileNotFoundError):
@@ -576,6 +585,48 @@ def claim(
         yield held
     finally:
         held.release()
+
+
+#: Claims held by this process, by claim id (for :func:`release_claims_on_sigterm`).
+_HELD: dict[str, Claim] = {}
+
+
+def _release_all_held() -> None:
+    """Remove the claim files this process holds (not those of a parent it was forked from)."""
+    for held in list(_HELD.values()):
+        if held.record["pid"] == os.getpid():
+            with contextlib.suppress(OSError):
+                held._remove_file()
+
+
+@contextlib.contextmanager
+def release_claims_on_sigterm() -> Iterator[None]:
+    """For command-line runs: on ``SIGTERM`` (a batch system's time limit), remove the claim
+    files this process holds, then die of ``SIGTERM`` as without the handler.
+
+    The checkpoints of an interrupted recording stay for the next run to continue, as after a
+    ``SIGKILL``; without the claim files, that run need not wait ``stale_after`` seconds for a
+    claim made on another host. Outside the main thread, or where ``SIGTERM`` does not exist,
+    nothing is installed.
+    """
+    import signal
+
+    sigterm = getattr(signal, "SIGTERM", None)
+    if sigterm is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(sigterm)
+
+    def handler(signum, frame) -> None:
+        _release_all_held()
+        signal.signal(sigterm, signal.SIG_DFL)
+        os.kill(os.getpid(), sigterm)
+
+    signal.signal(sigterm, handler)
+    try:
+        yield
+    finally:
+        signal.signal(sigterm, previous)
 
 
 def claim_holder(folder: str | os.PathLike, stale_after: float = STALE_AFTER) -> dict | None:

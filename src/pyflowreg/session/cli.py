@@ -36,7 +36,7 @@ from typing import Any
 __all__ = ["EXTENSION_MODULES", "add_session_parser", "load_config", "main", "out"]
 
 #: Modules adding ``pyflowreg session`` subcommands (see the module docstring).
-EXTENSION_MODULES: list[str] = []
+EXTENSION_MODULES: list[str] = ["pyflowreg.session.cluster_cli"]
 
 #: The commands defined here.
 COMMANDS = ("run", "status", "array")
@@ -171,6 +171,13 @@ def _of_params(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ._status import release_claims_on_sigterm
+
+    with release_claims_on_sigterm():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     stage1_only = args.index is not None or args.array or args.of_params
     if stage1_only and args.stage not in (None, 1):
         raise _usage_error("--index, --array and --of-params belong to stage 1 (--stage 1)")
@@ -221,8 +228,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_array(args: argparse.Namespace) -> int:
+    from ._status import release_claims_on_sigterm
+
     config = load_config(args)
-    _stage1_array(args, config, args.task_index)
+    with release_claims_on_sigterm():
+        _stage1_array(args, config, args.task_index)
     return 0
 
 
