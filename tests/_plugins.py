@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pyflowreg.backends.base import FlowBackend, broadcast_uv
+from pyflowreg.executors.base import Executor
 from pyflowreg.executors.sequential import SequentialExecutor
 
 #: Value of ``frame[0, 0, 0]`` that makes :class:`ShiftBackend` raise.
@@ -76,3 +77,10 @@ class InlineExecutor(SequentialExecutor):
     """A third-party executor: the sequential one under another name."""
 
     name = "inline"
+
+
+class BareExecutor(Executor):
+    """A third-party executor derived from the base class that writes no frame loop of its own
+    (it gets :func:`pyflowreg.executors.base.register_frames` from :meth:`Executor._run_batch`)."""
+
+    name = "bare"

@@ -280,7 +280,7 @@ def test_no_input_at_all(capsys):
 def test_bad_n_jobs(capsys):
     assert main(["compensate", "x.tif", "-j", "0"]) == 2
     assert _single_error_line(capsys.readouterr().err).endswith(
-        "--n-jobs must be -1 (all cores) or >= 1, got 0"
+        "--n-jobs must be -1 or >= 1, got 0"
     )
 
 

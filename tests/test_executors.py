@@ -27,6 +27,7 @@ from pyflowreg.executors import (
     resolve_n_jobs,
     warp_frame,
 )
+from pyflowreg.executors.base import register_frames, validate_n_jobs
 from pyflowreg.executors.shared import PREFIX, ArraySlot, SharedTree, attach_tree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/_plugins.py, as a plug-in
@@ -62,10 +63,11 @@ def recording():
 
 
 def run(name, factory, recording, n_jobs=2, backend_params=None, dtype=np.uint16, **kwargs):
-    """Two references, three batches of different lengths (incl. a growing one)."""
+    """Two references, three batches of different lengths (incl. a growing one); ``name`` is
+    a registered executor or an executor class."""
     raw, filtered, refs = recording
     uv = np.full((32, 48, 2), 0.25, np.float32)
-    cls = get_runtime().get_executor_class(name)
+    cls = name if isinstance(name, type) else get_runtime().get_executor_class(name)
     settings = WarpSettings("cubic", np.dtype(dtype))
     outputs = []
     with cls(n_jobs, factory, PARAMS, backend_params or {}, settings, **kwargs) as ex:
@@ -643,3 +645,73 @@ def test_ctrl_c_inside_a_kernel_stays_an_interrupt():
     error = ex._frame_error(3, ValueError("bad"))
     assert isinstance(error, RuntimeError) and str(error).startswith("registering frame 3 failed")
     ex.close()
+
+
+# -- the frame loop, written once ------------------------------------------------------------------
+
+
+class NaNFieldBackend(_plugins.ShiftBackend):
+    """A field with NaN for every frame whose first pixel is 0.5 (its warp fails)."""
+
+    def estimate(self, prepared, frames, uv=None):
+        out = super().estimate(prepared, frames, uv)
+        out[np.asarray(frames)[:, 0, 0, 0] == 0.5] = np.nan
+        return out
+
+
+@pytest.mark.parametrize("factory", [FlowregBackend, _plugins.make_shift_backend])
+def test_a_third_party_executor_gets_the_frame_loop_from_the_base_class(factory, recording):
+    """An Executor subclass that only names itself registers like the sequential executor: one
+    estimate call per batch, the same outputs bit for bit, errors naming its frames."""
+    expected = run("sequential", factory, recording)
+    got = run(_plugins.BareExecutor, factory, recording, n_jobs=1)
+    for (reg, w), (reg_exp, w_exp) in zip(got, expected, strict=True):
+        assert np.array_equal(reg, reg_exp) and np.array_equal(w, w_exp)
+    raw, filtered, refs = recording
+    with _plugins.BareExecutor(1, CountingBackend, PARAMS, {}, WarpSettings()) as ex:
+        ex.set_reference(refs[0])
+        ex.process_batch(raw, filtered, None)
+        assert ex.backend.calls == [6]
+        poisoned = filtered.copy()
+        poisoned[3, 0, 0, 0] = _plugins.POISON  # the estimate of the batch fails
+        with pytest.raises(RuntimeError, match=re.escape("frames 10..15 failed (bare executor)")):
+            ex.process_batch(raw, poisoned, None, first_index=10)
+    with _plugins.BareExecutor(1, NaNFieldBackend, PARAMS, {}, WarpSettings()) as ex:
+        ex.set_reference(refs[0])
+        bad_field = filtered.copy()
+        bad_field[4, 0, 0, 0] = 0.5  # the warp of frame 4 fails
+        with pytest.raises(
+            RuntimeError, match=re.escape("frame 14 failed (bare executor)")
+        ) as info:
+            ex.process_batch(raw, bad_field, None, first_index=10)
+        assert "NaN or infinite" in str(info.value.__cause__)
+
+
+def test_register_frames_is_one_estimate_then_one_warp_per_frame(recording):
+    raw, filtered, refs = recording
+    backend = CountingBackend(PARAMS, {})
+    prepared = backend.prepare_reference(refs[0])
+    uv = np.full((32, 48, 2), 0.25, np.float32)
+    settings = WarpSettings("cubic", np.dtype(np.uint16))
+    registered, w = register_frames(backend, prepared, raw, filtered, uv, settings)
+    assert backend.calls == [6]
+    assert np.array_equal(w, backend.estimate(prepared, filtered, uv))
+    assert np.array_equal(registered, warp_frame_all(raw, w, np.uint16))
+    out = (np.empty_like(registered), np.empty_like(w))
+    assert register_frames(backend, prepared, raw, filtered, uv, settings, out)[0] is out[0]
+    assert np.array_equal(out[0], registered) and np.array_equal(out[1], w)
+    # one frame at a time (the parallel executors' workers): the same values
+    for i in range(raw.shape[0]):
+        reg_i, w_i = register_frame(backend, prepared, raw[i], filtered[i], uv, settings)
+        assert np.array_equal(reg_i, registered[i]) and np.array_equal(w_i, w[i])
+
+
+def test_validate_n_jobs_is_the_one_check():
+    assert validate_n_jobs(-1) == -1 and validate_n_jobs(np.int64(4)) == 4
+    assert type(validate_n_jobs(np.int64(4))) is int
+    with pytest.raises(ValueError, match=re.escape("--n-jobs must be -1 or >= 1, got -5")):
+        validate_n_jobs(-5, "--n-jobs")
+    with pytest.raises(TypeError, match="n_jobs must be an int, got float"):
+        validate_n_jobs(2.0)
+    with pytest.raises(ValueError, match="n_jobs must be -1 or >= 1, got 0"):
+        _plugins.BareExecutor(0, FlowregBackend, PARAMS, {}, WarpSettings())

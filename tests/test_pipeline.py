@@ -3,6 +3,8 @@ halo pre-filter, the initial-flow rule, compensate_arr and FlowRegLive."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,7 @@ from pyflowreg.motion_correction import (
     compensate_arr,
 )
 from pyflowreg.motion_correction._outputs import valid_mask
-from pyflowreg.motion_correction._source import FrameSource, batch_ranges
+from pyflowreg.motion_correction._source import FrameSource, batch_ranges, check_finite_frames
 from pyflowreg.motion_correction.initialization import InitialFlowPlanner
 from pyflowreg.motion_correction.reference import (
     normalization_range,
@@ -175,6 +177,10 @@ def test_frame_source_subset_and_nan_message():
     full = FrameSource(ArrayReader(video), 0.0, 1.0, np.zeros((1, 3)), name="clip")
     with pytest.raises(ValueError, match="frame 6 of clip contains NaN"):
         full.read(4, 8)
+    video[3, 0, 0] = np.inf  # two bad frames read through the subset: recording numbers
+    subset = FrameSource(ArrayReader(video), 0.0, 1.0, np.zeros((1, 3)), indices=[2, 3, 6, 8])
+    with pytest.raises(ValueError, match=r"frame 3 of input .*\(and 1 more in frames 2-8\)"):
+        subset.read_raw(0, 4)
     with pytest.raises(ValueError, match="buffer_size must be >= 1, got 0"):
         batch_ranges(5, 0)
 
@@ -302,10 +308,24 @@ def test_compensate_arr_shapes_follow_the_input(recording):
     assert np.abs(w).max() < 1e-3
 
 
+def test_one_nan_check_names_the_first_bad_frame():
+    block = np.zeros((5, 2, 2, 1), np.float32)
+    block[1, 0, 1], block[3, 1, 0] = np.nan, -np.inf
+    message = (
+        "frame 11 of in.h5 contains NaN or inf values (and 1 more in frames 10-14); "
+        "replace them (e.g. np.nan_to_num) before registering"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_finite_frames(block, "in.h5", 10)
+    check_finite_frames(block[[0, 2, 4]], "in.h5")  # finite frames pass
+    check_finite_frames(np.zeros((2, 2, 2, 1), np.uint16), "in.h5")  # so do integer ones
+    check_finite_frames(block[:0], "in.h5")
+
+
 def test_compensate_arr_rejects_bad_input(recording):
     video = recording.video[:5, ..., 0].copy()
     video[2, 3, 3] = np.inf
-    with pytest.raises(ValueError, match="video frame 2 contains NaN or inf"):
+    with pytest.raises(ValueError, match="frame 2 of video contains NaN or inf"):
         compensate_arr(video, None, fast_options(), registration_config=SEQUENTIAL)
     with pytest.raises(ValueError, match=r"reference has shape \(20, 40, 1\)"):
         compensate_arr(recording.video[:3], np.zeros((20, 40)), fast_options())

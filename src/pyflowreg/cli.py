@@ -361,15 +361,17 @@ def parse_reference_frames(text: str) -> range | list[int] | Path:
 
 
 def _registration_config(args: argparse.Namespace):
+    from .executors.base import validate_n_jobs
     from .motion_correction.compensate_recording import RegistrationConfig
 
     kwargs: dict[str, Any] = {}  # not verbose: the CLI draws its own progress bar
     if args.executor is not None:
         kwargs["parallelization"] = args.executor
     if args.n_jobs is not None:
-        if args.n_jobs == 0 or args.n_jobs < -1:
-            raise UsageError(f"--n-jobs must be -1 (all cores) or >= 1, got {args.n_jobs}")
-        kwargs["n_jobs"] = args.n_jobs
+        try:
+            kwargs["n_jobs"] = validate_n_jobs(args.n_jobs, "--n-jobs")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if args.scheduler is not None:
         if args.executor not in (None, "dask"):
             raise UsageError(f"--scheduler needs --executor dask, got --executor {args.executor}")

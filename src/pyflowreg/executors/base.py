@@ -6,11 +6,14 @@ An executor turns a batch of frames into registered frames and displacement fiel
         ex.set_reference(reference)                      # (H, W, C) float32, once per reference
         registered, w = ex.process_batch(raw, filtered, uv, first_index=0)
 
-Every executor computes fields with :func:`estimate_frames` (the parallel ones one frame per
-call, the sequential one a whole batch per call, which is what the GPU backends need to batch on
-the device) and warps each frame with :func:`warp_frame`, so the same inputs give bit-identical
-outputs whichever executor runs them (for backends whose ``estimate`` treats frames
-independently, as every backend supporting parallel executors must).
+The frame loop exists once, in :func:`register_frames`: the fields of a block of frames in one
+backend call (:func:`estimate_frames`), then each frame warped (:func:`warp_frame`). Every
+executor runs it: the sequential one (and any subclass of :class:`Executor` that does not
+override :meth:`Executor._run_batch`) on a whole batch, which is what the GPU backends need to
+batch on the device; the threading and multiprocessing workers one frame per call
+(:func:`register_frame`); the Dask tasks one block of frames per call. So the same inputs give
+bit-identical outputs whichever executor runs them (for backends whose ``estimate`` treats
+frames independently, as every backend supporting parallel executors must).
 """
 
 from __future__ import annotations
@@ -60,16 +63,32 @@ class WarpSettings(NamedTuple):
         return WarpSettings(self.method, dtype, fill)
 
 
+def validate_n_jobs(n_jobs: int, name: str = "n_jobs") -> int:
+    """``n_jobs`` as an int if it is ``-1`` (all cores) or ``>= 1``.
+
+    The one check of a worker count, used by the executors, ``RegistrationConfig`` and the
+    command line (``name`` is the parameter named in the message, e.g. ``"--n-jobs"``).
+
+    Raises
+    ------
+    TypeError
+        ``n_jobs`` is not an int (a bool is not one).
+    ValueError
+        ``n_jobs`` is 0 or below -1.
+    """
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(n_jobs).__name__}")
+    if n_jobs != -1 and n_jobs < 1:
+        raise ValueError(f"{name} must be -1 or >= 1, got {n_jobs}")
+    return int(n_jobs)
+
+
 def resolve_n_jobs(n_jobs: int) -> int:
     """Number of workers for ``n_jobs`` (``-1``: all cores available to this process)."""
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)):
-        raise TypeError(f"n_jobs must be an int, got {type(n_jobs).__name__}")
-    if n_jobs == -1:
+    if validate_n_jobs(n_jobs) == -1:
         if hasattr(os, "sched_getaffinity"):
             return max(1, len(os.sched_getaffinity(0)))
         return max(1, os.cpu_count() or 1)
-    if n_jobs < 1:
-        raise ValueError(f"n_jobs must be -1 or >= 1, got {n_jobs}")
     return int(n_jobs)
 
 
@@ -132,6 +151,73 @@ def warp_frame(
     return warp_into(raw_frame, w, out, warp_settings.method, warp_settings.fill, work)
 
 
+def register_frames(
+    backend: Any,
+    prepared: Any,
+    raw: np.ndarray,
+    filtered: np.ndarray,
+    uv: np.ndarray,
+    warp_settings: WarpSettings,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    first_index: int = 0,
+    frame_error: Callable[..., BaseException] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fields and registered frames of a block: :func:`estimate_frames` then :func:`warp_frame`.
+
+    The frame loop of every executor: the fields of the whole block come from one backend
+    call (GPU backends solve the frames as a tensor dimension), then each raw frame is
+    warped by its field.
+
+    Parameters
+    ----------
+    backend : FlowBackend
+        The flow backend (``estimate(prepared, frames, uv)``).
+    prepared : object
+        ``backend.prepare_reference(...)`` of the current reference.
+    raw : ndarray, (n, H, W, C)
+        The frames as read, any real dtype; these are warped.
+    filtered : ndarray, (n, H, W, C) float32
+        The normalised, pre-filtered frames the fields are estimated from.
+    uv : ndarray, (H, W, 2) float32
+        Initial displacement field in pixels, shared by the frames.
+    warp_settings : WarpSettings
+        Interpolation, output dtype and fill value of the final warp.
+    out : (registered, w), optional
+        Arrays of shapes (n, H, W, C) and (n, H, W, 2) to write the results into (new arrays
+        by default).
+    first_index : int
+        Index of ``raw[0]`` in the recording (passed to ``frame_error``).
+    frame_error : callable, optional
+        ``frame_error(index, exc, n_frames=1) -> BaseException``: the error raised (chained to
+        ``exc``) when estimating the block (``index = first_index``, ``n_frames = n``) or
+        warping frame ``first_index + i`` fails, e.g. :meth:`Executor._frame_error`. Without
+        it errors propagate as raised.
+
+    Returns
+    -------
+    registered : ndarray, (n, H, W, C), ``warp_settings.dtype``
+    w : ndarray, (n, H, W, 2) float32
+    """
+    registered, w = out if out is not None else (None, None)
+    try:
+        w = estimate_frames(backend, prepared, filtered, uv, w)
+    except Exception as exc:
+        if frame_error is None:
+            raise
+        raise frame_error(first_index, exc, raw.shape[0]) from exc
+    if registered is None:
+        registered = np.empty(raw.shape, warp_settings.dtype)
+    for i in range(raw.shape[0]):
+        try:
+            warp_frame(raw[i], w[i], warp_settings, registered[i])
+        except Exception as exc:
+            if frame_error is None:
+                raise
+            raise frame_error(first_index + i, exc) from exc
+    return registered, w
+
+
 def register_frame(
     backend: Any,
     prepared: Any,
@@ -141,22 +227,16 @@ def register_frame(
     warp_settings: WarpSettings,
     out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Flow and registered frame for one frame: :func:`estimate_frames` then :func:`warp_frame`.
+    """:func:`register_frames` for one frame (what a worker of a parallel executor runs).
 
     Parameters
     ----------
-    backend : FlowBackend
-        The flow backend (``estimate(prepared, frames, uv)``).
-    prepared : object
-        ``backend.prepare_reference(...)`` of the current reference.
+    backend, prepared, uv, warp_settings
+        As for :func:`register_frames`.
     raw_frame : ndarray, (H, W, C)
         The frame as read, any real dtype; this is what gets warped.
     filtered_frame : ndarray, (H, W, C) float32
         The normalised, pre-filtered frame the flow is estimated from.
-    uv : ndarray, (H, W, 2) float32
-        Initial displacement field in pixels.
-    warp_settings : WarpSettings
-        Interpolation, output dtype and fill value of the final warp.
     out : (registered, w), optional
         Arrays of shapes (H, W, C) and (H, W, 2) to write the results into.
 
@@ -165,11 +245,11 @@ def register_frame(
     registered : ndarray, (H, W, C), ``warp_settings.dtype``
     w : ndarray, (H, W, 2) float32
     """
-    registered, w = out if out is not None else (None, None)
-    w = estimate_frames(
-        backend, prepared, filtered_frame[None], uv, None if w is None else w[None]
-    )[0]
-    return warp_frame(raw_frame, w, warp_settings, registered), w
+    block = None if out is None else (out[0][None], out[1][None])
+    registered, w = register_frames(
+        backend, prepared, raw_frame[None], filtered_frame[None], uv, warp_settings, block
+    )
+    return registered[0], w[0]
 
 
 class PendingBatch:
@@ -486,10 +566,22 @@ class Executor:
     ) -> None:
         """Fill ``registered[i]`` and ``flow[i]`` for every frame ``i`` of the batch.
 
-        Executors implement this (registered synchronously by the default :meth:`_submit`) or
-        override :meth:`_submit` to run batches asynchronously.
+        Called by the default :meth:`_submit`, in the calling thread. The default registers
+        the whole batch with :func:`register_frames` (one ``estimate`` call, then the warps),
+        naming the failing frames in its errors; executors that run batches asynchronously
+        override :meth:`_submit` instead.
         """
-        raise NotImplementedError
+        register_frames(
+            self.backend,
+            self._prepared,
+            raw,
+            filtered,
+            uv,
+            self.warp_settings,
+            (registered, flow),
+            first_index=first_index,
+            frame_error=self._frame_error,
+        )
 
     def _reference_changed(self, prepared: Any) -> None:
         """Hook: the prepared reference changed (executors with workers share it here)."""

@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._worker_init import THREAD_LIMITS
-from .base import Executor, estimate_frames, warp_frame
+from .base import Executor, register_frames
 
 logger = logging.getLogger(__name__)
 
@@ -178,11 +178,7 @@ def _run_task(function, token, setup, prepared, warp_settings, job, data, *args)
 def _register_block(backend, prepared, warp_settings, job, data, uv):
     """Register a block of frames shipped by the client: ``data = (raw, filtered)``."""
     raw, filtered = data
-    flow = estimate_frames(backend, prepared, filtered, uv)
-    registered = np.empty(raw.shape, warp_settings.dtype)
-    for i in range(raw.shape[0]):
-        warp_frame(raw[i], flow[i], warp_settings, registered[i])
-    return registered, flow
+    return register_frames(backend, prepared, raw, filtered, uv, warp_settings)
 
 
 # -- caller side ---------------------------------------------------------------------------------

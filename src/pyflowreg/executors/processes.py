@@ -184,19 +184,24 @@ def _register_shared_frame(
         state.forget(retired)
         state.configure(params, warp_settings)
         try:
-            _register_into(state, *(state.tree(key) for key in keys), i)
+            inputs, outputs, reference = (state.tree(key) for key in keys)
+            _register_into(state.backend, reference, state.warp_settings, inputs, outputs, i)
         finally:
             state.last_task = time.monotonic()
 
 
-def _register_into(state: _WorkerState, inputs: dict, outputs: dict, reference: Any, i: int):
+def _register_into(
+    backend: Any, prepared: Any, warp_settings: Any, inputs: dict, outputs: dict, i: int
+) -> None:
+    """Register frame ``i`` of the shared ``inputs`` (raw, filtered, uv) into the shared
+    ``outputs`` (registered, w): in a worker, or in the caller while the pool starts."""
     register_frame(
-        state.backend,
-        reference,
+        backend,
+        prepared,
         inputs["raw"][i],
         inputs["filtered"][i],
         inputs["uv"],
-        state.warp_settings,
+        warp_settings,
         (outputs["registered"][i], outputs["w"][i]),
     )
 
@@ -593,14 +598,8 @@ class MultiprocessingExecutor(Executor):
                 if i is None:
                     break
                 try:
-                    register_frame(
-                        self.backend,
-                        self._prepared,
-                        views["raw"][i],
-                        views["filtered"][i],
-                        views["uv"],
-                        self.warp_settings,
-                        (outputs["registered"][i], outputs["w"][i]),
+                    _register_into(
+                        self.backend, self._prepared, self.warp_settings, views, outputs, i
                     )
                 except Exception as exc:
                     frames.stop()

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ._engine import output_dtype
+from ._source import check_finite_frames
 from .reference import as_reference_image
 
 #: Bytes kept free beyond the estimate (file-system metadata, headers, statistics).
@@ -84,16 +85,7 @@ def check_finite(reader, name: str, chunk: int) -> None:
         return
     n = int(reader.shape[0])
     for start in range(0, n, max(1, int(chunk))):
-        block = np.asarray(reader.read(start, min(n, start + chunk)))
-        bad = ~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
-        if bad.any():
-            frames = np.flatnonzero(bad) + start
-            count = "" if len(frames) == 1 else f" (and {len(frames) - 1} more in frames "
-            count += "" if len(frames) == 1 else f"{start}-{start + len(block) - 1})"
-            raise ValueError(
-                f"frame {int(frames[0])} of {name} contains NaN or inf values{count}; "
-                "replace them (e.g. np.nan_to_num) before registering"
-            )
+        check_finite_frames(np.asarray(reader.read(start, min(n, start + chunk))), name, start)
 
 
 def check_not_overwriting_input(options, inputs: list[Path]) -> None:

@@ -66,6 +66,45 @@ def preprocess_image(image: np.ndarray, low, high, sigma: np.ndarray) -> np.ndar
     return preprocess_frames(image[None], low, high, spatial)[0]
 
 
+def check_finite_frames(frames: np.ndarray, name: str, first: int = 0, frame_index=None) -> None:
+    """Raise if a frame of a floating-point block holds NaN or inf values.
+
+    The one NaN check of the inputs: a file before its run (in chunks), an in-memory video,
+    every range a :class:`FrameSource` reads, the frames of the live corrector.
+
+    Parameters
+    ----------
+    frames : ndarray, shape (n, ...)
+        A block of frames; integer blocks always pass.
+    name : str
+        The input, as the message names it (a file name, ``"video"``).
+    first : int
+        Number of ``frames[0]`` (in the recording, or in the source).
+    frame_index : callable, optional
+        Maps a source's frame number to the recording's (:meth:`FrameSource.frame_index`).
+
+    Raises
+    ------
+    ValueError
+        E.g. ``frame 7 of in.h5 contains NaN or inf values (and 2 more in frames 4-11);
+        replace them (e.g. np.nan_to_num) before registering``.
+    """
+    if frames.dtype.kind != "f" or frames.size == 0:
+        return
+    bad = np.flatnonzero(~np.isfinite(frames.reshape(frames.shape[0], -1)).all(axis=1))
+    if bad.size == 0:
+        return
+    number = frame_index or int
+    more = ""
+    if bad.size > 1:
+        span = f"{number(first)}-{number(first + frames.shape[0] - 1)}"
+        more = f" (and {bad.size - 1} more in frames {span})"
+    raise ValueError(
+        f"frame {number(first + int(bad[0]))} of {name} contains NaN or inf values{more}; "
+        "replace them (e.g. np.nan_to_num) before registering"
+    )
+
+
 class FrameSource:
     """Read ranges of frames with their normalised, pre-filtered copy.
 
@@ -135,7 +174,7 @@ class FrameSource:
                 raw = np.asarray(self.reader.read(start, stop))
             else:
                 raw = self._read_indices(self.indices[start:stop])
-        self._check_finite(raw, start)
+        check_finite_frames(raw, self.name, start, self.frame_index)
         return raw
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,14 +202,6 @@ class FrameSource:
             for run in np.split(idx, breaks)
         ]
         return np.concatenate(parts, axis=0)
-
-    def _check_finite(self, raw: np.ndarray, start: int) -> None:
-        if not np.issubdtype(raw.dtype, np.floating) or raw.size == 0:
-            return
-        bad = ~np.isfinite(raw.reshape(raw.shape[0], -1)).all(axis=1)
-        if bad.any():
-            frame = self.frame_index(start + int(np.argmax(bad)))
-            raise ValueError(f"frame {frame} of {self.name} contains NaN or inf values")
 
 
 class ReadAhead:

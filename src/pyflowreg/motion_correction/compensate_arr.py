@@ -18,6 +18,7 @@ from ._engine import (
     run_registration,
 )
 from ._resolve import backend_factory, select_executor
+from ._source import check_finite_frames
 from .compensate_recording import RegistrationConfig
 from .options import OFOptions
 
@@ -73,14 +74,6 @@ def _as_video(video: np.ndarray, reference) -> tuple[np.ndarray, str]:
         f"video must be (T, H, W), (T, H, W, C) or a single (H, W) / (H, W, C) frame, "
         f"got shape {video.shape}"
     )
-
-
-def _check_finite(video: np.ndarray) -> None:
-    if video.dtype.kind != "f":
-        return
-    bad = ~np.isfinite(video.reshape(video.shape[0], -1)).all(axis=1)
-    if bad.any():
-        raise ValueError(f"video frame {int(np.argmax(bad))} contains NaN or inf values")
 
 
 def compensate_arr(
@@ -152,7 +145,7 @@ def compensate_arr(
     video4, layout = _as_video(arr, reference)
     if 0 in video4.shape:
         raise ValueError(f"video must not be empty, got shape {arr.shape}")
-    _check_finite(video4)
+    check_finite_frames(video4, "video")
 
     runtime = get_runtime()
     executor_name = select_executor(options, config.parallelization, runtime=runtime, stacklevel=3)

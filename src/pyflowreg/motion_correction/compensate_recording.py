@@ -79,6 +79,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .._runtime import get_runtime
+from ..executors.base import validate_n_jobs
 from ._compat import is_reader
 from ._engine import (
     BatchResult,
@@ -142,10 +143,7 @@ class RegistrationConfig:
     dask_address: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, (int, np.integer)):
-            raise TypeError(f"n_jobs must be an int, got {type(self.n_jobs).__name__}")
-        if self.n_jobs == 0 or self.n_jobs < -1:
-            raise ValueError(f"n_jobs must be -1 or >= 1, got {self.n_jobs}")
+        validate_n_jobs(self.n_jobs)
         if not isinstance(self.verbose, (bool, np.bool_)):
             raise TypeError(f"verbose must be a bool, got {type(self.verbose).__name__}")
         if self.parallelization is not None and not isinstance(self.parallelization, str):

@@ -12,9 +12,10 @@
    tasks jump the queue, so it overlaps with the batches in flight);
 4. submits every batch as an independent range job: the worker reads the frames of its range
    (plus the temporal halo) from the input file itself, normalises and pre-filters them with the
-   same :class:`._source.FrameSource` code, registers them with the sequential executor's
-   kernels, computes the per-frame statistics, and either writes its region of the Zarr outputs
-   or returns the registered frames and fields to the client, which writes them in order.
+   same :class:`._source.FrameSource` code, registers them with the frame loop every executor
+   runs (:func:`~pyflowreg.executors.base.register_frames`), computes the per-frame statistics,
+   and either writes its region of the Zarr outputs or returns the registered frames and fields
+   to the client, which writes them in order.
 
 In-memory inputs have no file the workers could open: the client reads each range (with its
 halo) and scatters it. ``update_reference=True`` makes every batch depend on the one before, so
@@ -34,7 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..executors.base import estimate_frames, warp_frame
+from ..executors.base import register_frames
 from ..executors.dask import dask_client
 from ._engine import (
     BatchResult,
@@ -147,10 +148,7 @@ def _register_range(backend, prepared, warp_settings, job: RangeJob, block, plan
         reader = _BlockReader(frames, offset, plan.n_frames)
     source = FrameSource(reader, plan.low, plan.high, plan.sigma, name=plan.name)
     raw, filtered = source.read(job.start, job.stop)
-    w = estimate_frames(backend, prepared, filtered, job.uv)
-    registered = np.empty(raw.shape, warp_settings.dtype)
-    for i in range(raw.shape[0]):
-        registered[i] = warp_frame(raw[i], w[i], warp_settings)
+    registered, w = register_frames(backend, prepared, raw, filtered, job.uv, warp_settings)
     statistics = None
     if plan.reference is not None:
         accumulator = StatisticsAccumulator(plan.reference)

@@ -30,6 +30,7 @@ import numpy as np
 from .._runtime import get_runtime
 from ._engine import _weight, executor_maker, output_dtype
 from ._resolve import backend_factory, select_executor
+from ._source import check_finite_frames
 from .compensate_arr import _InMemoryReader
 from .options import OFOptions
 from .reference import (
@@ -177,8 +178,7 @@ class FlowRegLive:
         if is_frames:
             video = data[..., None] if data.ndim == 3 else data
             video = video[-self.reference_buffer_size :]
-            if not np.isfinite(video).all():
-                raise ValueError("reference frames contain NaN or inf values")
+            check_finite_frames(video, "the reference frames")
             options = self.options
             reference = compute_reference(
                 _InMemoryReader(video),
@@ -302,8 +302,7 @@ class FlowRegLive:
             raise ValueError(
                 f"frame has shape {raw.shape}, the reference (H, W, C) is {self.reference.shape}"
             )
-        if raw3.dtype.kind == "f" and not np.isfinite(raw3).all():
-            raise ValueError(f"frame {self.n_registered} contains NaN or inf values")
+        check_finite_frames(raw3[None], "the live stream", self.n_registered)
         executor = self._prepare(output_dtype(self.options, raw3.dtype))
         spatial = self._sigma.copy()
         spatial[:, 2] = 0.0  # the temporal part is the causal filter below
