@@ -416,7 +416,8 @@ def test_cli_run_status_and_array(session, tmp_path, capsys, monkeypatch):
     assert table[0].split() == ["recording", "stage", "1", "stage", "2", "stage", "3", "frames"]
     assert table[1].split() == ["rec_000", "pending", "pending", "pending", "-"]
 
-    assert pyflowreg_main(["session", "array", "-c", config_file, "--task-index", "1"]) == 0
+    argv = ["session", "array", "-c", config_file, "--task-index", "1"]
+    assert pyflowreg_main([*argv, "--of-params", "iterations=20"]) == 0
     assert "run stages 2 and 3" in capsys.readouterr().out
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
     assert session_cli.main([config_file, "--stage", "1", "--array-job", "-q"]) == 0
@@ -424,7 +425,7 @@ def test_cli_run_status_and_array(session, tmp_path, capsys, monkeypatch):
     assert pyflowreg_main(["session", "status", "-c", config_file]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:4]]
     assert rows[0] == ["rec_000", "done", "pending", "pending", "12"]
-    assert rows[1][:3] == ["rec_001", "(centre)", "done"]
+    assert rows[1][:3] == ["rec_001", "(centre)", "changed"]  # made with the override
     assert rows[2] == ["rec_002", "pending", "pending", "pending", "-"]
 
     argv = ["session", "run", "--config", config_file, "--stage", "1", "--of-params"]

@@ -113,6 +113,13 @@ def add_session_parser(subparsers, parents: Sequence[argparse.ArgumentParser] = 
     _config_arg(p)
     p.add_argument("--task-index", type=int, metavar="N", help="0-based recording index")
     p.add_argument("--no-resume", action="store_true", help="redo the recording")
+    p.add_argument(
+        "--of-params",
+        nargs="+",
+        metavar="KEY=VALUE",
+        default=[],
+        help="stage-1 OFOptions overrides (values read as JSON, else as text)",
+    )
     p.set_defaults(func=_cmd_array)
 
     for name in EXTENSION_MODULES:
@@ -252,7 +259,8 @@ def _stage1_array(args: argparse.Namespace, config, task_index: int | None) -> N
                 "no array task id: run inside an array job (SLURM_ARRAY_TASK_ID, SGE_TASK_ID or "
                 "PBS_ARRAY_INDEX set) or give --task-index"
             )
-    folders = run_stage1_array(config, task_index=task_index)
+    overrides = _of_params(getattr(args, "of_params", []))
+    folders = run_stage1_array(config, task_index=task_index, of_options_override=overrides or None)
     for folder in folders:
         out(args, f"stage 1: {folder}")
     out(args, STAGE_REMINDER.format(config=args.config))

@@ -165,7 +165,12 @@ def run_stage1(
     return folders
 
 
-def run_stage1_array(config: SessionConfig, task_index: int | None = None) -> list[Path]:
+def run_stage1_array(
+    config: SessionConfig,
+    task_index: int | None = None,
+    *,
+    of_options_override: Mapping[str, Any] | None = None,
+) -> list[Path]:
     """Stage 1 of the one recording of this array-job task.
 
     Parameters
@@ -176,6 +181,8 @@ def run_stage1_array(config: SessionConfig, task_index: int | None = None) -> li
         (``SLURM_ARRAY_TASK_ID``, ``SGE_TASK_ID``, ``PBS_ARRAY_INDEX``), which is 1-based
         (``#SBATCH --array=1-N``: task 1 processes the first recording; see
         :func:`pyflowreg.session.config.array_task_index`).
+    of_options_override : mapping, optional
+        As for :func:`run_stage1`.
 
     Returns
     -------
@@ -204,7 +211,7 @@ def run_stage1_array(config: SessionConfig, task_index: int | None = None) -> li
             stacklevel=2,
         )
         return []
-    return run_stage1(config, task_index=task_index)
+    return run_stage1(config, of_options_override, task_index=task_index)
 
 
 @contextlib.contextmanager
