@@ -30,9 +30,13 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from ..motion_correction import OFOptions
+    from ..motion_correction.compensate_recording import RegistrationConfig
 
 __all__ = [
     "ARRAY_TASK_VARIABLES",
@@ -43,6 +47,7 @@ __all__ = [
     "discover_input_files",
     "get_array_task_id",
     "options_hash",
+    "recording_name",
 ]
 
 #: Environment variables holding the task id of an array job, in the order they are read.
@@ -400,7 +405,7 @@ class SessionConfig(BaseModel):
         names = [p.name for p in files]
         raise ValueError(f"center {self.center!r} is none of the recordings {names}")
 
-    def stage1_options(self, of_options_override: Mapping[str, Any] | None = None):
+    def stage1_options(self, of_options_override: Mapping[str, Any] | None = None) -> OFOptions:
         """The stage-1 ``OFOptions`` common to every recording (input and output not set).
 
         Precedence, lowest first: ``flow_options`` (mapping or file), this config's
@@ -434,7 +439,7 @@ class SessionConfig(BaseModel):
         except ValidationError as exc:
             raise SessionConfigError(f"stage-1 options: {_first_error(exc)}") from exc
 
-    def registration_config(self, verbose: bool = False):
+    def registration_config(self, verbose: bool = False) -> RegistrationConfig:
         """The ``RegistrationConfig`` of stage 1: executor from ``stage1_executor`` (or
         ``"dask"`` with ``scheduler="dask"``, else the best available), ``n_jobs=n_workers``."""
         from ..motion_correction.compensate_recording import RegistrationConfig
