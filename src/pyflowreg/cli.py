@@ -29,7 +29,6 @@ import contextlib
 import logging
 import re
 import sys
-import time
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -467,9 +466,8 @@ def _print_summary(args: argparse.Namespace, result) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .datasets import make_recording
-    from .io import open_reader, open_writer
-    from .metrics import endpoint_error
+    from .evaluation import accuracy_against_truth, warm_up, write_demo_recording
+    from .io import open_reader
     from .motion_correction import OFOptions
 
     if args.frames < 2 or args.size < 16:
@@ -483,12 +481,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"Synthetic 2-photon recording: {args.frames} frames of {args.size}x{args.size} px "
         "with known motion",
     )
-    rec = make_recording(
-        n_frames=args.frames, shape=(args.size, args.size), seed=args.seed, dtype=np.uint16
-    )
     input_path = outdir / "demo_input.h5"
-    with open_writer(input_path) as writer:
-        writer.write(rec.video)
+    rec = write_demo_recording(input_path, args.frames, args.size, seed=args.seed)
     options = OFOptions(
         input_file=input_path,
         output_path=outdir,
@@ -496,19 +490,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         save_w=True,
         buffer_size=min(400, args.frames),
     )
-    _warm_up(args, rec.video, config)
+    # compile and start the workers on a crop first: the timed run measures registration
+    seconds = warm_up(rec.video, args.quality, config)
+    if seconds > 2.0:
+        _out(args, f"Compiled the kernels in {seconds:.0f} s (once; cached for later runs)")
     result = _run(options, config, args)
     _print_summary(args, result)
 
     with open_reader(result.files["w"]) as reader:
         w = np.asarray(reader.read(0, len(reader)), dtype=np.float32)
-    offset = reference_offset(result.reference, rec.reference)
-    epe = endpoint_error(w - offset, _compose(rec.flow, offset))
+    accuracy = accuracy_against_truth(w, rec.flow, result.reference, rec.reference)
+    epe = accuracy.epe
     rate = result.n_frames / float(result.seconds) if result.seconds else float("nan")
-    shift = float(np.mean(np.hypot(offset[..., 0], offset[..., 1])))
     print("Accuracy against the true motion (inner 80% of the frame):")
     print(f"  {'endpoint error:':<20} mean {epe.mean:.3f} px, 95th percentile {epe.p95:.3f} px")
-    print(f"  (in the coordinates of the reference, {shift:.2f} px from the motion-free scene)")
+    print(
+        f"  (in the coordinates of the reference, {accuracy.reference_shift:.2f} px from the "
+        "motion-free scene)"
+    )
     print(f"{'Speed:':<22} {rate:.1f} frames/s ({args.size}x{args.size} px, {args.quality} preset)")
     try:
         from .report import make_report
@@ -519,50 +518,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(f"Report: {page}")
     return 0
-
-
-def _warm_up(args: argparse.Namespace, video: np.ndarray, config) -> None:
-    """Compile the kernels on a tiny crop, with the run's executor (its workers compile
-    specialisations of their own), so the timed run measures registration, not the one-time
-    JIT compilation (Numba caches the machine code on disk afterwards)."""
-    from .motion_correction import OFOptions, compensate_arr
-
-    tic = time.perf_counter()
-    crop = video[:2, :48, :48]
-    compensate_arr(
-        crop,
-        None,
-        OFOptions(quality_setting=args.quality, iterations=2),
-        registration_config=config,
-    )
-    seconds = time.perf_counter() - tic
-    if seconds > 2.0:
-        _out(args, f"Compiled the kernels in {seconds:.0f} s (once; cached for later runs)")
-
-
-def reference_offset(reference: np.ndarray, scene: np.ndarray) -> np.ndarray:
-    """Displacement ``o`` ``(H, W, 2)`` with ``reference(x) ≈ scene(x + o(x))``, in px.
-
-    A reference built from the frames of a recording is the scene seen from the average
-    position of those frames; the fields estimated against it are then the true motion plus
-    ``o``: ``w(x) ≈ o(x) + w_true(x + o(x))``. Found by registering ``scene`` to
-    ``reference`` with the CPU engine ("quality" preset).
-    """
-    from .core import FlowParameters, estimate, prepare_reference
-
-    reference = np.asarray(reference, np.float32).reshape(scene.shape)
-    low, high = float(scene.min()), float(scene.max())
-    sigma = np.tile([[1.0, 1.0, 0.0]], (scene.shape[-1], 1))
-    ref = _bench_preprocess(reference[None], low, high, sigma)[0]
-    moving = _bench_preprocess(np.asarray(scene, np.float32)[None], low, high, sigma)[0]
-    return estimate(prepare_reference(ref, FlowParameters.from_quality("quality")), moving)
-
-
-def _compose(flow: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """True fields ``(T, H, W, 2)`` sampled at ``x + offset(x)`` (linear interpolation)."""
-    from .core import warp
-
-    return warp(np.asarray(flow, np.float32), offset, method="linear")
 
 
 # ----------------------------------------------------------------------------- info
@@ -683,42 +638,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .core import FlowParameters, estimate, prepare_reference
-    from .datasets import make_recording
-    from .metrics import endpoint_error
+    from .evaluation import engine_benchmark
 
     if args.size < 16 or args.frames < 1:
         raise UsageError(
             f"bench needs --size >= 16 and --frames >= 1, got {args.size}, {args.frames}"
         )
-    rec = make_recording(n_frames=args.frames + 1, shape=(args.size, args.size), seed=0)
-    reference = np.asarray(rec.reference, dtype=np.float32)
-    low, high = float(reference.min()), float(reference.max())
-    sigma = np.tile([[1.0, 1.0, 0.0]], (reference.shape[-1], 1))
-    ref = _bench_preprocess(reference[None], low, high, sigma)[0]
-    frames = _bench_preprocess(rec.video, low, high, sigma)
+    rows = engine_benchmark(args.size, args.frames, args.presets)
     print(
         f"flow engine (pyflowreg.core, one thread): {args.frames} frames of "
         f"{args.size}x{args.size} px"
     )
     print(f"{'preset':<10}{'frames/s':>10}{'ms/frame':>10}{'EPE mean':>10}{'EPE p95':>10}")
-    for preset in args.presets:
-        params = FlowParameters.from_quality(preset)
-        prepared = prepare_reference(ref, params=params)
-        estimate(prepared, frames[0])  # warm-up: JIT compilation and caches
-        start = time.perf_counter()
-        w = np.stack([estimate(prepared, frame) for frame in frames[1:]])
-        seconds = time.perf_counter() - start
-        epe = endpoint_error(w, rec.flow[1:])
+    for row in rows:
         print(
-            f"{preset:<10}{args.frames / seconds:>10.2f}{1000 * seconds / args.frames:>10.1f}"
-            f"{epe.mean:>10.3f}{epe.p95:>10.3f}"
+            f"{row.preset:<10}{row.frames_per_second:>10.2f}{row.ms_per_frame:>10.1f}"
+            f"{row.epe.mean:>10.3f}{row.epe.p95:>10.3f}"
         )
     return 0
-
-
-def _bench_preprocess(video: np.ndarray, low: float, high: float, sigma: np.ndarray) -> np.ndarray:
-    from .core import preprocess
-
-    normalized = np.ascontiguousarray(preprocess.normalize(video, low, high), np.float32)
-    return preprocess.gaussian_filter_video(normalized, sigma)
