@@ -19,13 +19,23 @@ def naive_keys(d, a=-0.5):
     return 0.0
 
 
-def naive_resize_1d(x, n):
+def naive_bspline(d):
+    """The cubic B-spline: the piecewise cubic whose integer samples are 1/6, 2/3, 1/6."""
+    d = abs(d)
+    if d <= 1:
+        return 2 / 3 - d**2 + d**3 / 2
+    if d < 2:
+        return (2 - d) ** 3 / 6
+    return 0.0
+
+
+def naive_resize_1d(x, n, kernel=naive_bspline):
     out = np.zeros(n)
     for i in range(n):
         s = (i + 0.5) * len(x) / n - 0.5
         x0 = int(np.floor(s))
         for k in range(-1, 3):
-            out[i] += naive_keys(s - (x0 + k)) * x[min(max(x0 + k, 0), len(x) - 1)]
+            out[i] += kernel(s - (x0 + k)) * x[min(max(x0 + k, 0), len(x) - 1)]
     return out
 
 
@@ -147,16 +157,35 @@ def test_median_matches_scipy():
         np.testing.assert_array_equal(median5(a), ndimage.median_filter(a, 5, mode="reflect"))
 
 
-def test_resize_matches_naive_cubic():
+def test_resize_matches_naive_bspline():
+    """Fields (flows, weights) are resized with the unprefiltered cubic B-spline."""
     rng = np.random.default_rng(3)
     img = rng.random((1, 13, 17))
     out = resize(img, (10, 21))
     rows = np.stack([naive_resize_1d(img[0, :, j], 10) for j in range(17)], axis=1)
     expected = np.stack([naive_resize_1d(rows[i], 21) for i in range(10)])
     np.testing.assert_allclose(out[0], expected, rtol=1e-12)
-    _idx, wts = cubic_taps(8, 8)
-    np.testing.assert_allclose(wts.sum(axis=1), 1.0)
     assert np.array_equal(resize(img, (13, 17)), img)
+    # constant and linear fields survive (a coarse level's affine motion reaches full size)
+    yy, xx = np.mgrid[0:9, 0:11].astype(float)
+    ramp = (0.3 * xx - 0.2 * yy + 1.5)[None]
+    big = resize(ramp, (36, 44))[0]
+    s_y, s_x = 9 / 36, 11 / 44
+    y, x = np.mgrid[0:36, 0:44]
+    exact = 0.3 * ((x + 0.5) * s_x - 0.5) - 0.2 * ((y + 0.5) * s_y - 0.5) + 1.5
+    inner = (slice(8, -8), slice(8, -8))  # within 2 source px of an edge the taps are clamped
+    np.testing.assert_allclose(big[inner], exact[inner], atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["keys", "bspline"])
+def test_cubic_taps_match_naive_kernels(kernel):
+    naive = naive_keys if kernel == "keys" else naive_bspline
+    idx, wts = cubic_taps(7, 12, "float64", kernel)
+    x = np.random.default_rng(4).random(7)
+    np.testing.assert_allclose((wts * x[idx]).sum(1), naive_resize_1d(x, 12, naive), rtol=1e-12)
+    np.testing.assert_allclose(wts.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="kernel must be 'keys' or 'bspline', got 'lanczos'"):
+        cubic_taps(7, 12, "float64", "lanczos")
 
 
 def test_pyramid_geometry():
@@ -183,8 +212,10 @@ def test_pyramid_levels_are_blurred_and_resampled_from_full_resolution():
         sigma = 0.6 / s
         radius = max(1, int(np.ceil(2 * sigma)))
         blurred = ndimage.gaussian_filter(img[0], sigma, mode="reflect", truncate=radius / sigma)
-        expected = resize(blurred[None], shapes[i])
-        np.testing.assert_allclose(levels[i], expected, rtol=1e-10, atol=1e-12)
+        h, w = shapes[i]  # images are resampled with the interpolating Keys kernel
+        rows = np.stack([naive_resize_1d(blurred[:, j], h, naive_keys) for j in range(47)], 1)
+        expected = np.stack([naive_resize_1d(rows[r], w, naive_keys) for r in range(h)])
+        np.testing.assert_allclose(levels[i][0], expected, rtol=1e-10, atol=1e-12)
 
 
 def test_cubic_weights_are_keys_kernel():

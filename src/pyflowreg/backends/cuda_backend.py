@@ -28,7 +28,7 @@ import numpy as np
 
 from ..core.flow import channel_first, data_weights
 from ..core.params import FlowParameters
-from ..core.pyramid import cubic_taps, level_shapes, level_sigma, resize, smooth_taps
+from ..core.pyramid import FLOW_KERNEL, cubic_taps, level_shapes, level_sigma, resize, smooth_taps
 from .base import FlowBackend
 
 INSTALL_HINT = 'pip install "pyflowreg[cuda]"'
@@ -215,7 +215,7 @@ class CudaBackend(FlowBackend):
     def _resize_table(self, n_src: int, n_dst: int):
         key = ("resize", n_src, n_dst)
         if key not in self._tables:
-            idx, wts = cubic_taps(n_src, n_dst)
+            idx, wts = cubic_taps(n_src, n_dst, "float64", FLOW_KERNEL)
             self._tables[key] = (
                 self._cuda.to_device(idx.astype(np.int32)),
                 self._cuda.to_device(wts.astype(np.float32)),

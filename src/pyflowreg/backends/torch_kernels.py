@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..core.pyramid import cubic_taps, smooth_taps
+from ..core.pyramid import FLOW_KERNEL, cubic_taps, smooth_taps
 from ..core.warp import level_coefficients
 
 EPS = 1e-5  # Charbonnier epsilon (ALGORITHM.md)
@@ -26,11 +26,12 @@ GRAD_EPS = 1e-6  # gradient-constancy normalisation
 
 
 def resize_matrix(n_src: int, n_dst: int) -> np.ndarray:
-    """``(n_dst, n_src)`` float64 matrix of the centre-aligned Keys cubic resize.
-
-    Source indices are clamped (replicate border); taps that hit the same index add up.
-    """
-    idx, wts = cubic_taps(n_src, n_dst)
+    """``(n_dst, n_src)`` float64 matrix of the core's field resize (:func:`~pyflowreg.core.
+    pyramid.resize`: centre-aligned cubic B-spline, source indices clamped; taps that hit the
+    same index add up; the identity for an axis that keeps its size, which the core skips)."""
+    if n_src == n_dst:
+        return np.eye(n_src)
+    idx, wts = cubic_taps(n_src, n_dst, "float64", FLOW_KERNEL)
     mat = np.zeros((n_dst, n_src))
     np.add.at(mat, (np.repeat(np.arange(n_dst), 4), idx.ravel()), wts.ravel())
     return mat

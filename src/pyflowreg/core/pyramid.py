@@ -13,6 +13,11 @@ import numpy as np
 from numba import njit
 
 KEYS_A = -0.5  # cubic convolution parameter (Keys 1981); bicubic as in MATLAB's imresize/interp2
+# Kernel of the images' resampling (interpolating, keeps detail) and of the flow's (approximating
+# cubic B-spline: it damps the grid-scale noise of a coarse level's solution before the next level
+# or the full-size field inherits it; measured in docs/numerics.md).
+IMAGE_KERNEL = "keys"
+FLOW_KERNEL = "bspline"
 
 
 def axis_depth(n: int, eta: float) -> int:
@@ -108,22 +113,34 @@ def blur_row(src, taps, dst):
 
 
 @functools.lru_cache(maxsize=1024)
-def cubic_taps(n_src: int, n_dst: int, dtype: str = "float64") -> tuple[np.ndarray, np.ndarray]:
-    """Source indices ``(n_dst, 4)`` and Keys weights ``(n_dst, 4)`` for centre-aligned resizing.
+def cubic_taps(
+    n_src: int, n_dst: int, dtype: str = "float64", kernel: str = IMAGE_KERNEL
+) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices ``(n_dst, 4)`` and weights ``(n_dst, 4)`` for centre-aligned resizing.
 
-    Cached (read-only arrays): every frame of a run resamples between the same sizes."""
+    ``kernel`` is ``"keys"`` (cubic convolution, ``a = KEYS_A``: interpolating) or
+    ``"bspline"`` (the cubic B-spline itself, unprefiltered: approximating and smoothing; it
+    reproduces constant and linear fields exactly). Source indices are clamped (replicate
+    border). Cached (read-only arrays): every frame of a run resamples between the same sizes."""
     x = (np.arange(n_dst, dtype=np.float64) + 0.5) * (n_src / n_dst) - 0.5
     x0 = np.floor(x)
     t = x - x0
     offsets = np.arange(-1, 3)
     idx = np.clip(x0[:, None].astype(np.int64) + offsets[None, :], 0, n_src - 1)
     d = np.abs(t[:, None] - offsets[None, :])
-    a = KEYS_A
-    w = np.where(
-        d <= 1.0,
-        (a + 2) * d**3 - (a + 3) * d**2 + 1,
-        np.where(d < 2.0, a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a, 0.0),
-    ).astype(dtype)
+    if kernel == "keys":
+        a = KEYS_A
+        w = np.where(
+            d <= 1.0,
+            (a + 2) * d**3 - (a + 3) * d**2 + 1,
+            np.where(d < 2.0, a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a, 0.0),
+        )
+    elif kernel == "bspline":
+        near = (4 - 6 * d**2 + 3 * d**3) / 6
+        w = np.where(d <= 1.0, near, np.where(d < 2.0, (2 - d) ** 3 / 6, 0.0))
+    else:
+        raise ValueError(f"kernel must be 'keys' or 'bspline', got {kernel!r}")
+    w = w.astype(dtype)
     idx.flags.writeable = False
     w.flags.writeable = False
     return idx, w
@@ -165,14 +182,15 @@ def resize_cols(img, idx, wts):
 
 
 def resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Cubic resize of ``img`` (C, h, w) to ``(C, *shape)`` (no anti-aliasing, no value scaling)."""
+    """Cubic B-spline resize of a field ``img`` (C, h, w) to ``(C, *shape)``: flows, weights
+    and masks between levels (:data:`FLOW_KERNEL`; no anti-aliasing, no value scaling)."""
     _, h, w = img.shape
     out = img
     if shape[0] != h:
-        idx, wts = cubic_taps(h, shape[0], img.dtype.name)
+        idx, wts = cubic_taps(h, shape[0], img.dtype.name, FLOW_KERNEL)
         out = resize_rows(out, idx, wts)
     if shape[1] != w:
-        idx, wts = cubic_taps(w, shape[1], img.dtype.name)
+        idx, wts = cubic_taps(w, shape[1], img.dtype.name, FLOW_KERNEL)
         out = resize_cols(out, idx, wts)
     return out if out is not img else img.copy()
 
@@ -193,7 +211,7 @@ def smooth_taps(
     ``sum_k wts[j, k] * src[start[j] + k]``, exactly the cubic resampling (:func:`cubic_taps`) of
     the blurred axis, evaluated only where it is sampled. Cached (read-only arrays).
     """
-    idx, cub = cubic_taps(n_src, n_dst)
+    idx, cub = cubic_taps(n_src, n_dst, "float64", IMAGE_KERNEL)
     g = gaussian_kernel(float(sigma))
     r = g.shape[0] // 2
     dense = np.zeros((n_dst, n_src))
