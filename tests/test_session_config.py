@@ -193,6 +193,14 @@ def test_save_and_load_round_trip(tmp_path, suffix):
     assert loader(path) == config
 
 
+def test_save_writes_a_relative_root_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = SessionConfig(root="data", flow_options="opts.json")
+    (tmp_path / "configs").mkdir()
+    loaded = SessionConfig.from_file(config.save(tmp_path / "configs" / "s.yaml"))
+    assert loaded.root == tmp_path / "data" and loaded.flow_options == tmp_path / "opts.json"
+
+
 def test_gui_yaml_with_paths_relative_to_root(tmp_path):
     """What the session GUI does: dump the model, write paths relative to root into a YAML file
     in a temporary folder, load it with from_file, resolve the output paths."""

@@ -120,7 +120,8 @@ class SessionConfig(BaseModel):
     cc_upsample : int, default 4
         Up-sampling factor of stage 2's phase correlation (1: whole pixels).
     sigma_smooth : float, default 6.0
-        Gaussian sigma (px) applied to the temporal means before stage 2 aligns them.
+        Gaussian sigma (px) of the temporal means in stage 2's first (coarsest) alignment
+        pass; the following passes halve it down to 1 px (:mod:`pyflowreg.session.between`).
     alpha_between : float, default 25.0
         Smoothness weight of stage 2's flow (isotropic).
     iterations_between : int, default 100
@@ -331,9 +332,12 @@ class SessionConfig(BaseModel):
             raise SessionConfigError(f"{path}: {describe_errors(exc)}") from exc
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the config to ``.toml`` or ``.yaml``/``.yml`` (by extension); loads back equal.
+        """Write the config to ``.toml`` or ``.yaml``/``.yml`` (by extension).
 
-        Unset optional values (None) are left out of TOML, which has no null.
+        A relative ``root`` (or ``flow_options`` file), relative to the working directory here,
+        is written absolute, so that the file means the same wherever it is loaded from; the
+        rest is written as it is, and loads back equal. Unset optional values (None) are left
+        out of TOML, which has no null.
         """
         path = Path(path)
         kind = CONFIG_FORMATS.get(path.suffix.lower())
@@ -342,6 +346,9 @@ class SessionConfig(BaseModel):
                 f"session config {path} must end in one of {sorted(CONFIG_FORMATS)}"
             )
         data = self.model_dump(mode="json")
+        data["root"] = str(self.root_path())
+        if isinstance(self.flow_options, Path):
+            data["flow_options"] = os.path.abspath(self.flow_options.expanduser())
         if kind == "toml":
             import tomli_w
 
