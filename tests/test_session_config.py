@@ -249,6 +249,13 @@ def test_flow_options_file_beside_the_config_and_precedence(tmp_path):
     assert options.buffer_size == 33
     assert options.quality_setting.value == "fast"  # stage1_quality_setting wins over the file
     assert config.stage1_options({"buffer_size": 5}).buffer_size == 5  # the override wins
+    # only what the file sets counts as set (stage 1 warns about set values it overrides)
+    assert options.model_fields_set == {
+        "quality_setting",
+        "buffer_size",
+        "flow_backend",
+        "backend_params",
+    }
     (tmp_path / "opts" / "stage1.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"flow_options file not found: .*stage1\.json"):
         config.stage1_options()

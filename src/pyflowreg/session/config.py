@@ -430,8 +430,8 @@ class SessionConfig(BaseModel):
                 base = OFOptions.load_options(path)
             except ValidationError as exc:
                 raise SessionConfigError(f"flow_options file {path}: {_first_error(exc)}") from exc
-            values = {k: getattr(base, k) for k in OFOptions.model_fields}
-            given = set(base.model_fields_set)
+            given = set(base.model_fields_set)  # what the file sets; defaults stay defaults
+            values = {k: getattr(base, k) for k in given}
         else:
             values = dict(source or {})
             given = set(values)
