@@ -468,6 +468,12 @@ def test_cli_all_stages(session, tmp_path, capsys):
     assert pyflowreg_main(["session", "status", "-c", str(changed)]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:4]]
     assert [row[-4:] for row in rows] == [["done", "changed", "stale", "12"]] * 3
+    assert pyflowreg_main(["session", "status", "-c", str(changed), "--json"]) == 0
+    states = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in states] == list(NAMES) and states[1]["center"]
+    assert {(s["stage1"], s["stage2"], s["stage3"], s["frames"]) for s in states} == {
+        ("done", "changed", "stale", 12)
+    }
 
 
 def test_pyflowreg_session_command_help():

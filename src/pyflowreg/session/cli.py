@@ -101,6 +101,7 @@ def add_session_parser(subparsers, parents: Sequence[argparse.ArgumentParser] = 
         "process is gone), failed, pending.",
     )
     _config_arg(p)
+    p.add_argument("--json", action="store_true", help="print the states as JSON")
     p.set_defaults(func=_cmd_status)
 
     p = commands.add_parser(
@@ -267,52 +268,25 @@ def _stage1_array(args: argparse.Namespace, config, task_index: int | None) -> N
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ._status import stage_record, stage_state
-    from .config import recording_name
-    from .stage1_compensate import discover_input_files, recording_options, stage1_options_hash
+    from .progress import session_progress
 
     config = load_config(args)
-    files = discover_input_files(config)
-    paths = config.resolve_output_paths()
-    base = config.stage1_options()
-    final_state = stage_state(paths.final_results, "stage3")
+    progress = session_progress(config)
+    if args.json:
+        print(json.dumps([rec.to_dict() for rec in progress], indent=2))
+        return 0
     rows = [("recording", "stage 1", "stage 2", "stage 3", "frames")]
-    center = config.center_index(files)
-    stage2_hash = _stage2_hash(config, recording_name(files[center]))
-    for i, path in enumerate(files):
-        folder = paths.output_root / recording_name(path)
-        options = recording_options(base, path, folder)
-        record = stage_record(folder, "stage1") or {}
-        frames = record.get("frames")
-        name = recording_name(path) + (" (centre)" if i == center else "")
-        rows.append(
-            (
-                name,
-                stage_state(folder, "stage1", stage1_options_hash(options)),
-                stage_state(folder, "stage2", stage2_hash),
-                final_state,
-                "-" if frames is None else str(frames),
-            )
-        )
-    if final_state == "done" and any(row[1:3] != ("done", "done") for row in rows[1:]):
-        # stage 3 used results that are no longer current: it will be redone
-        rows = [rows[0], *((*row[:3], "stale", row[4]) for row in rows[1:])]
+    for rec in progress:
+        name = rec.name + (" (centre)" if rec.center else "")
+        frames = "-" if rec.frames is None else str(rec.frames)
+        rows.append((name, rec.stage1, rec.stage2, rec.stage3, frames))
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    paths = config.resolve_output_paths()
     print(f"outputs: {paths.output_root}; final results: {paths.final_results}")
     return 0
-
-
-def _stage2_hash(config, center_name: str) -> str | None:
-    """The options hash stage 2 records (None where stage 2 is not installed)."""
-    try:
-        from .stage2_between_avgs import stage2_options_hash
-    except ImportError:
-        return None
-    return stage2_options_hash(config, center_name)
 
 
 def _common_parent(folders: Sequence[Path]) -> str:
