@@ -476,6 +476,27 @@ def test_cli_all_stages(session, tmp_path, capsys):
     }
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["s.toml"], ["run", "--config", "s.toml"]),
+        (
+            ["s.toml", "--stage", "1", "--array-job"],
+            ["run", "--config", "s.toml", "--stage", "1", "--array"],
+        ),
+        (
+            ["--no-resume", "--stage", "1", "s.yml"],
+            ["run", "--config", "s.yml", "--no-resume", "--stage", "1"],
+        ),
+        (["run", "--config", "s.toml"], ["run", "--config", "s.toml"]),
+        (["status", "-c", "s.toml"], ["status", "-c", "s.toml"]),
+        (["--help"], ["--help"]),
+    ],
+)
+def test_pyflowreg_session_short_form(argv, expected):
+    assert session_cli.translate_argv(argv) == expected
+
+
 def test_pyflowreg_session_command_help():
     exe = shutil.which("pyflowreg-session")
     command = [exe] if exe else [sys.executable, "-m", "pyflowreg.session.cli"]

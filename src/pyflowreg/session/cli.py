@@ -313,10 +313,15 @@ def translate_argv(argv: Sequence[str]) -> list[str]:
     form ``CONFIG [--stage N] [--array-job] [--no-resume]`` becomes ``run --config CONFIG ...``
     (``--array-job`` is ``--array``)."""
     argv = list(argv)
-    if not argv or argv[0].startswith("-") or argv[0] in _command_names():
+    commands = _command_names()
+    if any(a in commands for a in argv):
         return argv
-    rest = ["--array" if a == "--array-job" else a for a in argv[1:]]
-    return ["run", "--config", argv[0], *rest]
+    takes_value = {"--stage", "--index", "--config", "-c", "--task-index"}
+    for i, arg in enumerate(argv):  # the first positional argument: the config file
+        if not arg.startswith("-") and (i == 0 or argv[i - 1] not in takes_value):
+            rest = ["--array" if a == "--array-job" else a for a in argv[:i] + argv[i + 1 :]]
+            return ["run", "--config", arg, *rest]
+    return argv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
