@@ -105,6 +105,7 @@ def test_assignment_is_validated(tmp_path):
         ({"sigma_smooth": -1.0}, "sigma_smooth must be finite and >= 0"),
         ({"alpha_between": 0.0}, "alpha_between must be finite and > 0"),
         ({"pattern": " "}, "pattern must not be empty"),
+        ({"root": ""}, "root must name the folder of the recordings"),
         ({"stage2_constancy_assumption": "lab"}, "stage2_constancy_assumption"),
         ({"align_output_format": "AVI"}, "align_output_format must be one of"),
         ({"flow_options": {"qualty_setting": "fast"}}, "did you mean 'quality_setting'"),
@@ -113,7 +114,7 @@ def test_assignment_is_validated(tmp_path):
 )
 def test_bad_values_name_the_key(tmp_path, values, message):
     with pytest.raises(ValidationError, match=message):
-        SessionConfig(root=tmp_path, **values)
+        SessionConfig(**{"root": tmp_path, **values})
 
 
 def test_constancy_aliases(tmp_path):

@@ -174,6 +174,13 @@ class SessionConfig(BaseModel):
                     raise ValueError(f"unknown session setting {key!r}{hint}")
         return data
 
+    @field_validator("root", mode="before")
+    @classmethod
+    def _check_root(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("root must name the folder of the recordings, got ''")
+        return value
+
     @field_validator("pattern")
     @classmethod
     def _check_pattern(cls, value: str) -> str:
