@@ -339,19 +339,18 @@ def _verify_output(path: Path, expected: Mapping[str, Any]) -> str | None:
     if not path.exists():
         return "missing"
     try:
-        if path.is_dir():
-            size, digest = output_size(path), header_checksum(path)
-        else:
-            size = path.stat().st_size
-            if size != expected.get("bytes"):
-                return f"{size} bytes instead of {expected.get('bytes')}"
-            digest = _file_checksum(path, expected.get("checksum", "full"))
+        size = output_size(path)  # a file's size, or a Zarr folder's total
         if size != expected.get("bytes"):
             return f"{size} bytes instead of {expected.get('bytes')}"
+        if path.is_dir():
+            digest = header_checksum(path)
+        else:
+            digest = _file_checksum(path, expected.get("checksum", "full"))
         if digest != expected.get("sha256"):
             return "checksum differs (the file was changed or damaged)"
-        if expected.get("shapes") and _shapes(path) != expected["shapes"]:
-            return f"shapes {_shapes(path)} instead of {expected['shapes']}"
+        shapes = _shapes(path) if expected.get("shapes") else None
+        if shapes is not None and shapes != expected["shapes"]:
+            return f"shapes {shapes} instead of {expected['shapes']}"
     except (OSError, ValueError) as exc:
         return f"unreadable ({exc})"
     return None
