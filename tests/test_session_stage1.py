@@ -285,6 +285,40 @@ def test_a_run_killed_after_its_video_was_committed_is_finished_from_the_file(
     _assert_same_outputs(folder, reference_run[1][0])
 
 
+def test_status_records_verify_what_they_describe(tmp_path):
+    folder = tmp_path / "rec"
+    atomic_save_npz(folder / "w_to_reference.npz", u=np.zeros((4, 5)), v=np.ones((4, 5)))
+    store = folder / "aligned.zarr"
+    store.mkdir()
+    (store / ".zarray").write_text('{"shape": [3, 4, 5]}')
+    status = write_status(
+        folder,
+        "stage2",
+        options_hash="abc",
+        outputs=["w_to_reference.npz", "aligned.zarr"],
+        inputs={"stage1": "f1"},
+        note="free field",
+    )
+    record = status["stages"]["stage2"]
+    assert status["stage2"] == "done" and record["note"] == "free field"
+    assert record["outputs"]["w_to_reference.npz"]["shapes"] == {"u": [4, 5], "v": [4, 5]}
+    assert verify_stage(folder, "stage2", "abc", {"stage1": "f1"}) == []
+    assert verify_stage(folder, "stage2", "xyz") == ["stage2 was made with other options"]
+    assert verify_stage(folder, "stage2", "abc", {"stage1": "f2"}) == [
+        "stage2 was made from other upstream results"
+    ]
+    (store / ".zarray").write_text('{"shape": [3, 4, 6]}')
+    assert verify_stage(folder, "stage2")[0].startswith("aligned.zarr: checksum differs")
+    edited = json.loads((folder / "status.json").read_text())
+    edited["stages"]["stage2"]["options_hash"] = "xyz"
+    (folder / "status.json").write_text(json.dumps(edited))
+    assert verify_stage(folder, "stage2", "xyz") == ["stage2's record was edited"]
+    with pytest.raises(ValueError, match=r"stage must be one of \['stage1', 'stage2', 'stage3'\]"):
+        write_status(folder, "stage4")
+    with pytest.raises(FileNotFoundError, match="output not found"):
+        write_status(folder, "stage1", outputs=["missing.npy"])
+
+
 # ---------------------------------------------------------------------- claims
 
 
