@@ -488,6 +488,15 @@ def test_cli_errors_are_usage_errors(tmp_path, capsys, monkeypatch):
     assert "belong to stage 1" in capsys.readouterr().err
 
 
+def test_cli_stops_before_stage2_while_a_recording_is_busy(session, tmp_path, capsys):
+    config_file = str(session.save(tmp_path / "session.toml"))
+    folder = session.resolve_output_paths().output_root / NAMES[2]
+    with claim(folder, "stage1"):  # as if another process were registering it
+        assert pyflowreg_main(["session", "run", "--config", config_file, "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"stage 1 of {NAMES[2]} (pid {os.getpid()}" in err and "still running" in err
+
+
 def test_cli_all_stages(session, tmp_path, capsys):
     pytest.importorskip("pyflowreg.session.stage2_between_avgs")
     pytest.importorskip("pyflowreg.session.stage3_valid_mask")

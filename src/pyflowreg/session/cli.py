@@ -211,6 +211,8 @@ def _run(args: argparse.Namespace) -> int:
             verbose=not args.quiet,
         )
         out(args, f"stage 1: {len(folders)} recording(s) in {_common_parent(folders)}")
+        if len(stages) > 1:
+            _check_none_busy(folders)
     if 2 in stages or 3 in stages:
         from .stage2_between_avgs import run_stage2
 
@@ -233,6 +235,24 @@ def _run(args: argparse.Namespace) -> int:
             f"{config.resolve_output_paths().final_results}",
         )
     return 0
+
+
+def _check_none_busy(folders: Sequence[Path]) -> None:
+    """Stop before stage 2 while other processes are still in stage 1 of some recordings."""
+    from ._status import claim_holder, stage_record
+
+    busy = []
+    for folder in folders:
+        record = stage_record(folder, "stage1") or {}
+        holder = claim_holder(folder) if record.get("state") != "done" else None
+        if holder:
+            where = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+            busy.append(f"{folder.name} ({where})")
+    if busy:
+        raise RuntimeError(
+            f"stage 1 of {', '.join(busy)} is still running in another process; run stages 2 "
+            "and 3 when it has finished"
+        )
 
 
 def _cmd_array(args: argparse.Namespace) -> int:
