@@ -163,8 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backends", parents=[common], help="executors and flow backends")
     p.set_defaults(func=_cmd_backends)
 
-    p = sub.add_parser("report", parents=[common], help="quality report of a finished run")
-    p.add_argument("outdir", metavar="OUTDIR", help="output folder of the run")
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="quality report of a finished run or of a session",
+        description="Write OUTDIR/report/report.html for the output folder of a run, or "
+        "<final_results>/report/report.html for a session (its config file, output_root or "
+        "final_results folder).",
+    )
+    p.add_argument(
+        "outdir", metavar="OUTDIR", help="output folder of the run, or a session config/folder"
+    )
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(
@@ -625,9 +634,11 @@ def _availability_line(entry: Any) -> str:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import make_report
+    from .session_report import is_session_source, make_session_report
 
+    make = make_session_report if is_session_source(args.outdir) else make_report
     try:
-        page = make_report(args.outdir)
+        page = make(args.outdir)
     except ImportError:
         raise ImportError(f"matplotlib is missing; {PLOT_HINT}") from None
     _out(args, f"Report: {page}")
