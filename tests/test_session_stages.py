@@ -443,3 +443,17 @@ def test_sima_pseudo_sessions():
     inner = (slice(12, -12), slice(12, -12))
     mean, p95 = _epe((found - base)[inner], known[inner], np.ones_like(known[inner][..., 0], bool))
     assert mean < 0.18 and p95 < 0.4, (mean, p95)
+
+
+@pytest.mark.slow
+def test_stage2_torch_backend_agrees_with_cpu(sessions):
+    """``flow_backend`` reaches the engine: the PyTorch backend (on the CPU here) gives the
+    CPU backend's field within 1e-3 px (measured 5e-5 px on 128 px means)."""
+    pytest.importorskip("torch")
+    s = sessions
+    reference, moving = s.means[s.center], s.means[0]
+    cpu = align_means(reference, moving)
+    torch = align_means(
+        reference, moving, flow_backend="flowreg_torch", backend_params={"device": "cpu"}
+    )
+    assert np.abs(cpu - torch).max() < 1e-3
