@@ -73,6 +73,7 @@ def test_session_report_shows_the_session(session):
     assert page.count('src="data:image/png;base64,') == 5
     assert len(list(page_path.parent.glob("session_*.png"))) == 5
     assert "day_01 (centre)" in page and "Note:" not in page
+    assert "<tr><td>Stage 3</td><td>done</td></tr>" in page
     valid = int(final.sum())
     assert f"{valid} of {final.size} ({100.0 * valid / final.size:.1f} %)" in page
 

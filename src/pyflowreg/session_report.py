@@ -60,6 +60,9 @@ class SessionData:
     fields: list[np.ndarray | None] = field(default_factory=list)
     final: dict[str, np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
+    #: Per recording, the verified state of stages 1 and 2; and the state of stage 3.
+    states: list[tuple[str, str]] = field(default_factory=list)
+    final_state: str = "pending"
 
 
 # ---------------------------------------------------------------------- finding the session
@@ -125,12 +128,14 @@ def load_session(source: str | os.PathLike) -> SessionData:
                 f"{source} is not a session config ({', '.join(CONFIG_SUFFIXES)}) nor a folder"
             )
         from .session.config import SessionConfig, discover_input_files, recording_name
+        from .session.progress import session_progress
 
         config = SessionConfig.from_file(source)
         files = discover_input_files(config)
         paths = config.resolve_output_paths()
         folders = [paths.output_root / recording_name(p) for p in files]
         final_dir, center, config_file = paths.final_results, config.center_index(files), source
+        progress = session_progress(config)  # states checked against the config's settings
     elif (source / FINAL_FILE).is_file() or "stage3" in _status(source):
         final_dir = source
         folders = _folders_of_final(source)
@@ -160,6 +165,15 @@ def load_session(source: str | os.PathLike) -> SessionData:
         center=center,
         config_file=config_file,
     )
+    if config_file is not None:
+        data.states = [(r.stage1, r.stage2) for r in progress]
+        data.final_state = progress[0].stage3
+    else:  # no settings to compare with: the outputs are verified as recorded
+        from .session._status import stage_state
+
+        data.states = [(stage_state(f, "stage1"), stage_state(f, "stage2")) for f in folders]
+        if final_dir is not None:
+            data.final_state = stage_state(final_dir, "stage3")
     _read_results(data)
     return data
 
@@ -254,8 +268,7 @@ def _recording_rows(data: SessionData) -> tuple[list[str], list[list[str]]]:
         stage1 = (status.get("stages") or {}).get("stage1") or {}
         row = [name + (" (centre)" if i == data.center else "")]
         row.append(str(stage1.get("frames", "-")))
-        row.append(str(status.get("stage1", "pending")))
-        row.append(str(status.get("stage2", "pending")))
+        row += list(data.states[i])
         seconds = stage1.get("seconds")
         row.append("-" if seconds is None else f"{float(seconds):.1f} s")
         row.append(_frame_correlation(folder))
@@ -557,6 +570,7 @@ def _summary(data: SessionData) -> list[tuple[str, str]]:
         )
     if data.final_dir is not None:
         rows.append(("Final results", str(data.final_dir)))
+    rows.append(("Stage 3", data.final_state))
     return rows
 
 
