@@ -344,6 +344,8 @@ def test_jobscript_cli_prints_and_writes(session, tmp_path, capsys, no_array_env
     stage1 = capsys.readouterr().out
     assert stage1.startswith("#!/bin/bash\n#SBATCH --job-name=pyflowreg-session\n")
     assert "#SBATCH --array=1-3\n" in stage1 and "\nmodule load python\n" in stage1
+    logs = session.root / "logs"  # made now: SLURM opens --output before the job starts
+    assert f"#SBATCH --output={logs}/%x_%A_%a.out" in stage1 and logs.is_dir()
     assert pyflowreg_main([*base, "--stage", "2-3"]) == 0
     stages23 = capsys.readouterr().out
     assert "--array" not in stages23 and "#SBATCH --job-name=pyflowreg-session-23" in stages23

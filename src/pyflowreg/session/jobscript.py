@@ -93,7 +93,8 @@ def make_jobscripts(
     python : str, optional
         Python interpreter running ``-m pyflowreg``; default: this one (``sys.executable``).
     log_dir : path, optional
-        Folder of the job logs; default ``<root>/logs`` of the session.
+        Folder of the job logs; default ``<root>/logs`` of the session. Created now: the
+        schedulers open the log files before a job starts.
     stage1_file, stages23_file : str
         File names used in ``submit`` (an extension per scheduler is added).
 
@@ -153,7 +154,10 @@ def make_jobscripts(
         "# Array tasks are numbered from 1 (task 1: the first recording). Regenerate the",
         "# scripts when recordings are added. Resubmitting redoes only unfinished work.",
     ]
-    pre = ["set -euo pipefail", f"mkdir -p {shlex.quote(str(logs))}", *setup]
+    # the scheduler opens the log files before the job starts: the folder must exist now
+    logs.mkdir(parents=True, exist_ok=True)
+    # no ``set -u``: environment activation scripts (conda's among them) use unset variables
+    pre = ["set -eo pipefail", *setup]
     stage1 = "\n".join(["#!/bin/bash", *header1, *intro, "", *pre, stage1_cmd, ""])
     intro23 = [
         "#",
