@@ -16,7 +16,9 @@ if TYPE_CHECKING:
         WarpSettings,
         estimate_frames,
         register_frame,
+        register_frames,
         resolve_n_jobs,
+        validate_n_jobs,
         warp_frame,
     )
     from .processes import MultiprocessingExecutor, shutdown_idle_pools
@@ -27,6 +29,8 @@ _EXPORTS = {
     "Executor": ".base",
     "WarpSettings": ".base",
     "register_frame": ".base",
+    "register_frames": ".base",
+    "validate_n_jobs": ".base",
     "estimate_frames": ".base",
     "warp_frame": ".base",
     "resolve_n_jobs": ".base",
@@ -44,8 +48,10 @@ __all__ = [
     "WarpSettings",
     "estimate_frames",
     "register_frame",
+    "register_frames",
     "resolve_n_jobs",
     "shutdown_idle_pools",
+    "validate_n_jobs",
     "warp_frame",
 ]
 
