@@ -17,8 +17,9 @@ field must follow the tissue, not the activity. :func:`align_means` does this in
    ``alpha``, ``iterations`` per level, the chosen data term) refines the field on the pair
    smoothed with ``sigma_smooth``, then again, started from the previous field, with the sigma
    halved at each pass down to :data:`FINE_SIGMA` (1 px). The coarse passes keep large or noisy
-   offsets captured, the last one uses the fine texture (vessels, neuropil, somata outlines) that
-   locates the tissue precisely.
+   offsets captured (and stop at the pyramid level their smoothing resolves,
+   :func:`pass_level`), the last one uses the fine texture (vessels, neuropil, somata outlines)
+   that locates the tissue precisely.
 
 ``robust=False`` gives the plain method of PyFlowReg's documentation (min-max normalised means
 smoothed with ``sigma_smooth``, rigid start, one flow solve); it is kept as the baseline the
@@ -34,7 +35,9 @@ through ``run_stage1`` + ``run_stage2``, against 0.75 / 1.79 px for the plain me
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +48,14 @@ from ..motion_correction.reference import phase_correlation_shift
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FINE_SIGMA", "LOG_EPSILON", "align_means", "prepare_mean", "scale_schedule"]
+__all__ = [
+    "FINE_SIGMA",
+    "LOG_EPSILON",
+    "align_means",
+    "pass_level",
+    "prepare_mean",
+    "scale_schedule",
+]
 
 #: Smoothing sigma (px) of the last (finest) pass of :func:`align_means`.
 FINE_SIGMA = 1.0
@@ -73,6 +83,18 @@ def scale_schedule(sigma_smooth: float, fine: float = FINE_SIGMA) -> list[float]
         schedule.append(schedule[-1] / 2)
     schedule.append(fine)
     return schedule
+
+
+def pass_level(sigma: float, eta: float = 0.8) -> int:
+    """Finest pyramid level solved in the pass at smoothing ``sigma``: the finest whose grid
+    spacing ``eta ** -level`` is at most ``sigma / 2`` (finer levels add nothing to a field
+    estimated from images smoothed that much; level 0 below sigma 2.5).
+
+    >>> [pass_level(s) for s in (6.0, 3.0, 1.5, 1.0)]
+    [4, 1, 0, 0]
+    """
+    spacing = max(float(sigma) / 2.0, 1.0)
+    return math.floor(math.log(spacing) / math.log(1.0 / eta) + 1e-9)
 
 
 def prepare_mean(mean: np.ndarray, sigma: float, robust: bool = True) -> np.ndarray:
@@ -161,26 +183,26 @@ def align_means(
         iterations=iterations,
         constancy_assumption=constancy_assumption,  # type: ignore[arg-type]
     )
-    backend = _backend(flow_backend, params, backend_params)
-    try:
-        schedule = scale_schedule(sigma_smooth) if robust else [float(sigma_smooth)]
-        h, w = ref.shape[:2]
-        field: np.ndarray | None = None
-        for sigma in schedule:
-            r = prepare_mean(ref, sigma, robust)
-            m = prepare_mean(mov, sigma, robust)
-            if field is None:
-                u, v = phase_correlation_shift(
-                    r, m, PHASE_CORRELATION_SIZE, upsample=int(cc_upsample)
-                )
-                logger.debug("rigid start (u, v) = (%.3f, %.3f) px", u, v)
-                field = np.empty((h, w, 2), np.float32)
-                field[..., 0] = u
-                field[..., 1] = v
+    factory = _backend_factory(flow_backend)
+    schedule = scale_schedule(sigma_smooth) if robust else [float(sigma_smooth)]
+    h, w = ref.shape[:2]
+    field: np.ndarray | None = None
+    for sigma in schedule:
+        r = prepare_mean(ref, sigma, robust)
+        m = prepare_mean(mov, sigma, robust)
+        if field is None:
+            u, v = phase_correlation_shift(r, m, PHASE_CORRELATION_SIZE, upsample=int(cc_upsample))
+            logger.debug("rigid start (u, v) = (%.3f, %.3f) px", u, v)
+            field = np.empty((h, w, 2), np.float32)
+            field[..., 0] = u
+            field[..., 1] = v
+        level = pass_level(sigma, params.eta) if robust else 0
+        backend = factory(replace(params, min_level=level), dict(backend_params or {}))
+        try:
             prepared = backend.prepare_reference(r, None)
             field = np.asarray(backend.estimate(prepared, m[None], field)[0], np.float32)
-    finally:
-        backend.close()
+        finally:
+            backend.close()
     if not np.all(np.isfinite(field)):
         raise FloatingPointError(f"flow backend {flow_backend!r} returned a non-finite field")
     return field
@@ -199,8 +221,7 @@ def _as_image(name: str, image: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _backend(name: str, params: FlowParameters, backend_params: Mapping[str, Any] | None):
+def _backend_factory(name: str):
     from .._runtime import get_runtime
 
-    factory = get_runtime().get_flow_backend(name).load()
-    return factory(params, dict(backend_params or {}))
+    return get_runtime().get_flow_backend(name).load()
