@@ -410,3 +410,33 @@ def test_describe_is_one_line():
     message = cli._describe(OSError(13, "Permission denied", "/data/x.h5"))
     assert message == "/data/x.h5: Permission denied"
     assert "\n" not in cli._describe(ValueError("two\nlines"))
+
+
+def test_an_error_while_unwinding_from_ctrl_c_is_still_an_interruption(monkeypatch, capsys):
+    """Ctrl-C that surfaces as another error (here a lock the interrupt left released, as
+    happens when SIGINT lands inside a pool's shutdown) exits 130 with one line."""
+    import os
+    import signal
+    import threading
+    import time
+
+    def command(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C
+            time.sleep(5)
+        except KeyboardInterrupt:
+            threading.Lock().release()  # RuntimeError: release unlocked lock
+
+    real = cli.build_parser
+
+    class Parser:
+        def parse_args(self, argv):
+            args = real().parse_args(argv)
+            args.func = command
+            return args
+
+    monkeypatch.setattr(cli, "build_parser", Parser)
+    assert cli.main(["info"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "release unlocked lock" not in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

@@ -28,7 +28,9 @@ import argparse
 import contextlib
 import logging
 import re
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -209,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version or a usage error, already printed
         return exc.code if isinstance(exc.code, int) else 0
-    with _cli_logging(args.debug), warnings.catch_warnings():
+    with _cli_logging(args.debug), warnings.catch_warnings(), _InterruptFlag() as ctrl_c:
         warnings.showwarning = _show_warning
         try:
             return int(args.func(args) or 0)
@@ -217,10 +219,49 @@ def main(argv: Sequence[str] | None = None) -> int:
             _error("interrupted")
             return 130
         except Exception as exc:
+            if ctrl_c.seen or _raised_while_interrupted(exc):
+                _error("interrupted")  # an error of the unwinding is not the user's problem
+                return 130
             if args.debug:
                 traceback.print_exc()
             _error(_describe(exc))
             return 2 if _is_usage_error(exc) else 1
+
+
+class _InterruptFlag:
+    """Remembers a Ctrl-C while a command runs (SIGINT still raises KeyboardInterrupt), so
+    that an error raised while the run unwinds from it (a lock left half-released by the
+    interrupt, a pool torn down under a waiting thread) still exits 130 as an interruption."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        self.seen = True
+        signal.default_int_handler(signum, frame)
+
+    def __enter__(self) -> _InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _raised_while_interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while handling a KeyboardInterrupt (its context chain)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 @contextlib.contextmanager
