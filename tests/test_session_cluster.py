@@ -6,12 +6,14 @@ and the scripts' directives and array commands are right for SLURM, SGE and PBS.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -372,3 +374,64 @@ def test_single_recording_pbs_script_names_its_task(tmp_path):
     assert _script_commands(scripts.stage1)[0][-2:] == ["--task-index", "0"]
     paths = write_jobscripts(scripts, tmp_path / "jobs")
     assert [p.name for p in paths] == ["stage1.pbs", "stages23.pbs"]
+
+
+def _slow_batches(marker: str) -> None:
+    """Worker-side: every stage-1 batch sleeps; after the second, ``marker`` is written."""
+    from pyflowreg.session import stage1_compensate as stage1
+
+    add = stage1._TemporalAverage.add
+    seen = {"batches": 0}
+
+    def add_then_wait(self, batch):
+        add(self, batch)
+        seen["batches"] += 1
+        if seen["batches"] == 2:
+            Path(marker).write_text("2")
+        time.sleep(1.0)
+
+    stage1._TemporalAverage.add = add_then_wait
+
+
+@pytest.mark.slow
+def test_a_dask_worker_killed_mid_recording(session, reference):
+    """SIGKILL of the worker process running a recording: Dask reruns the task on the
+    restarted worker, which takes over the dead worker's claim and continues the recording
+    from its checkpoint; the outputs equal the sequential run's."""
+    config = session.model_copy(update={"pattern": "rec_000.tif"})
+    folder = config.resolve_output_paths().output_root / "rec_000"
+    marker = session.root / "two-batches"
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as made,
+    ):
+        made.run(_slow_batches, str(marker))
+        [pid] = made.run(os.getpid).values()
+        errors = []
+
+        def run():
+            try:
+                errors.append(run_stage1_dask(config, client=made, claim_wait=5.0))
+            except Exception as exc:  # reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists()
+        os.kill(pid, signal.SIGKILL)
+        thread.join(timeout=180)
+    assert not thread.is_alive()
+    [result] = errors
+    assert not isinstance(result, Exception), result
+    assert result[1] == ["rec_000"]
+    assert json.loads((folder / "run.json").read_text())["resumed_at_frame"] > 0
+    assert verify_stage(folder, "stage1") == []
+    want = _stage1_outputs(reference.resolve_output_paths().output_root / "rec_000")
+    got = _stage1_outputs(folder)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
