@@ -50,6 +50,7 @@ _spec.loader.exec_module(_memory)
 PeakRSS = _memory.PeakRSS
 
 MODES = ("sequential", "multiprocessing", "dask")
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def write_sessions(folder: Path, args) -> float:
@@ -125,9 +126,7 @@ def main() -> None:
     parser.add_argument("--generated", type=int, default=50, help="frames drawn per session")
     parser.add_argument("--quality", default="fast", choices=("fast", "balanced", "quality"))
     parser.add_argument("--buffer-size", type=int, default=100)
-    parser.add_argument(
-        "--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes"
-    )
+    parser.add_argument("--workers", type=int, default=CORES, help="processes")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: temporary)")
     args = parser.parse_args()
@@ -140,7 +139,7 @@ def main() -> None:
             f"session benchmark: {args.sessions} sessions x {args.frames} frames of "
             f"{args.size}x{args.size} (uint16 TIFF), preset {args.quality!r}, "
             f"buffer_size {args.buffer_size}, {args.workers} worker(s), "
-            f"{len(os.sched_getaffinity(0))} core(s)"
+            f"{CORES} core(s)"
         )
         print(f"writing the recordings: {write_sessions(root, args):.1f} s")
         print(f"warm-up (kernels compiled or loaded): {warm_up(args):.1f} s")
