@@ -171,9 +171,19 @@ def test_resume_skips_finished_stages(tissue):
     run_all_stages(config)
     assert config.simulated_path.exists()
     assert config.z_shift_path.stat().st_mtime_ns == times[config.z_shift_path]
-    # resume=False recomputes.
+    # resume=False recomputes, and the stage built on it is no longer done.
+    simulated = config.simulated_path.stat().st_mtime_ns
     run_stage2(config.model_copy(update={"resume": False}))
     assert config.z_shift_path.stat().st_mtime_ns != times[config.z_shift_path]
+    assert read_status(config)["stage2"] == "done" and read_status(config)["stage3"] is None
+    run_all_stages(config)
+    assert config.simulated_path.stat().st_mtime_ns != simulated
+    assert read_status(config)["stage3"] == "done"
+    # Another reference volume: the depths are estimated again.
+    (tissue.root / "stack_copy.tif").write_bytes((tissue.root / "stack.tif").read_bytes())
+    depths = config.z_shift_path.stat().st_mtime_ns
+    run_all_stages(config.model_copy(update={"reference_volume": Path("stack_copy.tif")}))
+    assert config.z_shift_path.stat().st_mtime_ns != depths
 
 
 def test_stage1_registers_each_slice_scans_through_the_cli(tmp_path):
@@ -193,9 +203,15 @@ def test_stage1_registers_each_slice_scans_through_the_cli(tmp_path):
         ]
     )
     tifffile.imwrite(tmp_path / "zstack.tif", np.clip(stack, 0, 65535).astype(np.uint16))
+    # Saved OFOptions for stage 1: the routing fields in it are the workflow's, not the file's.
+    (tmp_path / "of.json").write_text(
+        json.dumps({"output_path": "elsewhere", "input_file": "other.tif", "levels": 40}),
+        encoding="utf-8",
+    )
     (tmp_path / "z_align.toml").write_text(
         f'root = "{tmp_path.as_posix()}"\ninput_file = "recording.tif"\n'
-        f'volume_input_file = "zstack.tif"\nstack_scans_per_slice = {scans}\n',
+        f'volume_input_file = "zstack.tif"\nstack_scans_per_slice = {scans}\n'
+        'stage1_flow_options = "of.json"\n',
         encoding="utf-8",
     )
     code = main(
@@ -211,6 +227,8 @@ def test_stage1_registers_each_slice_scans_through_the_cli(tmp_path):
     options = json.loads((out.parent / "options.json").read_text())
     assert options["quality_setting"] == "fast" and options["alpha"] in (4, [4, 4], [4.0, 4.0])
     assert options["buffer_size"] == scans and options["update_reference"] is True
+    assert options["levels"] == 40 and Path(options["input_file"]) == tmp_path / "zstack.tif"
+    assert not (tmp_path / "elsewhere").exists()
     with open_reader(out) as reader:
         registered = reader.read()[..., 0].reshape(z_count, scans, H, W)
     inner = (slice(None), slice(None), slice(6, -6), slice(6, -6))
@@ -288,6 +306,7 @@ def test_config_validation(tissue, tmp_path):
     assert config.corrected_path.name == "compensated_shift_corrected.tif"
     for bad, match in [
         ({"overlap": 1.0}, r"overlap must be in \[0, 1\), got 1.0"),
+        ({"stage1_quality_setting": "best"}, "stage1_quality_setting must be one of"),
         ({"z_shift_file": "z.tif"}, "z_shift_file must end in one of"),
         ({"root": tmp_path / "nope"}, "root must be an existing folder"),
         ({"patch_size": 0}, "patch_size must be >= 1, got 0"),

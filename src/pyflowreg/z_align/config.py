@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pyflowreg.motion_correction._compat import QualitySetting
 from pyflowreg.motion_correction._option_files import read_options_file
 
 __all__ = ["ZAlignConfig"]
@@ -183,6 +184,14 @@ class ZAlignConfig(BaseModel):
     def _positive(cls, value: float, info) -> float:
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{info.field_name} must be a finite number > 0, got {value}")
+        return value
+
+    @field_validator("stage1_quality_setting")
+    @classmethod
+    def _quality(cls, value: str) -> str:
+        allowed = [q.value for q in QualitySetting]
+        if value not in allowed:
+            raise ValueError(f"stage1_quality_setting must be one of {allowed}, got {value!r}")
         return value
 
     @field_validator("overlap")

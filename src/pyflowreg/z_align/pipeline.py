@@ -6,8 +6,9 @@ Stage 1 (:func:`run_stage1`) builds the compensated reference volume with
 and writes the depth map and the depth-corrected recording; stage 3 (:func:`run_stage3`)
 renders the recording the volume predicts from the depths alone. ``output_root/status.json``
 records the finished stages (written atomically); with ``resume=True`` a stage whose marker
-says ``"done"`` and whose outputs exist is skipped. Outputs are written under a temporary name
-and renamed when complete.
+says ``"done"`` and whose outputs exist is skipped. A stage that computes anew clears the
+markers of the stages built on its outputs, so they are computed again too. Outputs are
+written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Markers cleared when a stage computes anew: the stages built on its outputs.
+_LATER = {
+    "stage1": {"stage2": None, "stage3": None},
+    "recording_prealign": {"stage2": None, "stage3": None},
+    "stage2": {"stage3": None},
+}
 #: Routing fields the workflow sets itself; dropped from user OFOptions overrides.
 _ROUTING = ("input_file", "output_path", "output_format", "output_file_name", "naming_convention")
 
@@ -197,6 +204,8 @@ def run_stage1(config: ZAlignConfig, of_params: dict[str, Any] | None = None) ->
     if config.reference_volume is not None or not config.prealign_stack:
         if not path.exists():
             raise FileNotFoundError(f"reference volume not found: {path}")
+        if read_status(config).get("volume_path") not in (None, str(path)):
+            _update_status(config, **_LATER["stage1"])  # another volume: redo the depths
         _update_status(config, stage1="done", volume_path=path)
         return path
     if _done(config, "stage1", path):
@@ -221,6 +230,7 @@ def run_stage1(config: ZAlignConfig, of_params: dict[str, Any] | None = None) ->
         options["reference_frames"] = reference
     options.update(overrides)
     log.info("stage 1: compensating the stack %s", source)
+    _update_status(config, stage1=None, **_LATER["stage1"])
     _compensate(options, path)
     _update_status(config, stage1="done", volume_path=path)
     return path
@@ -257,6 +267,7 @@ def run_recording_prealignment(config: ZAlignConfig) -> Path:
         )
     )
     log.info("recording prealignment: compensating %s", source)
+    _update_status(config, recording_prealign=None, **_LATER["recording_prealign"])
     _compensate(options, path)
     _update_status(config, recording_prealign="done", prealigned_path=path)
     return path
@@ -283,6 +294,7 @@ def run_stage2(config: ZAlignConfig) -> Path:
         input_path, bin_size = run_recording_prealignment(config), 1  # already binned
     else:
         input_path, bin_size = config.path(config.input_file), config.input_bin_size
+    _update_status(config, stage2=None, **_LATER["stage2"])
     volume = load_volume(config, volume_path)
     volume_gy, volume_gx = estimate.slice_gradients(volume, config.spatial_sigma)
     dtype = np.dtype(config.output_dtype)
@@ -379,6 +391,7 @@ def run_stage3(config: ZAlignConfig) -> Path | None:
         return config.simulated_path
     if not config.z_shift_path.exists():
         raise FileNotFoundError(f"stage 3 needs the depth map {config.z_shift_path}: run stage 2")
+    _update_status(config, stage3=None)
     volume = load_volume(config)
     dtype = np.dtype(config.output_dtype)
     with (
