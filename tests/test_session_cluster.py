@@ -435,3 +435,15 @@ def test_a_dask_worker_killed_mid_recording(session, reference):
     got = _stage1_outputs(folder)
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_claimed_error_keeps_its_message_across_processes():
+    """What a Dask worker sends back is pickled: the message and the holder survive."""
+    import pickle
+
+    from pyflowreg.session._status import RecordingClaimedError
+
+    error = RecordingClaimedError("rec_001 is being processed by pid 7", {"pid": 7})
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is RecordingClaimedError and str(back) == str(error)
+    assert back.holder == {"pid": 7} and back.errno == error.errno

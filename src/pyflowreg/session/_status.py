@@ -140,6 +140,11 @@ class RecordingClaimedError(OSError):
     def __str__(self) -> str:
         return str(self.args[1])
 
+    def __reduce__(self):
+        # OSError pickles its args (errno, message); rebuild from (message, holder) instead, so
+        # the error keeps its message when it comes back from a Dask worker or a process pool
+        return type(self), (str(self.args[1]), self.holder)
+
 
 # ---------------------------------------------------------------------- status records
 
