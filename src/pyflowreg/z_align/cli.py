@@ -94,7 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             outputs = pipeline.run_all_stages(config, of_params)
         else:
             if of_params and args.stage != 1:
-                pipeline.warn_ignored_of_params(args.stage)
+                print(
+                    f"pyflowreg-z-align: warning: --of-params only override stage-1 OFOptions; "
+                    f"ignored with --stage {args.stage}",
+                    file=sys.stderr,
+                )
             if args.stage == 1:
                 path = pipeline.run_stage1(config, of_params)
             elif args.stage == 2:

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -424,12 +423,3 @@ def run_all_stages(config: ZAlignConfig, of_params: dict[str, Any] | None = None
         "corrected": config.corrected_path if config.write_corrected else None,
         "simulated": simulated,
     }
-
-
-def warn_ignored_of_params(stage: int, stacklevel: int = 2) -> None:
-    """``of_params`` only apply to stage 1: say so when another stage runs alone."""
-    warnings.warn(
-        f"--of-params only override stage-1 OFOptions; ignored with --stage {stage}",
-        UserWarning,
-        stacklevel=stacklevel,
-    )
