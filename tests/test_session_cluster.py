@@ -140,8 +140,11 @@ def _assert_same_session(config: SessionConfig, reference: SessionConfig, stages
 
 
 def test_dask_run_equals_the_sequential_session_run(session, reference, client):
-    result = run_session_dask(session, client=client)
+    seen = []
+    result = run_session_dask(session, client=client, progress=lambda *a: seen.append(a))
     assert result.processed == list(NAMES) and result.skipped == []
+    assert sorted(name for name, _, _ in seen) == [f"{n}.tif" for n in NAMES]  # any order
+    assert [(done, total) for _, done, total in seen] == [(1, 3), (2, 3), (3, 3)]
     assert result.middle_idx == 1 and result.center_file.name == "rec_001.tif"
     assert result.final_mask.dtype == bool and result.final_mask.shape == SHAPE
     _assert_same_session(session, reference)

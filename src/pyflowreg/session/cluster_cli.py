@@ -120,6 +120,7 @@ def _cmd_dask(args: argparse.Namespace) -> int:
             "n_workers": args.n_workers,
             "threads_per_task": args.threads_per_task,
             "retries": args.retries,
+            "progress": not args.quiet,
         }
     result = run_session_dask(config, stages=stages, **cluster)
     if 1 in stages:

@@ -33,7 +33,7 @@ import importlib
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -263,7 +263,7 @@ def run_stage1_dask(
     threads_per_task: int = 1,
     retries: int = 2,
     claim_wait: float = CLAIM_WAIT,
-    progress: bool = False,
+    progress: bool | Callable[[str, int, int], None] = False,
 ) -> tuple[list[Path], list[str], list[str]]:
     """Stage 1 of every recording not yet done, one Dask task per recording.
 
@@ -281,8 +281,9 @@ def run_stage1_dask(
         Dask reruns a task this many times when it fails or its worker dies.
     claim_wait : float
         Seconds a task waits for a recording another live process holds.
-    progress : bool
-        Log every finished recording at INFO level.
+    progress : bool or callable
+        True: a progress bar of the recordings (tqdm, on stderr). A callable is called as
+        ``progress(name, done, total)`` after every finished recording.
 
     Returns
     -------
@@ -341,8 +342,13 @@ def run_stage1_dask(
             ): files[i].name
             for i in todo
         }
-        failed = []
-        processed = []
+        failed: list[str] = []
+        processed: list[str] = []
+        bar = None
+        if progress is True:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), unit="recording", desc="stage 1 on dask")
         for future in distributed.as_completed(list(futures)):
             name = futures[future]
             try:
@@ -352,10 +358,15 @@ def run_stage1_dask(
                 logger.error("stage 1 failed for %s: %s", name, exc)
             else:
                 processed.append(recording_name(Path(name)))
-                if progress:
-                    logger.info("stage 1: %s done (%d/%d)", name, len(processed), len(todo))
+                logger.info("stage 1: %s done (%d/%d)", name, len(processed), len(todo))
+                if callable(progress):
+                    progress(name, len(processed), len(todo))
             finally:
                 future.release()
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
     if failed:
         raise RuntimeError(
             f"stage 1 failed on the cluster for {len(failed)} of {len(todo)} recording(s) "
