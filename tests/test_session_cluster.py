@@ -241,7 +241,12 @@ def test_cluster_choices(session, monkeypatch):
 
         def __init__(self, **kwargs):
             made.append(kwargs)
-            super().__init__(n_workers=0, processes=False, dashboard_address=None)
+            super().__init__(
+                n_workers=0,
+                processes=False,
+                dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # any free port
+            )
 
         def scale(self, jobs=None, **kwargs):
             made.append({"jobs": jobs})
