@@ -148,3 +148,9 @@ def test_links_resolve():
 def test_page_is_linked(name):
     text = (PAGE.parents[1] / name).read_text(encoding="utf-8")
     assert "docs/sessions.md" in text
+
+
+def test_claim_timing_is_the_code():
+    from pyflowreg.session._status import STALE_AFTER
+
+    assert f"after {STALE_AFTER:.0f} s without a heartbeat" in TEXT
