@@ -362,13 +362,14 @@ def run_stage2(config: ZAlignConfig) -> Path:
             finally:
                 if c_writer is not None:
                     c_writer.close()
-    np.savez(
-        config.metadata_path,
-        anchor_z=anchor,
-        anchor_z_1based=anchor + 1,
-        volume_path=str(volume_path),
-        input_path=str(input_path),
-    )
+    with _staged(config.metadata_path) as partial:
+        np.savez(
+            partial,
+            anchor_z=anchor,
+            anchor_z_1based=anchor + 1,
+            volume_path=str(volume_path),
+            input_path=str(input_path),
+        )
     _update_status(config, stage2="done", anchor_z=anchor, anchor_z_1based=anchor + 1)
     return config.z_shift_path
 
