@@ -28,9 +28,25 @@ Three measurements of ``compensate_recording`` (synthetic data from
 3. **End-to-end accuracy**: endpoint error against the ground truth of the fields saved by
    the pipeline (``w.h5``; reference = the clean scene) next to the EPE of the engine
    called directly on the same pre-processed frames from zero initial flow.
+4. **End to end, as a new user runs it** (``--only e2e``; ``--peer PYTHON`` adds another
+   interpreter's ``pyflowreg`` side by side): for each length (``--e2e-frames``, 120 and
+   1000), preset (``--e2e-presets``, fast and balanced) and executor (``--e2e-executors``:
+   sequential, threading, multiprocessing and ``default``, no executor named) a FRESH Python
+   process (``benchmarks/_e2e_child.py``) imports ``pyflowreg`` and calls
+   ``compensate_recording`` HDF5 -> HDF5 with ``save_w=True`` and ``n_jobs``
+   (``--e2e-n-jobs``, 2) on the same file. Frames/s count the whole child, interpreter start
+   included ("run"), and the call alone ("call"). Runs are interleaved (every configuration,
+   this project then the peer, once per round; ``--e2e-repeat`` rounds) and the median
+   counts. Printed per length and preset: frames/s and speed-up vs sequential of both, the
+   ratios multiprocessing/threading and default/threading, default/sequential; the engine's
+   estimate + warp frames/s on the same frames (one thread, ``_e2e_child.py engine``) and the
+   pipeline's efficiency = run frames/s per worker / engine frames/s (1 - overhead); and this
+   project's phase breakdown (``phase_seconds`` of ``run.json``, medians).
 
     python benchmarks/pipeline.py                                    # 512 px, 2000 vs 200 frames
     python benchmarks/pipeline.py --size 64 --long 60 --short 20     # a quick check
+    python benchmarks/pipeline.py --only e2e --peer /tmp/peer/bin/python
+    python benchmarks/pipeline.py --only e2e --e2e-frames 120 --e2e-presets fast --e2e-repeat 5
 
 Long recordings are written by repeating a short synthetic clip (with a drift), so making
 the input never holds the whole recording in memory.
@@ -40,9 +56,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -208,6 +227,191 @@ def measure_accuracy(args, work: Path) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- 4. end to end
+
+CHILD = Path(__file__).with_name("_e2e_child.py")
+#: Phases of ``run.json``'s ``phase_seconds``, in the order of a run.
+PHASES = (
+    "preflight",
+    "kernels",
+    "executor_start",
+    "workers_ready",
+    "reference",
+    "initial_flow",
+    "read_wait",
+    "submit",
+    "batch_wait",
+    "write",
+)
+
+
+def _e2e_child(python: str, args: list[str]) -> dict:
+    """Run ``_e2e_child.py`` in a fresh ``python``; its JSON line plus the child's wall time."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # a peer interpreter must import its own pyflowreg
+    launched = time.time()
+    done = subprocess.run(
+        [python, str(CHILD), *args], capture_output=True, text=True, env=env, cwd=CHILD.parent
+    )
+    wall = time.time() - launched
+    if done.returncode != 0:
+        raise RuntimeError(f"{python} {CHILD.name} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row["wall"] = wall
+    if "started" in row:
+        row["interpreter"] = row["started"] - launched
+        row["imports"] = row["imported"] - row["started"]
+        row["exit"] = launched + wall - row["called"]
+    return row
+
+
+def measure_e2e(args, work: Path) -> dict:
+    """``{(frames, preset, executor, who): [rows]}`` of interleaved fresh-process runs, and
+    ``{(frames, preset): engine row}``."""
+    lengths = [int(n) for n in args.e2e_frames.split(",")]
+    presets = args.e2e_presets.split(",")
+    executors = args.e2e_executors.split(",")
+    who = [("this", sys.executable)] + ([("peer", args.peer)] if args.peer else [])
+    sources = {n: write_recording(work / f"e2e_{n}.h5", n, args.size) for n in lengths}
+    runs: dict = {}
+    engine: dict = {}
+    for n in lengths:
+        for preset in presets:
+            engine[n, preset] = _e2e_child(
+                sys.executable, ["engine", str(sources[n]), preset, str(min(n, args.engine_frames))]
+            )
+    for r in range(max(1, args.e2e_repeat)):
+        for n in lengths:
+            for preset in presets:
+                for executor in executors:
+                    for label, python in who:
+                        if label == "peer" and n not in _peer_lengths(args, lengths):
+                            continue
+                        out = work / f"out_{label}"
+                        shutil.rmtree(out, ignore_errors=True)
+                        cmd = ["run", str(sources[n]), str(out), preset, executor]
+                        row = _e2e_child(python, [*cmd, str(args.e2e_n_jobs)])
+                        shutil.rmtree(out, ignore_errors=True)
+                        runs.setdefault((n, preset, executor, label), []).append(row)
+                        print(
+                            f"   round {r + 1}: {n} frames {preset} {executor:<16} {label}: "
+                            f"{row['wall']:.1f} s (call {row['seconds']:.1f} s, ran "
+                            f"{row['executor']})",
+                            flush=True,
+                        )
+    return {"runs": runs, "engine": engine, "lengths": lengths, "presets": presets}
+
+
+def _peer_lengths(args, lengths: list[int]) -> list[int]:
+    return [int(n) for n in args.peer_frames.split(",")] if args.peer_frames else lengths
+
+
+def _med(rows: list[dict], get) -> float:
+    return float(np.median([get(row) for row in rows]))
+
+
+def print_e2e(args, measured: dict) -> None:
+    runs, engine = measured["runs"], measured["engine"]
+    executors = args.e2e_executors.split(",")
+    jobs = args.e2e_n_jobs
+    for n in measured["lengths"]:
+        for preset in measured["presets"]:
+            print(
+                f"\n   {n} frames, {preset}, n_jobs {jobs} (median of {args.e2e_repeat}; run: "
+                "the whole fresh process, call: compensate_recording alone)"
+            )
+            header = f"{'executor':<16} {'ran':<16} {'run f/s':>8} {'call f/s':>8} {'x seq':>6}"
+            if args.peer:
+                header += f" | {'peer f/s':>8} {'call f/s':>8} {'x seq':>6} {'ours/peer':>9}"
+            print(header)
+            fps = {}
+            for who in ("this", "peer"):
+                for executor in executors:
+                    rows = runs.get((n, preset, executor, who))
+                    if rows:
+                        fps[who, executor] = (
+                            n / _med(rows, lambda row: row["wall"]),
+                            n / _med(rows, lambda row: row["seconds"]),
+                        )
+            for executor in executors:
+                rows = runs.get((n, preset, executor, "this"))
+                if not rows:
+                    continue
+                line = f"{executor:<16} {rows[0]['executor']:<16}"
+                for who in ("this", "peer") if args.peer else ("this",):
+                    if (who, executor) not in fps:
+                        line += f" | {'-':>8} {'-':>8} {'-':>6} {'-':>9}"
+                        continue
+                    run_fps, call_fps = fps[who, executor]
+                    seq = fps.get((who, "sequential"))
+                    speed = f"{run_fps / seq[0]:.2f}" if seq else "-"
+                    line += (" | " if who == "peer" else " ") + (
+                        f"{run_fps:>8.2f} {call_fps:>8.2f} {speed:>6}"
+                    )
+                    if who == "peer":
+                        line += f" {fps['this', executor][0] / run_fps:>9.2f}"
+                print(line)
+            ours = {e: fps[("this", e)][0] for e in executors if ("this", e) in fps}
+            ratios = []
+            for a, b in (
+                ("multiprocessing", "sequential"),
+                ("multiprocessing", "threading"),
+                ("default", "threading"),
+                ("default", "sequential"),
+            ):
+                if a in ours and b in ours:
+                    ratios.append(f"{a}/{b} {ours[a] / ours[b]:.2f}")
+            if ratios:
+                print("   ratios (run f/s): " + ", ".join(ratios))
+            eng = engine.get((n, preset))
+            if eng:
+                cells = []
+                for executor, value in ours.items():
+                    workers = 1 if executor == "sequential" else jobs
+                    cells.append(f"{executor} {value / workers / eng['fps']:.2f}")
+                print(
+                    f"   engine estimate+warp: {eng['fps']:.2f} f/s (one thread, {eng['frames']} "
+                    "frames); efficiency = run f/s per worker / engine: " + ", ".join(cells)
+                )
+            print_phases(runs, n, preset, executors)
+
+
+def print_phases(runs: dict, n: int, preset: str, executors: list[str]) -> None:
+    """Median seconds per phase of this project's runs (``phase_seconds`` of ``run.json``)."""
+    rows = {e: runs.get((n, preset, e, "this")) for e in executors}
+    rows = {e: r for e, r in rows.items() if r and r[0].get("record", {}).get("phase_seconds")}
+    if not rows:
+        return
+    print(f"   phases, s (this project; median){''.join(f'{e[:15]:>16}' for e in rows)}")
+
+    def line(label: str, get) -> None:
+        cells = []
+        for runs_of in rows.values():
+            try:
+                cells.append(f"{_med(runs_of, get):>16.2f}")
+            except (KeyError, TypeError):
+                cells.append(f"{'-':>16}")
+        print(f"     {label:<31}{''.join(cells)}")
+
+    line("interpreter start", lambda row: row["interpreter"])
+    line("imports", lambda row: row["imports"])
+    line("call (compensate_recording)", lambda row: row["seconds"])
+    for phase in PHASES:
+        line(f"  {phase}", lambda row, p=phase: row["record"]["phase_seconds"].get(p, 0.0))
+    line(
+        "  meta + commit (call - run)",
+        lambda row: (
+            row["seconds"]
+            - row["record"]["seconds"]
+            - row["record"]["phase_seconds"].get("preflight", 0.0)
+        ),
+    )
+    line("  flow (executor, all)", lambda row: row["record"]["flow_seconds"])
+    line("  flow (reference pass)", lambda row: row["record"]["reference_flow_seconds"])
+    line("exit (after the call)", lambda row: row["exit"])
+    line("whole process", lambda row: row["wall"])
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -233,10 +437,26 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--executor", default=None, help="parallelization (auto)")
     parser.add_argument("--n-jobs", type=int, default=-1)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "overhead", "accuracy"])
+    sections = ["memory", "overhead", "accuracy", "e2e"]
+    parser.add_argument("--skip", nargs="*", default=[], choices=sections)
+    parser.add_argument("--only", nargs="*", default=None, choices=sections, help="run only these")
+    parser.add_argument("--e2e-frames", default="120,1000", help="lengths of the e2e runs")
+    parser.add_argument("--e2e-presets", default="fast,balanced")
+    parser.add_argument("--e2e-executors", default="sequential,threading,multiprocessing,default")
+    parser.add_argument("--e2e-n-jobs", type=int, default=2)
+    parser.add_argument("--e2e-repeat", type=int, default=3, help="rounds (median counts)")
+    parser.add_argument("--engine-frames", type=int, default=30, help="frames the engine times")
+    parser.add_argument("--peer", default=None, help="python of a peer pyflowreg, side by side")
+    parser.add_argument(
+        "--peer-frames", default=None, help="lengths the peer runs (default: --e2e-frames)"
+    )
     parser.add_argument("--child-frames", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.only is not None:
+        args.skip = [name for name in sections if name not in args.only]
+    elif args.peer is None:
+        args.skip.append("e2e")  # long: only when asked for (--only e2e, or --peer)
     if args.child_frames is not None:
         memory_child(args)
         return
@@ -297,6 +517,13 @@ def main(argv=None) -> None:
             for name in ("no_correction", "engine", "pipeline"):
                 epe = acc[name]
                 print(f"{name:>14} {epe.mean:>7.3f} {epe.p95:>7.3f} {epe.max:>7.3f}")
+        if "e2e" not in args.skip:
+            print(
+                f"\n4. end to end, HDF5 -> HDF5 with save_w, a fresh process per run "
+                f"({os.cpu_count()} cores; load {os.getloadavg()[0]:.1f} at the start)"
+            )
+            print_e2e(args, measure_e2e(args, work))
+            print(f"   (load {os.getloadavg()[0]:.1f} at the end)")
 
 
 if __name__ == "__main__":

@@ -424,6 +424,8 @@ class MultiprocessingExecutor(Executor):
         self._waiting: tuple | None = None
         self._starter: threading.Thread | None = None
         self._start_error: BaseException | None = None
+        #: Seconds from the start of the pool until its workers ran (None until then).
+        self.ready_seconds: float | None = None
         #: Blocks unlinked lately; each task carries them so that workers detach them at once.
         self._retired: collections.deque[str] = collections.deque(maxlen=8)
         self._start_pool()
@@ -498,9 +500,11 @@ class MultiprocessingExecutor(Executor):
         half a second); meanwhile the calling process registers frames itself (see
         :meth:`_submit`), so the start-up is overlapped with useful work.
         """
+        tic = time.perf_counter()
         if self.keep_alive > 0:
             self._pool = _IDLE.take(self._pool_key)
             if self._pool is not None:  # workers of an earlier run, still running
+                self.ready_seconds = time.perf_counter() - tic
                 self._ready.set()
                 return
         if self.start_method == "forkserver":
@@ -519,6 +523,7 @@ class MultiprocessingExecutor(Executor):
                     pool.submit(_ping)
             except BaseException as exc:  # BrokenProcessPool, or the pool shut down
                 self._start_error = exc
+            self.ready_seconds = time.perf_counter() - tic
             with self._dispatch_lock:
                 self._ready.set()
                 waiting, self._waiting = self._waiting, None

@@ -13,7 +13,8 @@ import ctypes.util
 import functools
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
@@ -97,6 +98,29 @@ class RunState:
     reference_flow_seconds: float = 0.0
     alpha_selection: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Seconds per phase of the run (``run.json``'s ``phase_seconds``, see :meth:`timed`).
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the seconds the block takes to ``phases[phase]``.
+
+        Phases of a run, in the calling process: ``executor_start`` (making the executor; the
+        multiprocessing workers start in the background, ready after ``workers_ready``),
+        ``reference`` (the reference computed or loaded), ``initial_flow`` (the initial fields
+        of the batches), ``read_wait`` (waiting for the next batch read and pre-filtered),
+        ``submit`` (handing a batch to the executor: the whole registration for the
+        sequential executor, copying the frames to the workers for the others), ``batch_wait``
+        (waiting for the executor to finish a batch), ``write`` (handing
+        results to the outputs and statistics); ``compensate_recording`` adds ``preflight``
+        (checks, kernels, output folder before the run) and ``kernels`` (its part spent
+        compiling or checking the kernel cache).
+        """
+        tic = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[phase] = self.phases.get(phase, 0.0) + time.perf_counter() - tic
 
 
 def output_dtype(options, input_dtype: np.dtype) -> np.dtype:
@@ -279,7 +303,8 @@ def prepare_run(reader, options, executor, sink, state: RunState, reference, nam
     threads = max(1, min(state.n_workers, os.cpu_count() or 1))  # pre-filter threads, here
     executor.reserve(min(options.buffer_size, n_frames))  # the reference chunks come first
     state.stage = "computing the reference"
-    ref_raw = raw_reference(reader, options, reference, lend(executor), name, workers=threads)
+    with state.timed("reference"):
+        ref_raw = raw_reference(reader, options, reference, lend(executor), name, workers=threads)
     state.reference_flow_seconds = executor.flow_seconds
     state.reference = ref_raw
     low, high = normalization_range(ref_raw, options.channel_normalization)
@@ -352,7 +377,9 @@ def run_registration(
     n_frames = int(reader.shape[0])
 
     state.stage = "starting the executor"
-    with make_executor(params, dtype) as executor:
+    with state.timed("executor_start"):
+        executor = make_executor(params, dtype)
+    with executor:
         run = prepare_run(reader, options, executor, sink, state, reference, name)
         source, batches, planner = run.source, run.batches, run.planner
         low, high, sigma, weight = run.low, run.high, run.sigma, run.weight
@@ -364,7 +391,8 @@ def run_registration(
         def collect(job: _Job) -> _Done:
             """Wait for a submitted batch; what the next batch needs from it happens here."""
             state.stage = stage(job.b)
-            registered, w = job.pending.result()
+            with state.timed("batch_wait"):
+                registered, w = job.pending.result()
             planner.observe(w)
             ref_raw = None
             if options.update_reference:
@@ -379,7 +407,8 @@ def run_registration(
             job = done.job
             state.stage = stage(job.b)
             try:
-                sink.add(job.start, job.raw, done.registered, done.w)
+                with state.timed("write"):
+                    sink.add(job.start, job.raw, done.registered, done.w)
                 if batch_callback is not None:
                     registered, w = done.registered, done.w
                     if job.pending.volatile:  # the callback may keep what it gets
@@ -407,11 +436,13 @@ def run_registration(
         state.stage = stage(min(first, len(batches) - 1))
         try:
             reads = ReadAhead(source, batches[first:])
-            for b, (start, stop, raw, filtered) in enumerate(reads, start=first):
+            for b, (start, stop, raw, filtered) in enumerate(_timed(reads, state), start=first):
                 done = collect(job) if job is not None else None
                 state.stage = stage(b)
-                uv = planner.next()
-                pending = executor.submit_batch(raw, filtered, uv, start)
+                with state.timed("initial_flow"):
+                    uv = planner.next()
+                with state.timed("submit"):
+                    pending = executor.submit_batch(raw, filtered, uv, start)
                 job = _Job(b, start, stop, raw, pending)
                 del raw, filtered, pending
                 if done is not None:
@@ -428,4 +459,26 @@ def run_registration(
             if job is not None:
                 job.pending.cancel()
         state.flow_seconds = executor.flow_seconds
+        ready = getattr(executor, "ready_seconds", None)
+        if ready is not None:
+            state.phases["workers_ready"] = float(ready)
     state.stage = "finishing"
+
+
+def _timed(items, state: RunState) -> Iterator:
+    """The items of ``items``, the time spent waiting for each added to ``read_wait``."""
+    iterator = iter(items)
+    try:
+        while True:
+            with state.timed("read_wait"):
+                item = next(iterator, _END)
+            if item is _END:
+                return
+            yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:  # stops the read-ahead thread now, also on errors
+            close()
+
+
+_END = object()

@@ -36,7 +36,11 @@ Outputs in ``options.output_path`` (``<ext>`` from ``options.output_format``):
     ``input_shape``, ``output_format``, ``frames``, ``seconds`` (wall time),
     ``frames_per_second``, ``flow_seconds`` (time batches spent in the executor: flow
     estimation and warping, reference pass included), ``reference_flow_seconds`` (its
-    reference-pass part), ``executor``, ``n_workers``, ``flow_backend``, ``versions``
+    reference-pass part), ``phase_seconds`` (seconds per phase of the run in the calling
+    process: ``preflight``, ``kernels``, ``executor_start``, ``workers_ready``, ``reference``,
+    ``initial_flow``, ``read_wait``, ``submit``, ``batch_wait``, ``write``; see
+    ``RunState.timed``),
+    ``executor``, ``n_workers``, ``flow_backend``, ``versions``
     (python, numpy, numba, pyflowreg), ``start_time``, ``end_time``.
 
 With the ``ARRAY`` output format the registered video (and ``w``) are returned in the
@@ -447,14 +451,17 @@ def compensate_recording(
     config = RegistrationConfig() if config is None else config
     if not isinstance(config, RegistrationConfig):
         raise TypeError(f"config must be a RegistrationConfig, got {type(config).__name__}")
+    called = time.perf_counter()
     verbose = bool(options.verbose or config.verbose)
     runtime = get_runtime()
     executor_name = select_executor(options, config.parallelization, runtime=runtime, stacklevel=3)
     executor_cls = runtime.get_executor_class(executor_name)
     factory = backend_factory(options, runtime)
-    make_executor = executor_maker(
-        executor_cls, factory, options, config.n_jobs, config.executor_kwargs(executor_name)
-    )
+    state = RunState()
+    with state.timed("kernels"):
+        make_executor = executor_maker(
+            executor_cls, factory, options, config.n_jobs, config.executor_kwargs(executor_name)
+        )
     reader, name = _open_input(options)
     try:  # input errors fail here, before a worker starts or an output is opened
         given, outputs, key = _preflight(
@@ -472,7 +479,7 @@ def compensate_recording(
             return finished
     start_time = _dt.datetime.now().astimezone()
     tic = time.perf_counter()
-    state = RunState()
+    state.phases["preflight"] = tic - called
     from tqdm.auto import tqdm
 
     bar = tqdm(total=reader.shape[0], unit="frame", desc="registering", disable=not verbose)
@@ -618,6 +625,7 @@ def _write_meta(outputs, options, state, statistics, executor, seconds, start_ti
             "frames_per_second": state.n_frames / seconds if seconds > 0 else None,
             "flow_seconds": state.flow_seconds,
             "reference_flow_seconds": state.reference_flow_seconds,
+            "phase_seconds": {key: round(value, 4) for key, value in state.phases.items()},
             "alpha": list(options.flow_parameters().alpha)
             if state.alpha_selection is None
             else [state.alpha_selection["alpha"]] * 2,
