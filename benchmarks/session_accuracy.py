@@ -10,8 +10,11 @@ against the ground truth is measured over the pixels that all sessions observe
 
 ``true means``
     Stage 2 alone on the means of a perfect stage 1 (each session's frames warped back by their
-    ground-truth motion): ours (``align_means``, the method of ``run_stage2``) and the plain
-    method of PyFlowReg's documentation run with this package's engine (``robust=False``).
+    ground-truth motion): ours (``align_means``, the method of ``run_stage2``), the plain
+    method of PyFlowReg's documentation run with this package's engine (``robust=False``) and
+    the peer's ``run_stage2`` (its ``temporal_average.npy`` files, which its stage 2 reloads,
+    replaced by these means after its stage 1; its fields then differ from its own pipeline's,
+    which shows they are used).
 ``run_stage1+2``
     Each package's ``run_stage1`` (quality ``fast``) then ``run_stage2`` on the session files.
     In the ``static`` mode the sessions have no within-session motion, so stage 1 has nothing
@@ -70,13 +73,17 @@ def epe(fields: np.ndarray, sessions) -> np.ndarray:
     return np.array(rows)
 
 
-def run_peer(python: str, root: Path) -> tuple[np.ndarray, float]:
+def run_peer(python: str, root: Path, means: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "out.npz")
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
+        extra = []
+        if means is not None:
+            extra = [str(Path(tmp, "means.npy"))]
+            np.save(extra[0], means)
         done = subprocess.run(
-            [python, str(WORKER), str(root), str(out), json.dumps(STAGE2)],
+            [python, str(WORKER), str(root), str(out), json.dumps(STAGE2), *extra],
             env=env,
             capture_output=True,
             text=True,
@@ -159,9 +166,11 @@ def main() -> None:
                 sessions.save(root)
                 fields, took = run_ours_pipeline(root)
                 add(f"{mode}: ours run_stage1+2", fields, sessions, took)
-                if args.peer:
+                if args.peer:  # its own pipeline first: the next run replaces its means
                     fields, took = run_peer(args.peer, root)
                     add(f"{mode}: peer run_stage1+2", fields, sessions, took)
+                    fields, took = run_peer(args.peer, root, means)
+                    add(f"{mode}: peer run_stage2, true means", fields, sessions, took)
             print(f"{mode} seed {seed} done", file=sys.stderr, flush=True)
 
     n_pairs = args.seeds * (args.sessions - 1)
