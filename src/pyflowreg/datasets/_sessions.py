@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import DTypeLike
+from scipy import ndimage as ndi
 
 from pyflowreg.datasets._motion import (
     FieldFunction,
@@ -406,8 +407,6 @@ def _compose(first: FieldFunction, second: FieldFunction) -> FieldFunction:
 
 def _sample(image: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """``image`` at the points ``coords`` (2, H, W), cubic spline, float32."""
-    from scipy import ndimage as ndi
-
     return ndi.map_coordinates(
         _spline(image), coords, order=3, mode="mirror", prefilter=False
     ).astype(np.float32)
