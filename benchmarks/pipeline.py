@@ -249,14 +249,21 @@ def _e2e_child(python: str, args: list[str]) -> dict:
     """Run ``_e2e_child.py`` in a fresh ``python``; its JSON line plus the child's wall time."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # a peer interpreter must import its own pyflowreg
-    launched = time.time()
-    done = subprocess.run(
-        [python, str(CHILD), *args], capture_output=True, text=True, env=env, cwd=CHILD.parent
-    )
-    wall = time.time() - launched
-    if done.returncode != 0:
-        raise RuntimeError(f"{python} {CHILD.name} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    row = json.loads(done.stdout.strip().splitlines()[-1])
+    # Output to files, not pipes: worker processes and the fork server inherit the child's
+    # stdout and stderr, and reading a pipe to its end would wait for them to exit too. A
+    # user's shell waits for the script's process only.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        launched = time.time()
+        code = subprocess.run(
+            [python, str(CHILD), *args], stdout=out, stderr=err, env=env, cwd=CHILD.parent
+        ).returncode
+        wall = time.time() - launched
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if code != 0:
+        raise RuntimeError(f"{python} {CHILD.name} {' '.join(args)} failed:\n{stderr[-3000:]}")
+    row = json.loads(stdout.strip().splitlines()[-1])
     row["wall"] = wall
     if "started" in row:
         row["interpreter"] = row["started"] - launched
