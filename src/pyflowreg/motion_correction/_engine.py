@@ -436,11 +436,24 @@ def run_registration(
         state.stage = stage(min(first, len(batches) - 1))
         try:
             reads = ReadAhead(source, batches[first:])
+            try:
+                # parallel runs: the first batch is read and pre-filtered on the read-ahead thread
+                # while the workers estimate its initial flow (its first frames), instead of
+                # the workers waiting for the read
+                reads.ahead()
+                with state.timed("initial_flow"):
+                    uv_first = planner.next() if first < len(batches) else None
+            except BaseException:
+                reads.close()
+                raise
             for b, (start, stop, raw, filtered) in enumerate(_timed(reads, state), start=first):
                 done = collect(job) if job is not None else None
                 state.stage = stage(b)
-                with state.timed("initial_flow"):
-                    uv = planner.next()
+                if b == first:
+                    uv = uv_first
+                else:
+                    with state.timed("initial_flow"):
+                        uv = planner.next()
                 with state.timed("submit"):
                     pending = executor.submit_batch(raw, filtered, uv, start)
                 job = _Job(b, start, stop, raw, pending)
