@@ -15,7 +15,8 @@ project's ``pyflowreg`` the line also holds the phase times of ``run.json``.
 ``engine`` (this project only): the engine's estimate + warp frames/s on the same frames, one
 thread: the frames normalised and pre-filtered as the pipeline does, registered one by one
 (``register_frames``, the executors' frame loop) to the pre-filtered mean of the default
-reference frames, from zero initial flow, after one untimed frame (kernel loading).
+reference frames, from zero initial flow, after one untimed frame (kernel loading); the
+fastest of three rounds over the frames counts.
 """
 
 import json
@@ -23,6 +24,8 @@ import sys
 import time
 
 STARTED = time.time()
+#: Rounds of the engine measurement; the fastest counts.
+ROUNDS = 3
 
 
 def run(source: str, output: str, preset: str, executor: str, n_jobs: int) -> dict:
@@ -99,11 +102,14 @@ def engine(source: str, preset: str, n_frames: int) -> dict:
     uv = np.zeros((*raw.shape[1:3], 2), np.float32)
     settings = WarpSettings("cubic", raw.dtype)
     register_frames(backend, prepared, raw[:1], filtered[:1], uv, settings)  # kernels loaded
-    tic = time.perf_counter()
-    for i in range(1, n):
-        register_frames(backend, prepared, raw[i : i + 1], filtered[i : i + 1], uv, settings)
-    seconds = time.perf_counter() - tic
-    return {"frames": n - 1, "seconds": seconds, "fps": (n - 1) / seconds}
+    rounds = []
+    for _ in range(ROUNDS):
+        tic = time.perf_counter()
+        for i in range(1, n):
+            register_frames(backend, prepared, raw[i : i + 1], filtered[i : i + 1], uv, settings)
+        rounds.append(time.perf_counter() - tic)
+    seconds = min(rounds)  # the machine is shared: the least disturbed round
+    return {"frames": n - 1, "seconds": seconds, "fps": (n - 1) / seconds, "rounds": rounds}
 
 
 def main() -> None:
