@@ -78,6 +78,7 @@ from pyflowreg.motion_correction import (
     compensate_arr,
     compensate_recording,
 )
+from pyflowreg.motion_correction.initialization import N_INIT_FRAMES
 from pyflowreg.motion_correction.reference import normalization_range, prepared_reference_image
 
 CLIP_FRAMES = 50
@@ -379,6 +380,13 @@ def print_e2e(args, measured: dict) -> None:
                 print(
                     f"   engine estimate+warp: {eng['fps']:.2f} f/s (one thread, {eng['frames']} "
                     "frames); efficiency = run f/s per worker / engine: " + ", ".join(cells)
+                )
+                ref = len(OFOptions().resolved_reference_frames(n))
+                flows = n + ref + min(N_INIT_FRAMES, n)
+                print(
+                    f"   bound of the efficiency: {n / flows:.2f} ({flows} flow estimates for {n} "
+                    f"frames: {ref} reference frames and the first batch's {min(N_INIT_FRAMES, n)}"
+                    "-frame initial window are registered too)"
                 )
             print_phases(runs, n, preset, executors)
 
