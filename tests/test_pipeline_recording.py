@@ -147,7 +147,15 @@ def test_outputs_have_expected_names_shapes_and_dtypes(tmp_path, recording, fmt,
     assert 0 < run["reference_flow_seconds"] < run["flow_seconds"] <= run["seconds"]
     # phases of the run in this process: the sequential executor registers in submit
     phases = run["phase_seconds"]
-    for key in ("preflight", "kernels", "reference", "initial_flow", "read_wait", "submit", "write"):
+    for key in (
+        "preflight",
+        "kernels",
+        "reference",
+        "initial_flow",
+        "read_wait",
+        "submit",
+        "write",
+    ):
         assert phases[key] >= 0, key
     assert phases["reference"] + phases["initial_flow"] + phases["submit"] <= run["seconds"]
     assert phases["submit"] > 0 and "workers_ready" not in phases
