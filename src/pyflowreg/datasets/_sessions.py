@@ -33,7 +33,7 @@ from pyflowreg.datasets._motion import (
     nonrigid_field,
     rigid_motion,
 )
-from pyflowreg.datasets._scene import CELL_DENSITY, DFF_MAX, build_scene, calcium_traces
+from pyflowreg.datasets._scene import DFF_MAX, build_scene, calcium_traces
 from pyflowreg.datasets.synthetic import (
     _MARGIN,
     SHOT_NOISE_FRACTION,
@@ -43,6 +43,7 @@ from pyflowreg.datasets.synthetic import (
     _positive_int,
     _spline,
     _to_dtype,
+    scene_arguments,
 )
 
 #: File formats :meth:`SyntheticSessions.save` writes, by extension.
@@ -242,16 +243,7 @@ def make_sessions(
         raise ValueError(f"brightness_change must be in [0, 1), got {brightness_change}")
     if not snr > 0:
         raise ValueError(f"snr must be > 0 (np.inf for no noise), got {snr}")
-    if n_cells is None:
-        n_cells = round(CELL_DENSITY * rows * cols)
-    elif isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) or n_cells < 0:
-        raise ValueError(f"n_cells must be None or an integer >= 0, got {n_cells!r}")
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "fiu":
-        raise ValueError(f"dtype must be a floating or integer dtype, got {dtype}")
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0])
-    rng = np.random.default_rng(seed)
+    n_cells, dtype, seed, rng = scene_arguments(n_cells, dtype, seed, rows, cols)
 
     # Inter-session deformation: one non-rigid "frame" per session, its own rigid shift.
     between = nonrigid_field(rng, n_sessions, (rows, cols), max_nonrigid_between, time_scale=0.1)

@@ -168,16 +168,7 @@ def make_recording(
         raise ValueError(f"jump_probability must be in [0, 1], got {jump_probability}")
     if motion not in MOTIONS:
         raise ValueError(f"motion must be one of {list(MOTIONS)}, got {motion!r}")
-    if n_cells is None:
-        n_cells = round(CELL_DENSITY * rows * cols)
-    elif isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) or n_cells < 0:
-        raise ValueError(f"n_cells must be None or an integer >= 0, got {n_cells!r}")
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "fiu":
-        raise ValueError(f"dtype must be a floating or integer dtype, got {dtype}")
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0])
-    rng = np.random.default_rng(seed)
+    n_cells, dtype, seed, rng = scene_arguments(n_cells, dtype, seed, rows, cols)
 
     rigid, slope = rigid_motion(rng, n_frames, max_rigid, jump_probability, motion)
     row_fraction = (np.arange(rows, dtype=np.float32) / rows)[:, None, None]
@@ -467,3 +458,18 @@ def _frame_shape(shape: tuple[int, int]) -> tuple[int, int]:
     ):
         raise ValueError(f"shape must be (H, W) with integers >= 8, got {shape!r}")
     return int(shape[0]), int(shape[1])
+
+
+def scene_arguments(n_cells, dtype, seed, rows: int, cols: int):
+    """The generators' common arguments checked: ``(n_cells, dtype, seed, rng)`` with the
+    defaults filled in (cells at the scene's density, a fresh seed)."""
+    if n_cells is None:
+        n_cells = round(CELL_DENSITY * rows * cols)
+    elif isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) or n_cells < 0:
+        raise ValueError(f"n_cells must be None or an integer >= 0, got {n_cells!r}")
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "fiu":
+        raise ValueError(f"dtype must be a floating or integer dtype, got {dtype}")
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    return n_cells, dtype, seed, np.random.default_rng(seed)

@@ -693,15 +693,23 @@ def _update_status(folder: Path, update) -> dict[str, Any]:
         ordered = {"format": STATUS_FORMAT}
         ordered.update({s: status[s] for s in STAGES if s in status})
         ordered.update({k: v for k, v in status.items() if k not in ordered})
-        path = folder / STATUS_FILE
-        tmp = folder / f".{STATUS_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(ordered, indent=2, default=str) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        text = json.dumps(ordered, indent=2, default=str) + "\n"
+        atomic_write(folder / STATUS_FILE, lambda fh: fh.write(text.encode("utf-8")))
         return ordered
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Write ``path`` through ``write(binary_file)`` into a temporary sibling, fsync it and
+    rename it over ``path``: readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path

@@ -37,16 +37,22 @@ import contextlib
 import dataclasses
 import logging
 import os
-import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._status import RecordingClaimedError, claim, invalidate, stage_done, write_status
+from ._status import (
+    RecordingClaimedError,
+    atomic_write,
+    claim,
+    invalidate,
+    stage_done,
+    write_status,
+)
 from .config import (
     SessionConfig,
     array_task_index,
@@ -455,7 +461,7 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Save ``array`` as ``.npy`` at ``path`` atomically: a temporary file next to it, flushed
     to disk, then renamed over ``path`` (a crash leaves the old file or the new one)."""
     path = Path(path)
-    return _atomic_write(path, lambda fh: np.save(fh, np.asarray(array), allow_pickle=False))
+    return atomic_write(path, lambda fh: np.save(fh, np.asarray(array), allow_pickle=False))
 
 
 def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
@@ -464,19 +470,4 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     path = Path(path)
     if not arrays:
         raise ValueError("atomic_save_npz needs at least one array")
-    return _atomic_write(path, lambda fh: np.savez(fh, **arrays))
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))

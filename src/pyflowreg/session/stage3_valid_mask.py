@@ -46,13 +46,12 @@ import numpy as np
 
 from ..core.warp import warp
 from ..core.warping import imregister_binary
-from ._status import claim, stage_done, stage_fingerprint, write_status
+from ._status import atomic_write, claim, stage_done, stage_fingerprint, write_status
 from .config import SessionConfig, discover_input_files, options_hash
 from .stage1_compensate import (
     COMPENSATED_FILE,
     IDX_FILE,
     TEMPORAL_AVERAGE_FILE,
-    _atomic_write,
     atomic_save_npz,
 )
 from .stage2_between_avgs import load_displacement
@@ -319,7 +318,7 @@ def _save_mat(path: Path, bundle: dict) -> None:
     data["middle_idx"] = np.int64(bundle["middle_idx"]) + 1  # MATLAB is 1-based
     for key in ("compensated_h5_paths", "aligned_video_paths"):
         data[key] = np.array(list(bundle[key]), dtype=object)  # a cell array of strings
-    _atomic_write(path, lambda fh: savemat(fh, data, do_compression=True))
+    atomic_write(path, lambda fh: savemat(fh, data, do_compression=True))
 
 
 def _save_pngs(folder: Path, images: dict[str, np.ndarray]) -> bool:
@@ -336,7 +335,7 @@ def _save_pngs(folder: Path, images: dict[str, np.ndarray]) -> bool:
         return False
     for name, mask in images.items():
         image = np.asarray(mask, np.uint8) * 255
-        _atomic_write(
+        atomic_write(
             folder / name,
             lambda fh, image=image: imsave(fh, image, cmap="gray", vmin=0, vmax=255, format="png"),
         )
