@@ -427,6 +427,7 @@ def test_stage2_refuses_census_and_missing_stage1(tmp_path):
 # --- the real SIMA clip as two pseudo-sessions ------------------------------------------------
 
 
+@pytest.mark.skipif(not SIMA.is_file(), reason=f"real test data not found: {SIMA}")
 def test_sima_pseudo_sessions():
     """Frames 0-9 and 10-19 of the SIMA clip are two "sessions" (real activity and ~2.5 px of
     real drift between their means). The second mean is displaced by a known rigid (2.3, -1.7)
