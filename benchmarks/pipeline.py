@@ -45,7 +45,7 @@ Three measurements of ``compensate_recording`` (synthetic data from
 
     python benchmarks/pipeline.py                                    # 512 px, 2000 vs 200 frames
     python benchmarks/pipeline.py --size 64 --long 60 --short 20     # a quick check
-    python benchmarks/pipeline.py --only e2e --peer /tmp/peer/bin/python
+    python benchmarks/pipeline.py --only e2e --peer PEER_PYTHON
     python benchmarks/pipeline.py --only e2e --e2e-frames 120 --e2e-presets fast --e2e-repeat 5
 
 Long recordings are written by repeating a short synthetic clip (with a drift), so making

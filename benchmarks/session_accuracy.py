@@ -21,7 +21,7 @@ against the ground truth is measured over the pixels that all sessions observe
     to correct and the rows compare the stage-2 methods; in ``pipeline`` both stages count.
 
     python benchmarks/session_accuracy.py                                    # this project
-    python benchmarks/session_accuracy.py --peer /tmp/peer/bin/python        # side by side
+    python benchmarks/session_accuracy.py --peer PEER_PYTHON        # side by side
     python benchmarks/session_accuracy.py --peer ... --mode both --size 256
 
 The peer runs in its own interpreter (``_session_peer_worker.py``) through its documented API

@@ -121,7 +121,7 @@ def test_slurm_example_is_what_jobscript_writes(tmp_path):
     config_file = root / "session.toml"
     config_file.write_text(f'root = "{root}"\npattern = "day_*.tif"\n')
     [example] = [b for b in _blocks("bash") if b.startswith("#!/bin/bash\n#SBATCH")]
-    python = "/home/me/venvs/flowreg/bin/python"
+    python = "python"  # the --python of the documented command: the venv --setup activates
     scripts = make_jobscripts(
         config_file,
         "slurm",

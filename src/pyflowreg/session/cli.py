@@ -82,13 +82,7 @@ def add_session_parser(subparsers, parents: Sequence[argparse.ArgumentParser] = 
         help="stage 1 of this array-job task's recording (task id from SLURM_ARRAY_TASK_ID, "
         "SGE_TASK_ID or PBS_ARRAY_INDEX, 1-based)",
     )
-    p.add_argument(
-        "--of-params",
-        nargs="+",
-        metavar="KEY=VALUE",
-        default=[],
-        help="stage-1 OFOptions overrides (values read as JSON, else as text)",
-    )
+    _of_params_arg(p)
     p.set_defaults(func=_cmd_run)
 
     p = commands.add_parser(
@@ -114,6 +108,15 @@ def add_session_parser(subparsers, parents: Sequence[argparse.ArgumentParser] = 
     _config_arg(p)
     p.add_argument("--task-index", type=int, metavar="N", help="0-based recording index")
     p.add_argument("--no-resume", action="store_true", help="redo the recording")
+    _of_params_arg(p)
+    p.set_defaults(func=_cmd_array)
+
+    for name in EXTENSION_MODULES:
+        importlib.import_module(name).add_session_command(commands, parents)
+    return parser
+
+
+def _of_params_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--of-params",
         nargs="+",
@@ -121,11 +124,6 @@ def add_session_parser(subparsers, parents: Sequence[argparse.ArgumentParser] = 
         default=[],
         help="stage-1 OFOptions overrides (values read as JSON, else as text)",
     )
-    p.set_defaults(func=_cmd_array)
-
-    for name in EXTENSION_MODULES:
-        importlib.import_module(name).add_session_command(commands, parents)
-    return parser
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
