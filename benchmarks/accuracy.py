@@ -210,24 +210,29 @@ def markdown_table(args, results: dict, sides: list[str], fps: dict | None) -> N
 
 
 def speed(args, sides: dict[str, str]) -> dict:
+    """Frames/s per preset of every side, in ``--speed-rounds`` rounds that alternate the sides
+    (so that a change of the machine's speed hits both alike); per side the median of the
+    rounds, and the median, lowest and highest of the per-round ratios."""
     case = make_case("jumps", 5.0, 7, args.speed_frames, 512)
     inputs = {"reference": case["clean_ref"], "frames": case["frames"]}
     levels = list(PRESETS.values())
-    fps = {
-        side: run_worker(python, "speed", inputs, {"min_levels": levels})["fps"]
-        for side, python in sides.items()
-    }
+    rounds = {side: [] for side in sides}
+    for _ in range(max(1, args.speed_rounds)):
+        for side, python in sides.items():
+            rounds[side].append(run_worker(python, "speed", inputs, {"min_levels": levels})["fps"])
+    fps = {side: np.median(rounds[side], axis=0) for side in sides}
     print(
         f"\n## Speed, 512 x 512, one core, {args.speed_frames} frames, best of 2 after a "
-        "full-size warm-up (frames/s)"
+        f"full-size warm-up (frames/s, median of {args.speed_rounds} alternating rounds)"
     )
-    ratio = "  ratio" if len(sides) == 2 else ""
+    ratio = "  ratio (lowest-highest round)" if len(sides) == 2 else ""
     print(f"{'preset':>10s}" + "".join(f"{s:>10s}" for s in sides) + ratio)
     for i, preset in enumerate(PRESETS):
         row = f"{preset:>10s}" + "".join(f"{fps[s][i]:>10.2f}" for s in sides)
         if len(sides) == 2:
-            a, b = (fps[s][i] for s in sides)
-            row += f"  {a / b:5.2f}x"
+            a, b = (np.asarray(rounds[s])[:, i] for s in sides)
+            r = a / b
+            row += f"  {np.median(r):5.2f}x ({r.min():.2f}-{r.max():.2f})"
         print(row)
     return fps
 
@@ -395,6 +400,9 @@ def main() -> None:
     parser.add_argument("--min-levels", type=int, nargs="+", default=[0, 2, 4, 6, 8, 10, 14])
     parser.add_argument("--refs", nargs="+", default=["clean", "noisy"])
     parser.add_argument("--speed-frames", type=int, default=8)
+    parser.add_argument(
+        "--speed-rounds", type=int, default=3, help="alternating rounds of the speed section"
+    )
     parser.add_argument("--sima", default=str(SIMA))
     parser.add_argument("--auto-presets", nargs="+", default=["quality", "balanced", "fast"])
     parser.add_argument("--auto-frames", type=int, default=1)
