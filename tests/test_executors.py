@@ -7,6 +7,7 @@ import errno
 import os
 import pickle
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -715,3 +716,23 @@ def test_validate_n_jobs_is_the_one_check():
         validate_n_jobs(2.0)
     with pytest.raises(ValueError, match="n_jobs must be -1 or >= 1, got 0"):
         _plugins.BareExecutor(0, FlowregBackend, PARAMS, {}, WarpSettings())
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="lists /dev/shm")
+def test_blocks_left_by_an_interrupted_creation_go_at_exit():
+    """A block whose creation an interrupt cut short (made, but never handed to its owner) is
+    unlinked when the process exits, without a resource-tracker warning."""
+    script = (
+        "import os\n"
+        "from multiprocessing import shared_memory\n"
+        "from pyflowreg.executors import shared\n"
+        "name = f'{shared.PREFIX}{os.getpid()}_orphan'\n"
+        "block = shared_memory.SharedMemory(name=name, create=True, size=4096)\n"
+        "print(os.getpid(), flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    pid = done.stdout.split()[0]
+    assert list(Path("/dev/shm").glob(f"pyflowreg_{pid}_*")) == []
+    assert "leaked" not in done.stderr, done.stderr

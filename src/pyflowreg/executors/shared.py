@@ -17,7 +17,9 @@ for a batch of another length or output dtype) while it is large enough; its
 :meth:`AttachedTree.refresh` without mapping the block again.
 
 Blocks are named ``pyflowreg_<pid>_<random>`` and are unlinked by :meth:`SharedTree.close`, when
-the owner is garbage-collected, and at interpreter exit.
+the owner is garbage-collected, and at interpreter exit; at exit every block still named after
+this process is unlinked as well (:func:`unlink_own_blocks`), such as one an interrupt (Ctrl-C)
+hit between its creation and its owner taking charge of it.
 
 Where POSIX shared memory is a filesystem (``/dev/shm`` on Linux, often only 64 MiB in a
 container) its free space is checked before a block is made, since writing to a block that
@@ -29,7 +31,9 @@ names the bytes needed and free.
 
 from __future__ import annotations
 
+import atexit
 import errno
+import glob
 import mmap
 import os
 import pickle
@@ -163,6 +167,38 @@ def _create_block(size: int) -> shared_memory.SharedMemory | _FileBlock:
         stacklevel=4,
     )
     return _FileBlock(os.path.join(folder, name), size, create=True)
+
+
+def unlink_own_blocks() -> list[str]:
+    """Unlink every block (shared memory or fallback file) named after this process; returns
+    their names. Run at interpreter exit: by then no executor of this process uses a block."""
+    prefix = f"{PREFIX}{os.getpid()}_"
+    gone = []
+    for path in glob.glob(os.path.join(SHM_DIR, prefix + "*")):
+        name = os.path.basename(path)
+        try:  # attach, then unlink: also unregisters the name from the resource tracker
+            block = shared_memory.SharedMemory(name=name)
+        except (FileNotFoundError, OSError, ValueError):
+            continue
+        block.close()
+        try:
+            block.unlink()
+        except FileNotFoundError:
+            continue
+        gone.append(name)
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*")):
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        gone.append(os.path.basename(path))
+    with _LIVE_LOCK:
+        for name in gone:
+            _LIVE.pop(name, None)
+    return gone
+
+
+atexit.register(unlink_own_blocks)
 
 
 def _attach_block(name: str) -> shared_memory.SharedMemory | _FileBlock:
