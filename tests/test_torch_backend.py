@@ -137,8 +137,7 @@ def test_motion_tensor_equals_core_frame(constancy):
 
 
 def test_clear_unobserved_equals_core():
-    """No data term where the warp samples outside the moving level (the mask of warp_level),
-    half of it where only a 3x3 neighbour's sample does."""
+    """No data term where the warp samples outside the moving level (the mask of warp_level)."""
     rng = np.random.default_rng(12)
     c, h, w = 2, 9, 11
     J = rng.random((c, 6, h + 2, w + 2))
@@ -152,14 +151,11 @@ def test_clear_unobserved_equals_core():
     )  # fmt: skip
     assert 0 < int(outside.sum()) < h * w
     ours = _t(J[:, :, 1:-1, 1:-1].transpose(1, 0, 2, 3).copy())[:, None]
-    J0 = J.copy()
     tk.clear_unobserved_(ours, outside)
     ct.clear_unobserved(J, u, v, 2.0, 1.5)
     np.testing.assert_array_equal(ours[:, 0].numpy(), J[:, :, 1:-1, 1:-1].transpose(1, 0, 2, 3))
     cleared = int((J[0, 0, 1:-1, 1:-1] == 0).sum())
-    assert cleared == int(outside.sum())
-    halved = int((ours[0, 0, 0].numpy() == 0.5 * J0[0, 0, 1:-1, 1:-1]).sum()) - cleared
-    assert 0 < halved < h * w - cleared  # the 3x3 reach, not the whole frame
+    assert int(outside.sum()) < cleared < h * w  # the 3x3 reach, not the whole frame
 
 
 def test_pad_edge_equals_core():

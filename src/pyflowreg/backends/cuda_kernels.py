@@ -27,8 +27,6 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from ..core.tensors import PARTIAL
-
 POLE = math.sqrt(3.0) - 2.0  # the cubic B-spline's recursive-filter pole (core.warp._POLE)
 
 EPS = np.float32(1e-5)
@@ -37,8 +35,6 @@ HALF = np.float32(0.5)
 ONE = np.float32(1.0)
 TWO = np.float32(2.0)
 ZERO = np.float32(0.0)
-#: Data-term weight of a pixel whose neighbour's sample lies outside (core.tensors.PARTIAL).
-PARTIAL_WEIGHT = np.float32(PARTIAL)
 
 
 # -- layout -----------------------------------------------------------------------------------
@@ -347,8 +343,8 @@ def motion_tensor(ref, ref_d, warped, flow, J, hx, hy, sx, sy, sxx, syy, gradien
     against the reference ``ref`` (C, h, w) with derivatives ``ref_d`` (5, C, h, w), for every
     frame pixel; the ghost ring is 0, and so are the pixels where the warp sample (``flow``
     (2, B, h, w), spacings ``hx``, ``hy``) of the pixel or of one of its 3x3 neighbours in the
-    frame lies outside the moving level, and halved where only a neighbour's does
-    (:func:`pyflowreg.core.tensors.clear_unobserved`, the test of :func:`warp_level`).
+    frame lies outside the moving level (nothing observed within the derivative stencils:
+    :func:`pyflowreg.core.tensors.clear_unobserved`, the test of :func:`warp_level`).
     ``sx``, ``sy``, ``sxx``, ``syy`` as in :func:`derivatives`. Gradient constancy when
     ``gradient_constancy`` else gray value."""
     jp, ip, n = cuda.grid(3)
@@ -362,22 +358,17 @@ def motion_tensor(ref, ref_d, warped, flow, J, hx, hy, sx, sy, sxx, syy, gradien
     i = ip - 1
     j = jp - 1
     unobserved = ip == 0 or jp == 0 or ip == hp - 1 or jp == wp - 1
-    partial = False
     if not unobserved:
         for di in range(max(i - 1, 0), min(i + 2, h)):
             for dj in range(max(j - 1, 0), min(j + 2, w)):
                 y = di + flow[1, b, di, dj] / hy
                 x = dj + flow[0, b, di, dj] / hx
                 if y < 0.0 or y > h - 1 or x < 0.0 or x > w - 1:
-                    if di == i and dj == j:
-                        unobserved = True
-                    else:
-                        partial = True
+                    unobserved = True
     if unobserved:
         for k in range(6):
             J[b, c, k, ip, jp] = ZERO
         return
-    scale = PARTIAL_WEIGHT if partial else ONE
     fx2 = _fx(warped, n, i, j, w, sx)
     fy2 = _fy(warped, n, i, j, h, sy)
     if gradient_constancy:
@@ -391,22 +382,22 @@ def motion_tensor(ref, ref_d, warped, flow, J, hx, hy, sx, sy, sxx, syy, gradien
         fyt = fy2 - ref_d[1, c, i, j]
         rx = ONE / (fxx * fxx + fxy * fxy + TENSOR_EPS)
         ry = ONE / (fxy * fxy + fyy * fyy + TENSOR_EPS)
-        J[b, c, 0, ip, jp] = scale * (rx * fxx * fxx + ry * fxy * fxy)
-        J[b, c, 1, ip, jp] = scale * (rx * fxy * fxy + ry * fyy * fyy)
-        J[b, c, 2, ip, jp] = scale * (rx * fxt * fxt + ry * fyt * fyt)
-        J[b, c, 3, ip, jp] = scale * (rx * fxx * fxy + ry * fxy * fyy)
-        J[b, c, 4, ip, jp] = scale * (rx * fxx * fxt + ry * fxy * fyt)
-        J[b, c, 5, ip, jp] = scale * (rx * fxy * fxt + ry * fyy * fyt)
+        J[b, c, 0, ip, jp] = rx * fxx * fxx + ry * fxy * fxy
+        J[b, c, 1, ip, jp] = rx * fxy * fxy + ry * fyy * fyy
+        J[b, c, 2, ip, jp] = rx * fxt * fxt + ry * fyt * fyt
+        J[b, c, 3, ip, jp] = rx * fxx * fxy + ry * fxy * fyy
+        J[b, c, 4, ip, jp] = rx * fxx * fxt + ry * fxy * fyt
+        J[b, c, 5, ip, jp] = rx * fxy * fxt + ry * fyy * fyt
     else:
         fx = HALF * (ref_d[0, c, i, j] + fx2)
         fy = HALF * (ref_d[1, c, i, j] + fy2)
         ft = warped[n, i, j] - ref[c, i, j]
-        J[b, c, 0, ip, jp] = scale * fx * fx
-        J[b, c, 1, ip, jp] = scale * fy * fy
-        J[b, c, 2, ip, jp] = scale * ft * ft
-        J[b, c, 3, ip, jp] = scale * fx * fy
-        J[b, c, 4, ip, jp] = scale * fx * ft
-        J[b, c, 5, ip, jp] = scale * fy * ft
+        J[b, c, 0, ip, jp] = fx * fx
+        J[b, c, 1, ip, jp] = fy * fy
+        J[b, c, 2, ip, jp] = ft * ft
+        J[b, c, 3, ip, jp] = fx * fy
+        J[b, c, 4, ip, jp] = fx * ft
+        J[b, c, 5, ip, jp] = fy * ft
 
 
 # -- level solver -----------------------------------------------------------------------------

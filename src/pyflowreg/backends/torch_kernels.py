@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from ..core.pyramid import FLOW_KERNEL, cubic_taps, smooth_taps
-from ..core.tensors import PARTIAL
 from ..core.warp import level_coefficients
 
 EPS = 1e-5  # Charbonnier epsilon (ALGORITHM.md)
@@ -219,13 +218,12 @@ def motion_tensor(
 
 
 def clear_unobserved_(J: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
-    """In place: weigh the motion tensors ``J`` (6, T, C, h, w) of pixels whose data term is not
-    (fully) observed, as :func:`pyflowreg.core.tensors.clear_unobserved`: zero where the warp
-    sample of the pixel lies outside the moving level (``outside`` (T, h, w) from
-    :func:`warp_level`), :data:`~pyflowreg.core.tensors.PARTIAL` where only one of its 3x3
-    neighbours' does (within the frame; the reach of the derivative stencils)."""
+    """In place: zero the motion tensors ``J`` (6, T, C, h, w) of pixels whose data term is not
+    observed, as :func:`pyflowreg.core.tensors.clear_unobserved`: the warp sample of the pixel or
+    of one of its 3x3 neighbours (within the frame; the reach of the derivative stencils) lies
+    outside the moving level (``outside`` (T, h, w) from :func:`warp_level`). The smoothness
+    term alone extends the flow there."""
     hit = torch.nn.functional.max_pool2d(
         outside.unsqueeze(1).to(J.dtype), kernel_size=3, stride=1, padding=1
     )  # (T, 1, h, w): the 3x3 dilation, padding never hits
-    scale = torch.where(outside.unsqueeze(1), 0.0, torch.where(hit > 0, PARTIAL, 1.0))
-    return J.mul_(scale.to(J.dtype))
+    return J.masked_fill_(hit > 0, 0.0)

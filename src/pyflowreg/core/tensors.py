@@ -8,9 +8,6 @@ from numba import njit
 GC = 0  # gradient constancy
 GRAY = 1  # gray-value constancy
 CONSTANCY = {"gc": GC, "gray": GRAY}
-#: Weight of the data term of a pixel whose 3 x 3 neighbourhood (not itself) samples outside
-#: the moving level (see :func:`clear_unobserved`).
-PARTIAL = 0.5
 
 
 @njit(cache=True, nogil=True)
@@ -138,20 +135,16 @@ def motion_tensor(ref, ref_d, warped, warped_d, constancy):
 
 @njit(cache=True, nogil=True)
 def clear_unobserved(J, u, v, hx, hy):
-    """Zero or halve the tensors (C, 6, h + 2, w + 2) of pixels whose data term is not (fully)
-    observed.
+    """Zero the tensors (C, 6, h + 2, w + 2) of pixels whose data term is not observed.
 
     A pixel is unobserved when its sample ``(i + v / hy, j + u / hx)`` lies outside the moving
-    level frame ``[0, h - 1] x [0, w - 1]`` (the test of :func:`~pyflowreg.core.warp.warp_level`):
-    the warp fills such samples from the reference, which leaves no residual, but the structure
-    terms (J11, J22, J12) would still pull the increment to zero with full weight and pin the
-    coarser level's flow where content entered the frame. Its tensors are zeroed, so the
-    smoothness term extends the flow from the observed interior. A pixel whose own sample is
-    inside but one of its 3 x 3 neighbours' is not keeps half its data term (:data:`PARTIAL`):
-    its central differences reach one pixel around and take the filled neighbour with half
-    weight. Dropping those pixels entirely removes two rows or columns of a coarse level per
-    border (9 % of a 23-pixel level) and worsened smooth deformations at ``min_level`` 14;
-    keeping them whole worsened the fine levels (docs/numerics.md).
+    level frame ``[0, h - 1] x [0, w - 1]`` (the test of :func:`~pyflowreg.core.warp.warp_level`)
+    or when one of its 3 x 3 neighbours does: the warp fills such samples from the reference,
+    and every derivative of the data term (first, second and mixed differences) reaches one pixel
+    around. The filled values leave no residual, but their structure terms (J11, J22, J12) would
+    still pull the increment to zero with full weight and pin the coarser level's flow where
+    content entered the frame. Without a data term the smoothness term extends the flow from the
+    observed interior instead.
     """
     h, w = u.shape
     outside = np.zeros((h, w), np.bool_)
@@ -167,7 +160,6 @@ def clear_unobserved(J, u, v, hx, hy):
                 for dj in range(max(j - 1, 0), min(j + 2, w)):
                     hit = hit or outside[di, dj]
             if hit:
-                scale = 0.0 if outside[i, j] else PARTIAL
                 for ch in range(J.shape[0]):
                     for k in range(6):
-                        J[ch, k, i + 1, j + 1] *= scale
+                        J[ch, k, i + 1, j + 1] = 0.0
