@@ -721,18 +721,32 @@ def test_validate_n_jobs_is_the_one_check():
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="lists /dev/shm")
 def test_blocks_left_by_an_interrupted_creation_go_at_exit():
     """A block whose creation an interrupt cut short (made, but never handed to its owner) is
-    unlinked when the process exits, without a resource-tracker warning."""
+    unlinked when the process exits, without a resource-tracker warning; a block of the same
+    process id that the process did not make is left alone, and so are a parent's blocks when a
+    forked child exits."""
     script = (
-        "import os\n"
-        "from multiprocessing import shared_memory\n"
+        "import os, sys\n"
+        "from multiprocessing import resource_tracker, shared_memory\n"
         "from pyflowreg.executors import shared\n"
-        "name = f'{shared.PREFIX}{os.getpid()}_orphan'\n"
-        "block = shared_memory.SharedMemory(name=name, create=True, size=4096)\n"
-        "print(os.getpid(), flush=True)\n"
+        "orphan = shared._create_block(4096)\n"
+        "other = f'{shared.PREFIX}{os.getpid()}_other'\n"
+        "foreign = shared_memory.SharedMemory(name=other, create=True, size=4096)\n"
+        "resource_tracker.unregister(foreign._name, 'shared_memory')  # another owner's\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    sys.exit(0)  # the child's exit hooks run: they must not touch the parent's block\n"
+        "os.waitpid(pid, 0)\n"
+        "assert os.path.exists('/dev/shm/' + orphan.name), 'unlinked by the forked child'\n"
+        "print(orphan.name, other, flush=True)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
-    pid = done.stdout.split()[0]
-    assert list(Path("/dev/shm").glob(f"pyflowreg_{pid}_*")) == []
+    assert done.returncode == 0, done.stderr
     assert "leaked" not in done.stderr, done.stderr
+    orphan, other = done.stdout.split()
+    try:
+        assert not Path("/dev/shm", orphan).exists()
+        assert Path("/dev/shm", other).exists()  # not made by pyflowreg's block factory
+    finally:
+        Path("/dev/shm", other).unlink(missing_ok=True)

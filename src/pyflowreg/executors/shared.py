@@ -17,8 +17,8 @@ for a batch of another length or output dtype) while it is large enough; its
 :meth:`AttachedTree.refresh` without mapping the block again.
 
 Blocks are named ``pyflowreg_<pid>_<random>`` and are unlinked by :meth:`SharedTree.close`, when
-the owner is garbage-collected, and at interpreter exit; at exit every block still named after
-this process is unlinked as well (:func:`unlink_own_blocks`), such as one an interrupt (Ctrl-C)
+the owner is garbage-collected, and at interpreter exit; at exit every block this process made
+and has not unlinked goes as well (:func:`unlink_own_blocks`), such as one an interrupt (Ctrl-C)
 hit between its creation and its owner taking charge of it.
 
 Where POSIX shared memory is a filesystem (``/dev/shm`` on Linux, often only 64 MiB in a
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import atexit
 import errno
-import glob
 import mmap
 import os
 import pickle
@@ -75,6 +74,8 @@ def free_bytes(path: str) -> int | None:
 
 #: Blocks this process made in :data:`SHM_DIR` and has not released: name -> size.
 _LIVE: dict[str, int] = {}
+#: Names of the blocks this process created and has not unlinked (see :func:`unlink_own_blocks`).
+_CREATED: set[str] = set()
 _LIVE_LOCK = threading.Lock()
 
 
@@ -144,6 +145,7 @@ def _create_block(size: int) -> shared_memory.SharedMemory | _FileBlock:
     name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
     available = _shm_available()
     if available is None or size <= available:
+        _CREATED.add(name)  # before the block exists: an interrupt may come at any point
         block = shared_memory.SharedMemory(name=name, create=True, size=size)
         if available is not None:
             with _LIVE_LOCK:
@@ -166,32 +168,35 @@ def _create_block(size: int) -> shared_memory.SharedMemory | _FileBlock:
         SharedMemoryFallbackWarning,
         stacklevel=4,
     )
-    return _FileBlock(os.path.join(folder, name), size, create=True)
+    path = os.path.join(folder, name)
+    _CREATED.add(FILE_PREFIX + path)
+    return _FileBlock(path, size, create=True)
 
 
 def unlink_own_blocks() -> list[str]:
-    """Unlink every block (shared memory or fallback file) named after this process; returns
-    their names. Run at interpreter exit: by then no executor of this process uses a block."""
-    prefix = f"{PREFIX}{os.getpid()}_"
+    """Unlink every block this process created and has not unlinked yet (shared memory or
+    fallback file); returns their names. Run at interpreter exit, when no executor of this
+    process uses a block any more. Only names this process made are touched (never a glob by
+    process id: processes of other PID namespaces can share ``/dev/shm``)."""
     gone = []
-    for path in glob.glob(os.path.join(SHM_DIR, prefix + "*")):
-        name = os.path.basename(path)
-        try:  # attach, then unlink: also unregisters the name from the resource tracker
-            block = shared_memory.SharedMemory(name=name)
-        except (FileNotFoundError, OSError, ValueError):
-            continue
-        block.close()
-        try:
-            block.unlink()
-        except FileNotFoundError:
-            continue
+    for name in sorted(_CREATED):
+        if name.startswith(FILE_PREFIX):
+            try:
+                os.unlink(name[len(FILE_PREFIX) :])
+            except OSError:
+                continue
+        else:
+            try:  # attach, then unlink: also unregisters the name from the resource tracker
+                block = shared_memory.SharedMemory(name=name)
+            except (OSError, ValueError):  # FileNotFoundError: never made, or unlinked
+                continue
+            block.close()
+            try:
+                block.unlink()
+            except FileNotFoundError:
+                continue
         gone.append(name)
-    for path in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*")):
-        try:
-            os.unlink(path)
-        except OSError:
-            continue
-        gone.append(os.path.basename(path))
+    _CREATED.clear()
     with _LIVE_LOCK:
         for name in gone:
             _LIVE.pop(name, None)
@@ -199,6 +204,8 @@ def unlink_own_blocks() -> list[str]:
 
 
 atexit.register(unlink_own_blocks)
+if hasattr(os, "register_at_fork"):  # a forked child must not unlink its parent's blocks
+    os.register_at_fork(after_in_child=_CREATED.clear)
 
 
 def _attach_block(name: str) -> shared_memory.SharedMemory | _FileBlock:
@@ -301,6 +308,7 @@ def _release(shm: shared_memory.SharedMemory | _FileBlock) -> None:
         shm.unlink()
     except FileNotFoundError:
         pass
+    _CREATED.discard(shm.name)
     try:
         shm.close()
     except BufferError:
