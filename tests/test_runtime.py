@@ -211,3 +211,11 @@ def test_runtime_queries_import_no_optional_dependency():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_motion_correction_import_leaves_scipy_ndimage_out():
+    """A default run never uses scipy.ndimage (0.1-0.2 s to import): only the temporal
+    reference weights and the rigid pre-alignment load it, when they are used."""
+    code = "import sys\nimport pyflowreg.motion_correction\nprint('scipy.ndimage' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

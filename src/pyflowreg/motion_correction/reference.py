@@ -21,7 +21,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from ..core.preprocess import reference_range, temporal_halo
 from ._source import FrameSource, ReadAhead, batch_ranges, preprocess_image
@@ -187,6 +186,8 @@ def temporal_mean_weights(n_frames: int, sigma_t: float) -> np.ndarray:
     """
     if temporal_halo(np.array([0.0, 0.0, sigma_t])) == 0:
         return np.full(n_frames, 1.0 / n_frames)
+    from scipy import ndimage  # here, not at import: a default run never needs it
+
     impulses = ndimage.gaussian_filter1d(
         np.eye(n_frames), sigma_t, axis=0, mode="nearest", truncate=4.0
     )
@@ -276,6 +277,8 @@ def phase_correlation_shift(
     window = np.outer(np.hanning(ref.shape[0]), np.hanning(ref.shape[1]))
     f_ref = np.fft.fft2((ref - ref.mean()) * window)
     f_mov_plain = np.fft.fft2(mov)
+    from scipy import ndimage  # here, not at import (only cc_initialization needs it)
+
     total = np.zeros(2)
     current = mov
     for _ in range(1 + max(0, int(refinements))):
