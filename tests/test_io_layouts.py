@@ -212,3 +212,40 @@ def test_tiff_plane_all_keeps_acquisition_order(tmp_path):
         np.testing.assert_array_equal(reader[:], stack.reshape(6, 2, 8, 10).transpose(0, 2, 3, 1))
     with pytest.raises(ValueError, match="plane must be an int, 'all' or None"):
         open_reader(tmp_path / "z.tif", plane="every")
+
+
+def test_tiff_appended_frame_by_frame_reads_every_frame(tmp_path):
+    """tifffile makes each write call its own series: a file appended one frame (or block)
+    at a time, as several tools write it, is one video of all those frames."""
+    single = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(single) as tw:
+        for i in range(6):
+            tw.write(np.full((16, 12), i, np.uint16))
+    reader = open_reader(single)
+    assert reader.shape == (6, 16, 12, 1)
+    np.testing.assert_array_equal(reader.read(0, 6)[:, 3, 4, 0], np.arange(6))
+    np.testing.assert_array_equal(reader.read(2, 5)[:, 0, 0, 0], [2, 3, 4])
+
+    blocks = tmp_path / "blocks.tif"
+    with tifffile.TiffWriter(blocks) as tw:
+        for i in range(3):
+            tw.write(
+                np.stack([np.full((8, 8), 2 * i), np.full((8, 8), 2 * i + 1)]).astype(np.uint8)
+            )
+    np.testing.assert_array_equal(open_reader(blocks).read(0, 6)[:, 0, 0, 0], np.arange(6))
+
+    # interleaved channels across the appended pages; one series asked for by index
+    from pyflowreg.io.tiff import TIFFReader
+
+    two = TIFFReader(single, n_channels=2)
+    assert two.shape == (3, 16, 12, 2)
+    np.testing.assert_array_equal(two.read(0, 3)[:, 0, 0, :], [[0, 1], [2, 3], [4, 5]])
+    third = TIFFReader(single, series=3)
+    assert third.shape == (1, 16, 12, 1) and third.read(0, 1).max() == 3
+
+    # series that differ are not one video: the first series is read
+    mixed = tmp_path / "mixed.tif"
+    with tifffile.TiffWriter(mixed) as tw:
+        tw.write(np.zeros((16, 16), np.uint16))
+        tw.write(np.ones((8, 8), np.uint16))
+    assert open_reader(mixed).shape == (1, 16, 16, 1)

@@ -147,8 +147,11 @@ class TIFFReader(VideoReader):
         Plane to read from a file with several planes (``Z``); required there. ``"all"`` reads
         every plane as a frame of its own, in acquisition order (a volume of ``Z`` planes gives
         ``Z`` frames per volume; PyFlowReg's flattening of ScanImage volumes).
-    series : int
-        tifffile series index.
+    series : int, optional
+        tifffile series index. By default the first series, or, in a file written one frame
+        (or block of frames) per write call (one tifffile series each, all alike: what
+        tifffile does when appending, and what several acquisition tools write), all of its
+        series in file order.
     memmap : bool
         Memory-map uncompressed contiguous data (default); ``False`` always reads pages.
     bin_size : int
@@ -163,7 +166,7 @@ class TIFFReader(VideoReader):
         *,
         n_channels: int | None = None,
         plane: int | str | None = None,
-        series: int = 0,
+        series: int | None = None,
         memmap: bool = True,
         bin_size: int = 1,
     ) -> None:
@@ -200,10 +203,11 @@ class TIFFReader(VideoReader):
         self, series: int, n_channels: int | None, plane: int | str | None, memmap: bool
     ) -> None:
         tif = self._tif
-        if not 0 <= series < len(tif.series):
+        if series is not None and not 0 <= series < len(tif.series):
             raise _LayoutError(f"series={series} does not exist; the file has {len(tif.series)}")
-        s = tif.series[series]
-        self._series = series
+        parts = _appended_series(tif) if series is None else None
+        s = tif.series[series or 0]
+        self._series = series or 0
         self._page_shape = tuple(s.keyframe.shape)
         page_axes = s.keyframe.axes
         if not set(page_axes) <= _PAGE_AXES:
@@ -212,6 +216,12 @@ class TIFFReader(VideoReader):
         outer = [(a, n) for a, n in zip(axes, shape, strict=True) if a not in _PAGE_AXES]
         n_pages = int(np.prod([n for _, n in outer], dtype=np.int64))
         grid = self._page_grid(tif, outer, n_pages)
+        if parts is not None:  # every series alike: stack them in time, by file page index
+            self._series = None
+            grid = np.concatenate(
+                [np.asarray([p.index for p in part.pages])[grid] for part in parts]
+            )
+            s, n_pages, memmap = parts[-1], n_pages * len(parts), False
         grid = self._apply_channels(grid, n_channels)
         grid = self._apply_plane(grid, plane)
         self._pages = grid  # (T, C_pages) page indices within the series
@@ -297,6 +307,8 @@ class TIFFReader(VideoReader):
 
     def _check_extent(self, s: Any, n_pages: int, memmap: bool) -> None:
         size = self._tif.filehandle.size
+        if self._series is None:  # appended series: each checked like a file of its own
+            n_pages = n_pages // len(self._tif.series)
         page_bytes = int(np.prod(self._page_shape)) * s.dtype.itemsize
         if s.dataoffset is not None:
             end = s.dataoffset + n_pages * page_bytes
@@ -350,6 +362,32 @@ class TIFFReader(VideoReader):
         if self._tif is not None:
             self._tif.close()
             self._tif = None
+
+
+def _appended_series(tif: tifffile.TiffFile) -> list | None:
+    """The series of a file written by appending frames (several tifffile series, all with the
+    same shape, axes and data type, and no ImageJ, OME or ScanImage metadata that would give
+    them another meaning), or None."""
+    series = tif.series
+    if len(series) < 2 or tif.is_imagej or tif.is_ome or scanimage_layout(tif) is not None:
+        return None
+    first = series[0]
+    key = (tuple(first.shape), first.axes, np.dtype(first.dtype))
+    if any((tuple(t.shape), t.axes, np.dtype(t.dtype)) != key for t in series[1:]):
+        return None
+    n = int(
+        np.prod(
+            [
+                n
+                for a, n in zip(first.get_axes(False), first.get_shape(False), strict=True)
+                if a not in _PAGE_AXES
+            ],
+            dtype=np.int64,
+        )
+    )
+    if any(len(t.pages) != n or any(p is None for p in t.pages) for t in series):
+        return None
+    return list(series)
 
 
 class _LayoutError(ValueError):
