@@ -156,3 +156,102 @@ def test_get_displacement_impl_and_factory_override_the_backend():
     assert made and made[0] == {"k": 1}
     with pytest.raises(TypeError, match="get_displacement_impl must be callable"):
         OFOptions(get_displacement_impl=3)
+
+
+def test_core_optical_flow_get_displacement_as_documented():
+    """``pyflowreg.core.optical_flow.get_displacement(fixed, moving, alpha, update_lag,
+    iterations, min_level, levels, eta, a_smooth, a_data, const_assumption, uv, weight)``:
+    PyFlowReg's positional order, keywords and float64 result, on this package's solver."""
+    from pyflowreg.core.optical_flow import get_displacement
+
+    rng = np.random.default_rng(3)
+    fixed = ndimage.gaussian_filter(rng.random((48, 48)), 2).astype(np.float32)
+    moving = ndimage.shift(fixed, (0.0, -1.5), order=3, mode="nearest")
+    w = get_displacement(fixed, moving)
+    assert w.shape == (48, 48, 2) and w.dtype == np.float64
+    inner = w[12:-12, 12:-12]
+    assert abs(inner[..., 0].mean() + 1.5) < 0.05 and abs(inner[..., 1].mean()) < 0.05
+    same = pyflowreg.get_displacement(fixed, moving, alpha=(2, 2), levels=50)
+    np.testing.assert_allclose(w, same, atol=1e-6)
+    positional = get_displacement(fixed, moving, (2, 2), 5, 50, 0, 50, 0.8, 1.0, 0.45, "gradient")
+    np.testing.assert_array_equal(positional, w)
+    gray = get_displacement(fixed, moving, const_assumption="brightness")
+    np.testing.assert_array_equal(gray, get_displacement(fixed, moving, const_assumption="gray"))
+    with pytest.raises(ValueError, match="const_assumption must be one of"):
+        get_displacement(fixed, moving, const_assumption="cs")
+    with pytest.raises(ValueError, match="level_solver_backend is not supported"):
+        get_displacement(fixed, moving, level_solver_backend=object())
+
+
+def test_register_backend_as_documented():
+    """The custom-backend example of backends.md: a factory called with backend_params,
+    returning a get_displacement-like callable, used through OFOptions(flow_backend=...)."""
+    from pyflowreg.core import get_backend, register_backend
+    from pyflowreg.core.backend_registry import get_backend_executors
+    from pyflowreg.motion_correction import compensate_arr
+
+    received = []
+
+    def my_factory(**backend_params):
+        def my_get_displacement(fixed, moving, **kwargs):
+            received.append(set(kwargs))
+            flow = np.zeros((*fixed.shape[:2], 2), dtype=np.float32)
+            flow[..., 1] = backend_params["shift"]
+            return flow
+
+        return my_get_displacement
+
+    name = "test_doc_backend"
+    try:
+        register_backend(name, my_factory, supported_executors={"sequential", "threading"})
+        assert name in list_backends() and is_backend_available(name)
+        assert get_backend(name) is my_factory
+        assert get_backend_executors(name) == {"sequential", "threading"}
+        options = OFOptions(flow_backend=name, backend_params={"shift": 0.75})
+        video = np.random.default_rng(0).random((4, 24, 24)).astype(np.float32)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, w = compensate_arr(
+                video,
+                video[0],
+                options,
+                registration_config=RegistrationConfig(parallelization="multiprocessing"),
+            )
+        assert np.all(w[..., 1] == 0.75) and np.all(w[..., 0] == 0)
+        assert {"uv", "weight", "alpha"} <= received[0]
+        assert any("Falling back to 'sequential'" in str(c.message) for c in caught)
+        with pytest.raises(ValueError, match="must include one of"):
+            register_backend("test_mp_only", my_factory, supported_executors={"multiprocessing"})
+    finally:
+        get_runtime()._backends.pop(name, None)
+
+    # a built-in backend's factory gives a per-pair function with PyFlowReg's defaults
+    pair = get_backend("flowreg")()
+    frame = np.random.default_rng(1).random((24, 24)).astype(np.float32)
+    field = pair(frame, frame)
+    assert field.shape == (24, 24, 2) and field.dtype == np.float64
+    assert get_backend_executors("flowreg") >= {"sequential", "threading", "multiprocessing"}
+    with pytest.raises(ValueError, match="no_such_backend"):
+        get_backend("no_such_backend")
+
+
+def test_core_warping_helpers_as_documented():
+    from pyflowreg.core.warping import align_sequence, imregister_wrapper, warpingDepth
+
+    rng = np.random.default_rng(2)
+    moving = rng.random((8, 10)).astype(np.float32)
+    fill = np.full((8, 10), -1.0, np.float32)
+    u, v = np.full((8, 10), 2.0), np.zeros((8, 10))
+    out = imregister_wrapper(moving, u, v, fill, interpolation_method="linear")
+    assert out.dtype == np.float32 and out.shape == (8, 10)
+    np.testing.assert_allclose(out[:, :8], moving[:, 2:], atol=1e-6)  # whole-pixel shift
+    assert np.all(out[:, 8:] == -1.0)  # unobserved: the reference's values
+    video = rng.random((3, 8, 10, 2)).astype(np.float32)
+    fields = np.zeros((3, 8, 10, 2))
+    fields[..., 0] = 2.0
+    aligned = align_sequence(video, fields, video[0], "linear")
+    np.testing.assert_allclose(aligned[1, :, :8], video[1, :, 2:], atol=1e-6)
+    np.testing.assert_array_equal(aligned[1, :, 8:], video[0, :, 8:])
+    # pyramid depth: index of the coarsest level along the shorter side, at least 1, capped
+    assert [warpingDepth(0.8, 50, s, s) for s in (9, 11, 12, 20, 64, 512)] == [1, 1, 2, 4, 9, 18]
+    assert warpingDepth(0.8, 50, 64, 512) == 9 and warpingDepth(0.8, 3, 512, 512) == 3

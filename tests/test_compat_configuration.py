@@ -403,3 +403,20 @@ def test_a_matlab_options_file_loads_with_the_same_meaning(tmp_path):
         flat = OFOptions.load_options(tmp_path / "flat.mat")
     assert flat.alpha == (2.0, 2.0) and flat.bin_size == 2
     assert flat.backend_params == {"device": "cpu"}
+
+
+def test_load_options_reads_pyflowreg_saved_files_with_their_title_line(tmp_path):
+    """PyFlowReg's ``save_options`` writes a title line (``Compensation options <date>``)
+    before the JSON object; ``load_options`` skips it."""
+    path = tmp_path / "saved.json"
+    body = {"alpha": [4.0, 4.0], "quality_setting": "balanced", "channel_idx": None}
+    path.write_text("Compensation options 2026-12-04\n\n" + json.dumps(body, indent=2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        options = OFOptions.load_options(path)
+    assert options.alpha == (4.0, 4.0) and options.quality_setting == "balanced"
+    assert any("channel_idx" in str(c.message) for c in caught)
+    broken = tmp_path / "broken.json"
+    broken.write_text("Compensation options\n[1, 2\n{")
+    with pytest.raises(ValueError, match="cannot parse options file"):
+        OFOptions.load_options(broken)

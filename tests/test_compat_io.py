@@ -624,3 +624,22 @@ def test_tiff_to_hdf5_conversion(tmp_path):
         with h5py.File(h5_dir / f"rec{i}.h5") as f:
             np.testing.assert_array_equal(f["ch1"][()], frames[i:, ..., 0])
             assert f["ch2"].dtype == np.uint16
+
+
+def test_write_frames_reads_3d_blocks_as_pyflowreg_does(tmp_path):
+    """``write_frames`` of a 3-D block: ``(T, H, W)`` frames (PyFlowReg's reading), unless it
+    is one ``(H, W, C)`` frame of the writer's shape or has at most 4 channels up front."""
+    stack = np.arange(10 * 16 * 12, dtype=np.float32).reshape(10, 16, 12)
+    with get_video_file_writer(str(tmp_path / "t.h5"), "HDF5") as writer:
+        writer.write_frames(stack)
+        writer.write_frames(stack[:2])  # more (T, H, W) frames of the one-channel writer
+        writer.write_frames(stack[0][..., None])  # one (H, W, 1) frame
+    back = get_video_file_reader(str(tmp_path / "t.h5"))[:]
+    assert back.shape == (13, 16, 12, 1)
+    np.testing.assert_array_equal(back[:10, ..., 0], stack)
+    np.testing.assert_array_equal(back[12, ..., 0], stack[0])
+    two = np.zeros((16, 12, 2), np.float32)
+    with get_video_file_writer(str(tmp_path / "c.h5"), "HDF5") as writer:
+        writer.write_frames(two)  # a frame with 2 channels
+        writer.write_frames(two)
+    assert get_video_file_reader(str(tmp_path / "c.h5"))[:].shape == (2, 16, 12, 2)

@@ -90,6 +90,37 @@ def test_compensate_arr_with_the_three_callbacks(recording):
         compensate_arr(recording.video, recording.reference, options, w_callback=3)
 
 
+def test_compensate_arr_pyflowreg_signature(recording):
+    """``compensate_arr(c1, c_ref, options, progress_callback, *, flow_backend=...,
+    backend_params=..., get_displacement=...)`` as PyFlowReg documents it."""
+    video, ref = recording.video, recording.reference
+    options = OFOptions(quality_setting="fast")
+    by_name = compensate_arr(c1=video, c_ref=ref, options=options, registration_config=SEQUENTIAL)
+    seen = []
+    positional = compensate_arr(
+        video, ref, options, lambda done, total: seen.append((done, total)),
+        registration_config=SEQUENTIAL,
+    )  # fmt: skip
+    assert seen[-1] == (12, 12)
+    np.testing.assert_array_equal(by_name[1], positional[1])
+    np.testing.assert_array_equal(by_name[0], positional[0])
+    # flowreg ignores backend_params meant for other backends (PyFlowReg's documented rule)
+    ignored = compensate_arr(
+        video, ref, options, backend_params={"device": "cuda:0"}, registration_config=SEQUENTIAL
+    )
+    np.testing.assert_array_equal(ignored[1], by_name[1])
+
+    def shift_one(fixed, moving, **kwargs):
+        return np.dstack([np.ones(fixed.shape[:2]), np.zeros(fixed.shape[:2])]).astype(np.float32)
+
+    _, w = compensate_arr(video, ref, options, get_displacement=shift_one)
+    assert np.all(w[..., 0] == 1) and np.all(w[..., 1] == 0)
+    with pytest.raises(TypeError, match="both video and c1"):
+        compensate_arr(video, c1=video)
+    with pytest.raises(TypeError, match="needs the video"):
+        compensate_arr(c_ref=ref)
+
+
 def test_compensate_arr_ignores_output_format(recording):
     options = OFOptions(quality_setting="fast", output_format=OutputFormat.NULL)
     registered, w = compensate_arr(recording.video[:3], recording.reference, options)
@@ -178,8 +209,19 @@ def test_output_files_of_a_run(tmp_path, h5_input):
     assert reference.shape == (SIZE, SIZE) and reference.dtype == np.float32
     np.testing.assert_array_equal(reference, result.reference[..., 0])
     stats = np.load(out / "statistics.npz")
-    assert set(stats.files) == set(result.statistics)
+    pyflowreg_names = {"mean_disp", "max_disp", "mean_div", "mean_translation"}
+    assert set(stats.files) == set(result.statistics) | pyflowreg_names
     assert all(len(stats[k]) == 12 for k in stats.files)
+    np.testing.assert_array_equal(stats["mean_disp"], stats["mean_displacement"])
+    np.testing.assert_array_equal(stats["max_disp"], stats["max_displacement"])
+    np.testing.assert_array_equal(stats["mean_div"], stats["mean_divergence"])
+    np.testing.assert_allclose(
+        stats["mean_translation"], np.linalg.norm(stats["translation"], axis=1), rtol=1e-12
+    )
+    # PyFlowReg's compensate_recording returns the reference: the result acts as that array
+    np.testing.assert_array_equal(np.asarray(result), result.reference)
+    assert result.shape == (SIZE, SIZE, 1) and result.ndim == 3
+    np.testing.assert_array_equal(result[..., 0], result.reference[..., 0])
 
 
 def test_batch_naming_convention(tmp_path, h5_input):

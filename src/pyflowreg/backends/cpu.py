@@ -11,19 +11,15 @@ from .base import FlowBackend, broadcast_uv
 class FlowregBackend(FlowBackend):
     """Per-frame Numba solver; its kernels release the GIL, so threads run truly in parallel.
 
-    ``backend_params``: ``dtype`` ("float32" default, or "float64").
+    ``backend_params``: ``dtype`` ("float32" default, or "float64"); other keys are ignored
+    (PyFlowReg's documented behaviour, so that options written for a GPU backend, e.g.
+    ``{"device": "cuda:0"}``, also run on this one).
     """
 
     name = "flowreg"
 
     def __init__(self, params, backend_params=None) -> None:
         super().__init__(params, backend_params)
-        unknown = set(self.backend_params) - {"dtype"}
-        if unknown:
-            raise ValueError(
-                f"backend_params {sorted(unknown)} are not understood by the 'flowreg' backend; "
-                "valid: ['dtype']"
-            )
         self.dtype = np.dtype(self.backend_params.get("dtype", "float32"))
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"backend_params dtype must be float32 or float64, got {self.dtype}")

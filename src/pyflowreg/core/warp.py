@@ -395,8 +395,9 @@ def warp(
     w : ndarray
         ``(H, W, 2)`` (one field for every frame) or ``(T, H, W, 2)``; ``w[..., 0] = u`` along
         columns, ``w[..., 1] = v`` along rows, in pixels.
-    method : {"cubic", "linear", "nearest"}
-        Interpolation (cubic: Keys a = -0.5).
+    method : {"cubic", "catmull_rom", "bspline", "lanczos3", "linear", "nearest"}
+        Interpolation (``cubic``: Keys a = -0.75; ``catmull_rom``: a = -0.5; see
+        :data:`METHODS`).
     fill : float, optional
         Value for samples outside the frame; by default the border is replicated.
 

@@ -6,15 +6,25 @@ observes pixel ``(y, x)`` only where its sample position lies inside the moving 
 ``0 <= x + u <= W - 1`` and ``0 <= y + v <= H - 1``; elsewhere the warp extends the border.
 These functions give that mask and carry binary masks through such warps (nearest neighbour,
 so a mask stays binary), as the session stages do with the per-recording valid masks.
+:func:`imregister_wrapper` and :func:`align_sequence` warp images and fill what the warp does
+not observe from the reference; :func:`warpingDepth` is the pyramid depth of a frame size.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .warp import warp
+from .pyramid import axis_depth
+from .warp import METHODS, warp
 
-__all__ = ["backward_valid_mask", "compute_batch_valid_masks", "imregister_binary"]
+__all__ = [
+    "align_sequence",
+    "backward_valid_mask",
+    "compute_batch_valid_masks",
+    "imregister_binary",
+    "imregister_wrapper",
+    "warpingDepth",
+]
 
 
 def _field_component(name: str, a) -> np.ndarray:
@@ -119,3 +129,93 @@ def compute_batch_valid_masks(w: np.ndarray) -> np.ndarray:
     if arr.dtype.kind != "f":
         arr = arr.astype(np.float64)
     return _inside(arr[..., 0], arr[..., 1])
+
+
+def imregister_wrapper(
+    f2_level: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    f1_level: np.ndarray,
+    interpolation_method: str = "cubic",
+) -> np.ndarray:
+    """Warp ``f2_level`` by ``(u, v)``; pixels the warp does not observe take ``f1_level``'s
+    values (PyFlowReg's name and argument order).
+
+    Parameters
+    ----------
+    f2_level : ndarray, shape (H, W) or (H, W, C)
+        The moving image.
+    u, v : ndarray, shape (H, W)
+        Displacement along columns (x) and rows (y), in pixels.
+    f1_level : ndarray, same shape as ``f2_level``
+        The reference image, whose values fill the unobserved pixels
+        (:func:`backward_valid_mask` False).
+    interpolation_method : str
+        ``"cubic"`` (Keys a = -0.75), ``"linear"``, ``"nearest"`` or another method of
+        :func:`pyflowreg.core.warp.warp`.
+
+    Returns
+    -------
+    ndarray, float32, the shape of ``f2_level``
+    """
+    moving = np.asarray(f2_level)
+    reference = np.asarray(f1_level)
+    if moving.shape != reference.shape:
+        raise ValueError(
+            f"f2_level {moving.shape} and f1_level {reference.shape} must have the same shape"
+        )
+    if moving.ndim not in (2, 3):
+        raise ValueError(f"f2_level must be (H, W) or (H, W, C), got shape {moving.shape}")
+    if interpolation_method not in METHODS:
+        raise ValueError(
+            f"interpolation_method must be one of {list(METHODS)}, got {interpolation_method!r}"
+        )
+    inside = backward_valid_mask(u, v)
+    if inside.shape != moving.shape[:2]:
+        raise ValueError(f"u, v {inside.shape} do not match the image {moving.shape[:2]}")
+    w = np.stack([np.asarray(u, np.float32), np.asarray(v, np.float32)], axis=-1)
+    out = warp(moving.astype(np.float32, copy=False), w, method=interpolation_method)
+    if moving.ndim == 3:
+        inside = inside[..., None]
+    return np.where(inside, out, reference.astype(np.float32, copy=False))
+
+
+def align_sequence(
+    batch: np.ndarray,
+    displacement: np.ndarray,
+    reference: np.ndarray,
+    interpolation_method: str = "cubic",
+    n_workers: int | None = None,
+) -> np.ndarray:
+    """:func:`imregister_wrapper` for every frame of ``batch`` (T, H, W[, C]) with its field
+    ``displacement`` (T, H, W, 2), unobserved pixels from ``reference`` (H, W[, C]).
+
+    Returns float32 frames of the batch's shape. ``n_workers`` is accepted for PyFlowReg's
+    signature; the warp kernel runs in this thread (use an executor to parallelise).
+    """
+    frames = np.asarray(batch)
+    fields = np.asarray(displacement)
+    if frames.ndim not in (3, 4):
+        raise ValueError(f"batch must be (T, H, W) or (T, H, W, C), got shape {frames.shape}")
+    if fields.shape != (*frames.shape[:3], 2):
+        raise ValueError(
+            f"displacement must have shape {(*frames.shape[:3], 2)}, got {fields.shape}"
+        )
+    ref = np.asarray(reference)
+    if ref.shape != frames.shape[1:]:
+        raise ValueError(f"reference must have shape {frames.shape[1:]}, got {ref.shape}")
+    out = np.empty(frames.shape, np.float32)
+    for t in range(frames.shape[0]):
+        out[t] = imregister_wrapper(
+            frames[t], fields[t, ..., 0], fields[t, ..., 1], ref, interpolation_method
+        )
+    return out
+
+
+def warpingDepth(eta: float, levels: int, m: int, n: int) -> int:
+    """Pyramid depth of an ``m`` x ``n`` frame (PyFlowReg's name): the index of the coarsest
+    level along the shorter side (at least 1; :func:`pyflowreg.core.pyramid.axis_depth`),
+    capped at ``levels`` (18 for 512 px at eta 0.8)."""
+    if not 0 < eta < 1:
+        raise ValueError(f"eta must be in (0, 1), got {eta}")
+    return min(int(levels), max(1, axis_depth(min(int(m), int(n)), float(eta))))

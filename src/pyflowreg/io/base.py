@@ -542,9 +542,30 @@ class VideoWriter(ABC):
             self._write(arr)
             self.frames_written += arr.shape[0]
 
+    #: Most channels a 3-D block given to :meth:`write_frames` before the first frame may have
+    #: to be read as one ``(H, W, C)`` frame rather than ``(T, H, W)`` frames.
+    MAX_CHANNELS_3D = 4
+
     def write_frames(self, frames: np.ndarray) -> None:
-        """Append frames; the same as :meth:`write` (PyFlowReg's name)."""
-        self.write(frames)
+        """Append frames (PyFlowReg's name of :meth:`write`), with PyFlowReg's reading of 3-D
+        blocks as ``(T, H, W)`` single-channel frames.
+
+        A 3-D array is one ``(H, W, C)`` frame when it has the shape of the frames written so
+        far, ``(T, H, W)`` frames when its last two axes are the frame size of a one-channel
+        writer; before the first frame, one frame when its last axis has at most
+        :data:`MAX_CHANNELS_3D` entries (channels), else ``(T, H, W)`` frames.
+        """
+        arr = np.asarray(frames)
+        if arr.ndim == 3:
+            known = self._frame_shape
+            if known is None:
+                stacked = arr.shape[2] > self.MAX_CHANNELS_3D
+            else:
+                one_channel_frames = known[2] == 1 and arr.shape[1:] == known[:2]
+                stacked = arr.shape != known and one_channel_frames
+            if stacked:
+                arr = arr[..., None]
+        self.write(arr)
 
     def close(self) -> None:
         """Flush and close the output; safe to call more than once."""

@@ -48,6 +48,18 @@ def write_options_file(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def _without_header(text: str) -> str:
+    """JSON text without the title line PyFlowReg's ``save_options`` writes before the object
+    (``Compensation options <date>``): lines before the first line that opens the object are
+    dropped when they hold no JSON (no brace or bracket)."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("{"):
+            head = "".join(lines[:i])
+            return text if any(c in head for c in "{}[]") else "".join(lines[i:])
+    return text
+
+
 def read_options_file(path: Path) -> dict[str, Any]:
     """The mapping of options held by ``path`` (by extension; ``.mat`` included)."""
     if path.suffix.lower() == ".mat":
@@ -58,7 +70,7 @@ def read_options_file(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     try:
         if suffix == ".json":
-            data = json.loads(text)
+            data = json.loads(_without_header(text))
         elif suffix == ".toml":
             try:
                 import tomllib

@@ -19,64 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import FlowBackend, broadcast_uv
-
-#: Executors that run a user callable (in this process).
-CALLABLE_EXECUTORS = ("sequential", "threading")
-
-
-class CallableBackend(FlowBackend):
-    """A ``get_displacement(fixed, moving, **kwargs) -> w (H, W, 2)`` callable as a flow
-    backend. Each frame is one call, with the keyword arguments ``uv`` (initial field),
-    ``weight`` and the solver parameters (``alpha``, ``levels``, ``min_level``, ``eta``,
-    ``iterations``, ``update_lag``, ``a_data``, ``a_smooth``, ``constancy_assumption``),
-    which the callable may ignore."""
-
-    name = "callable"
-
-    def __init__(self, function: Callable[..., Any], params, backend_params=None) -> None:
-        super().__init__(params, backend_params)
-        self.function = function
-
-    def prepare_reference(self, reference: np.ndarray, weight: np.ndarray | None = None):
-        return np.asarray(reference, dtype=np.float32), weight
-
-    def estimate(self, prepared, frames: np.ndarray, uv: np.ndarray | None = None) -> np.ndarray:
-        reference, weight = prepared
-        n, h, w = frames.shape[:3]
-        uvs = broadcast_uv(uv, n, (h, w))
-        p = self.params
-        keywords = dict(
-            alpha=p.alpha,
-            levels=p.levels,
-            min_level=p.min_level,
-            eta=p.eta,
-            iterations=p.iterations,
-            update_lag=p.update_lag,
-            a_data=p.a_data,
-            a_smooth=p.a_smooth,
-            constancy_assumption=p.constancy_assumption,
-        )
-        out = np.empty((n, h, w, 2), np.float32)
-        for t in range(n):
-            field = np.asarray(
-                self.function(reference, frames[t], uv=uvs[t], weight=weight, **keywords)
-            )
-            if field.shape != (h, w, 2):
-                raise ValueError(
-                    f"get_displacement callable returned shape {field.shape}, expected {(h, w, 2)}"
-                )
-            out[t] = field
-        return out
-
-
-def _callable_factory(impl, factory, params, backend_params=None) -> CallableBackend:
-    function = impl if impl is not None else factory(**dict(backend_params or {}))
-    if not callable(function):
-        raise TypeError(
-            f"get_displacement_factory must return a callable, got {type(function).__name__}"
-        )
-    return CallableBackend(function, params, backend_params)
+from ..backends.base import FlowBackend
+from ..backends.callable import CALLABLE_EXECUTORS, callable_factory
 
 
 def _runtime_or_default(runtime):
@@ -93,7 +37,7 @@ def backend_factory(options, runtime=None) -> Callable[..., FlowBackend]:
     registry; ``ValueError`` / ``ImportError`` when it is unknown / not usable here)."""
     impl, factory = options.get_displacement_impl, options.get_displacement_factory
     if impl is not None or factory is not None:
-        return functools.partial(_callable_factory, impl, factory)
+        return functools.partial(callable_factory, impl, factory)
     return _runtime_or_default(runtime).get_flow_backend(options.flow_backend).load()
 
 

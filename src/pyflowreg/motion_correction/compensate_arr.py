@@ -76,15 +76,30 @@ def _as_video(video: np.ndarray, reference) -> tuple[np.ndarray, str]:
     )
 
 
+def _one_of(name: str, value, alias: str, alias_value):
+    """``value`` or its PyFlowReg-named twin ``alias_value`` (not both)."""
+    if alias_value is None:
+        return value
+    if value is not None:
+        raise TypeError(f"compensate_arr() got both {name} and {alias} (they are one argument)")
+    return alias_value
+
+
 def compensate_arr(
-    video: np.ndarray,
+    video: np.ndarray | None = None,
     reference: np.ndarray | None = None,
     options: OFOptions | None = None,
+    progress_callback=None,
     *,
     registration_config: RegistrationConfig | None = None,
-    progress_callback=None,
     w_callback=None,
     registered_callback=None,
+    flow_backend: str | None = None,
+    backend_params: dict | None = None,
+    get_displacement=None,
+    get_displacement_factory=None,
+    c1: np.ndarray | None = None,
+    c_ref: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Register an in-memory video (or one frame) to a reference.
 
@@ -111,6 +126,12 @@ def compensate_arr(
     registered_callback : callable, optional
         ``registered_callback(batch, start_idx, end_idx)`` after every batch, ``batch``
         ``(n, H, W, C)`` registered frames.
+    flow_backend, backend_params, get_displacement, get_displacement_factory : optional
+        Override ``options.flow_backend``, ``options.backend_params``,
+        ``options.get_displacement_impl`` and ``options.get_displacement_factory`` for this
+        call (PyFlowReg's keywords).
+    c1, c_ref : ndarray, optional
+        PyFlowReg's names of ``video`` and ``reference`` (give one name of each).
 
     Returns
     -------
@@ -131,9 +152,22 @@ def compensate_arr(
     >>> registered.shape, w.shape
     ((5, 32, 32), (5, 32, 32, 2))
     """
+    video = _one_of("video", video, "c1", c1)
+    reference = _one_of("reference", reference, "c_ref", c_ref)
+    if video is None:
+        raise TypeError("compensate_arr() needs the video (first argument, or c1=)")
     options = OFOptions() if options is None else options
     if not isinstance(options, OFOptions):
         raise TypeError(f"options must be OFOptions or None, got {type(options).__name__}")
+    overrides = {
+        "flow_backend": flow_backend,
+        "backend_params": backend_params,
+        "get_displacement_impl": get_displacement,
+        "get_displacement_factory": get_displacement_factory,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        options = options.model_copy(update=overrides)
     config = RegistrationConfig() if registration_config is None else registration_config
     if not isinstance(config, RegistrationConfig):
         raise TypeError(

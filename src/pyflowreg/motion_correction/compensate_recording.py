@@ -105,7 +105,7 @@ from ._resolve import backend_factory, select_executor
 from ._resume import make_checkpoint, resume_key, resume_point
 from ._run_folder import RunFolder
 from .batch import BatchMotionCorrector
-from .statistics import StatisticsAccumulator
+from .statistics import StatisticsAccumulator, with_pyflowreg_names
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +197,10 @@ class RegistrationResult:
     registered, w : ndarray or None
         The registered video ``(T', H, W, C)`` and fields ``(T, H, W, 2)`` with the
         ``ARRAY`` output format; None otherwise.
+
+    Used as an array (``np.asarray(result)``, ``result[..., 0]``, ``result.shape``), the
+    result is its ``reference``: what PyFlowReg's ``compensate_recording`` returns, so scripts
+    written for it run unchanged.
     """
 
     output_path: Path
@@ -208,6 +212,27 @@ class RegistrationResult:
     executor: str
     registered: np.ndarray | None = field(default=None, repr=False)
     w: np.ndarray | None = field(default=None, repr=False)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if copy:
+            return np.array(self.reference, dtype=dtype, copy=True)
+        return np.asarray(self.reference, dtype=dtype)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self.reference[key]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The reference's shape ``(H, W, C)``."""
+        return self.reference.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.reference.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.reference.dtype
 
 
 class RegistrationError(RuntimeError):
@@ -612,7 +637,7 @@ def _resumed_sink(outputs: RunFolder, options, shape, dtype, name: str):
 def _write_meta(outputs, options, state, statistics, executor, seconds, start_time) -> dict:
     """Write the statistics, reference and options; return the record for ``run.json``."""
     if options.save_meta_info:
-        outputs.write_npz("statistics", "statistics.npz", statistics)
+        outputs.write_npz("statistics", "statistics.npz", with_pyflowreg_names(statistics))
         outputs.write_tiff("reference", "reference.tif", state.reference)
         outputs.write_file(
             "reference_frame", "reference_frame.npy", lambda path: _save_npy(path, state.reference)

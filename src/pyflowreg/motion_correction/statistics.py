@@ -18,6 +18,10 @@ Keys of :meth:`StatisticsAccumulator.result` (also the arrays of ``statistics.np
     Pearson correlation of the registered frame with the reference (all channels).
 ``correlation_before`` (T,)
     Pearson correlation of the raw frame with the reference (all channels).
+
+``statistics.npz`` also holds PyFlowReg's names of the displacement statistics
+(:func:`with_pyflowreg_names`): ``mean_disp``, ``max_disp``, ``mean_div`` (the same arrays) and
+``mean_translation`` (T,), the length of ``translation``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,26 @@ STATISTICS_KEYS: tuple[str, ...] = (
     "correlation",
     "correlation_before",
 )
+
+
+#: PyFlowReg's names of the same statistics (``statistics.npz`` holds both).
+PYFLOWREG_NAMES = {
+    "mean_disp": "mean_displacement",
+    "max_disp": "max_displacement",
+    "mean_div": "mean_divergence",
+}
+
+
+def with_pyflowreg_names(statistics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``statistics`` plus PyFlowReg's keys (see the module docstring) where their sources
+    are present."""
+    out = dict(statistics)
+    for alias, key in PYFLOWREG_NAMES.items():
+        if key in statistics:
+            out[alias] = statistics[key]
+    if "translation" in statistics:
+        out["mean_translation"] = np.hypot(*np.asarray(statistics["translation"]).T)
+    return out
 
 
 def displacement_statistics(w: np.ndarray) -> dict[str, np.ndarray]:
