@@ -179,12 +179,22 @@ def test_device_goes_to_backend_params(tif, tmp_path, capsys):
 
 
 def test_runtime_failure_is_one_line(tif, tmp_path, capsys):
-    argv = ["compensate", str(tif), "-o", str(tmp_path / "out"), *FAST, "--device", "cuda"]
-    status = main(argv)  # the CPU backend takes no device
+    pytest.importorskip("torch")
+    out = str(tmp_path / "out")
+    argv = ["compensate", str(tif), "-o", out, *FAST, "--backend", "flowreg_torch"]
+    status = main([*argv, "--device", "nonsense"])  # fails when the backend is built
     line = _single_error_line(capsys.readouterr().err)
     assert status == 1
     assert "motion correction of" in line and "device" in line
     assert not (tmp_path / "out" / "compensated.h5").exists()
+
+
+def test_device_without_a_gpu_backend_is_a_usage_error(tif, tmp_path, capsys):
+    argv = ["compensate", str(tif), "-o", str(tmp_path / "out"), *FAST, "--device", "cuda"]
+    status = main(argv)  # flowreg would ignore the device: say so before any work
+    line = _single_error_line(capsys.readouterr().err)
+    assert status == 2 and "--device applies to the GPU backends" in line
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

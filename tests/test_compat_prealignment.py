@@ -79,3 +79,21 @@ def test_prealignment_registers_a_large_drift(tmp_path):
     )
     result = compensate_recording(file_options, rec.reference, config=SEQUENTIAL)
     np.testing.assert_array_equal(result.registered, aligned)
+
+
+def test_estimate_rigid_xcorr_2d_as_documented():
+    """``pyflowreg.util.xcorr_prealignment.estimate_rigid_xcorr_2d``: ``[dx, dy]`` in the
+    fields' convention (warping the moving image by it aligns it to the reference)."""
+    from pyflowreg.util.xcorr_prealignment import estimate_rigid_xcorr_2d
+
+    rng = np.random.default_rng(0)
+    ref = ndimage.gaussian_filter(rng.random((128, 128)), 2)
+    mov = ndimage.shift(ref, (3.0, -5.0), order=3, mode="nearest")  # down 3, left 5
+    shift = estimate_rigid_xcorr_2d(ref, mov)
+    assert shift.dtype == np.float32 and shift.shape == (2,)
+    np.testing.assert_allclose(shift, [-5.0, 3.0], atol=0.01)
+    np.testing.assert_allclose(estimate_rigid_xcorr_2d(ref, mov, up=10), [-5.0, 3.0], atol=0.01)
+    two = np.stack([ref, ref * 0.5], axis=-1), np.stack([mov, mov * 0.5], axis=-1)
+    np.testing.assert_allclose(estimate_rigid_xcorr_2d(*two, weight=[0.7, 0.3]), shift, atol=1e-3)
+    with pytest.raises(ValueError, match="weight has 3 entries"):
+        estimate_rigid_xcorr_2d(*two, weight=[1, 1, 1])

@@ -386,6 +386,11 @@ def _build_options(args: argparse.Namespace):
     if args.reference_frames is not None:
         fields["reference_frames"] = parse_reference_frames(args.reference_frames)
     if args.device is not None:
+        if fields.get("flow_backend", "flowreg") == "flowreg":  # it would ignore the device
+            raise UsageError(
+                "--device applies to the GPU backends (--backend flowreg_torch or flowreg_cuda); "
+                "the flowreg backend runs on the CPU"
+            )
         fields["backend_params"] = {**fields.get("backend_params", {}), "device": args.device}
     return OFOptions(**fields)
 
