@@ -255,3 +255,27 @@ def test_core_warping_helpers_as_documented():
     # pyramid depth: index of the coarsest level along the shorter side, at least 1, capped
     assert [warpingDepth(0.8, 50, s, s) for s in (9, 11, 12, 20, 64, 512)] == [1, 1, 2, 4, 9, 18]
     assert warpingDepth(0.8, 50, 64, 512) == 9 and warpingDepth(0.8, 3, 512, 512) == 3
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        ("pyflowreg.core.optical_flow", ["get_displacement"]),
+        (
+            "pyflowreg.core.backend_registry",
+            ["register_backend", "get_backend", "list_backends", "is_backend_available"],
+        ),
+        ("pyflowreg.core.warping", ["imregister_wrapper", "align_sequence", "warpingDepth"]),
+        ("pyflowreg.util.xcorr_prealignment", ["estimate_rigid_xcorr_2d"]),
+        (
+            "pyflowreg.motion_correction.parallelization",
+            ["SequentialExecutor", "ThreadingExecutor", "MultiprocessingExecutor", "BaseExecutor"],
+        ),
+    ],
+)
+def test_documented_module_paths_hold_their_names(module, names):
+    import importlib
+
+    loaded = importlib.import_module(module)
+    assert set(names) <= set(loaded.__all__)
+    assert all(callable(getattr(loaded, name)) for name in names)
