@@ -284,7 +284,7 @@ def _streamlines(w: np.ndarray, step: int, n_steps: int = 40) -> list[np.ndarray
 
 
 def quiver_visualization(
-    image: np.ndarray,
+    img: np.ndarray,
     w: np.ndarray,
     scale: float = 1.0,
     downsample: float = 0.05,
@@ -299,7 +299,7 @@ def quiver_visualization(
 
     Parameters
     ----------
-    image : ndarray, shape (H, W) or (H, W, C)
+    img : ndarray, shape (H, W) or (H, W, C)
         Background; each channel is scaled to its own range (one channel gray, two
         red/green, three RGB, more: :func:`multispectral_mapping`).
     w : ndarray, shape (H, W, 2)
@@ -332,7 +332,7 @@ def quiver_visualization(
     if field.ndim != 3:
         raise ValueError(f"w must be one field (H, W, 2), got shape {field.shape}")
     shape = field.shape[:2]
-    background = _display_image(image, shape)
+    background = _display_image(img, shape)
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite number > 0, got {scale}")
     step = _grid_step(downsample, shape)
