@@ -107,9 +107,9 @@ def reference_file(d, image):
 
 def input_in_output(d):
     (d / "out").mkdir()
-    with open_writer(d / "out" / "compensated.h5") as writer:
+    with open_writer(d / "out" / "compensated.HDF5") as writer:
         writer.write(VIDEO)
-    return opts(d, d / "out" / "compensated.h5")
+    return opts(d, d / "out" / "compensated.HDF5")
 
 
 def file_at_output(d):
@@ -213,7 +213,7 @@ CASES = [
     ("output path is a file", lambda d, mp: file_at_output(d), NotADirectoryError, r"output_path .*out is a file, not a folder"),
     ("output path under a file", lambda d, mp: under_a_file(d), NotADirectoryError, r"cannot create the output folder .*blocker is a file"),
     ("output folder not writable", lambda d, mp: read_only(d, mp), PermissionError, r"output folder .*out is not writable"),
-    ("output would replace the input", lambda d, mp: input_in_output(d), ValueError, r"the output compensated\.h5 in .*out would replace the input file"),
+    ("output would replace the input", lambda d, mp: input_in_output(d), ValueError, r"the output compensated\.HDF5 in .*out would replace the input file"),
     ("too little disk space", lambda d, mp: small_disk(d, mp, save_w=True), InsufficientSpaceError, r"not enough free disk space in .*out for the outputs: about 16\.\d MiB needed \(compensated 2\.0 KiB, w 8\.0 KiB"),
 ]  # fmt: skip
 

@@ -61,8 +61,8 @@ def test_compensate_writes_outputs_and_prints_summary(tif, tmp_path, capsys):
     assert "frames/s" in captured.out
     assert "displacement:" in captured.out and " px" in captured.out
     assert "correlation:" in captured.out and "before" in captured.out
-    assert str(out / "compensated.h5") in captured.out
-    assert (out / "compensated.h5").is_file()
+    assert str(out / "compensated.HDF5") in captured.out
+    assert (out / "compensated.HDF5").is_file()
     assert (out / "w.h5").is_file()
     stats = np.load(out / "statistics.npz")
     assert stats["correlation"].shape == (6,)
@@ -81,7 +81,7 @@ def test_several_inputs_are_channels(tmp_path, capsys):
     assert status == 0, capsys.readouterr().err
     saved = json.loads((out / "options.json").read_text())
     assert saved["input_file"] == [str(red), str(green)]
-    with open_reader(out / "compensated.h5") as reader:
+    with open_reader(out / "compensated.HDF5") as reader:
         assert reader.shape == (6, 32, 32, 2)
     assert main(["report", str(out)]) == 0
     html = (out / "report" / "report.html").read_text()
@@ -186,7 +186,7 @@ def test_runtime_failure_is_one_line(tif, tmp_path, capsys):
     line = _single_error_line(capsys.readouterr().err)
     assert status == 1
     assert "motion correction of" in line and "device" in line
-    assert not (tmp_path / "out" / "compensated.h5").exists()
+    assert not (tmp_path / "out" / "compensated.HDF5").exists()
 
 
 def test_device_without_a_gpu_backend_is_a_usage_error(tif, tmp_path, capsys):

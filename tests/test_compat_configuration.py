@@ -158,9 +158,9 @@ def test_output_typename_sets_the_output_dtype(recording):
 
 def test_io_paths_and_naming_convention(tmp_path):
     opts = OFOptions(input_file="raw_video.h5", output_path="results/", output_format="HDF5")
-    assert opts.output_file.name == "compensated.h5"
+    assert opts.output_file.name == "compensated.HDF5"
     batch = OFOptions(input_file=tmp_path / "mouse1.tif", naming_convention="batch")
-    assert batch.output_file.name == "mouse1_compensated.h5"
+    assert batch.output_file.name == "mouse1_compensated.HDF5"
 
 
 # ----------------------------------------------------------------------------- preprocessing

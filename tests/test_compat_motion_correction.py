@@ -132,22 +132,26 @@ def test_compensate_arr_ignores_output_format(recording):
 
 def test_batch_motion_corrector_file_workflow(tmp_path, h5_input, recording):
     assert TopLevelCorrector is BatchMotionCorrector
-    batches, w_batches, progress = [], [], []
+    batches, w_batches, progress, w_parts = [], [], [], []
     options = _file_options(h5_input, tmp_path, output_format=OutputFormat.HDF5, save_w=True)
     corrector = BatchMotionCorrector(options, SEQUENTIAL)
     corrector.register_registered_callback(lambda b, s, e: batches.append((s, e, b.copy())))
-    corrector.register_w_callback(lambda w, s, e: w_batches.append((s, e)))
+    corrector.register_w_callback(
+        lambda w, s, e: (w_batches.append((s, e)), w_parts.append(w.copy()))
+    )
     corrector.register_progress_callback(lambda current, total: progress.append(current))
     result = corrector.run()
     assert corrector.result is result
     assert [(s, e) for s, e, _ in batches] == [(0, 5), (5, 10), (10, 12)] == w_batches
     assert progress == [5, 10, 12]
     out = tmp_path / "results"
-    registered = open_reader(out / "compensated.h5").read(0, 12)
+    registered = open_reader(out / "compensated.HDF5").read(0, 12)
     np.testing.assert_array_equal(registered, np.concatenate([b for _, _, b in batches]))
     assert _gain(registered, recording) > 0.02
-    with h5py.File(out / "w.h5") as f:
-        assert f["w"].shape == (12, SIZE, SIZE, 2)
+    with h5py.File(out / "w.h5") as f:  # PyFlowReg's layout: u and v, (T, H, W) each
+        assert sorted(f) == ["u", "v"] and f["u"].shape == f["v"].shape == (12, SIZE, SIZE)
+        fields = np.stack([f["u"][()], f["v"][()]], axis=-1)
+    np.testing.assert_array_equal(fields, np.concatenate(w_parts))
     with pytest.raises(TypeError, match="progress callback must be callable"):
         corrector.register_progress_callback(None)
 
@@ -169,7 +173,7 @@ def test_array_output_returns_the_video(tmp_path, h5_input, recording):
     assert _gain(result.registered, recording) > 0.02
 
 
-@pytest.mark.parametrize(("fmt", "ext"), [("TIFF", ".tif"), ("MAT", ".mat")])
+@pytest.mark.parametrize(("fmt", "ext"), [("TIFF", ".TIFF"), ("MAT", ".MAT")])
 def test_tiff_and_mat_outputs_open_in_their_libraries(tmp_path, h5_input, fmt, ext):
     options = _file_options(h5_input, tmp_path, output_format=fmt, output_typename="single")
     compensate_recording(options, config=SEQUENTIAL)
@@ -193,9 +197,9 @@ def test_output_files_of_a_run(tmp_path, h5_input):
     result = compensate_recording(options, config=SEQUENTIAL)
     out = tmp_path / "results"
     names = {p.name for p in out.iterdir()}
-    assert {"compensated.h5", "w.h5", "idx.hdf", "statistics.npz", "reference_frame.npy"} <= names
+    assert {"compensated.HDF5", "w.h5", "idx.hdf", "statistics.npz", "reference_frame.npy"} <= names
     with h5py.File(out / "idx.hdf") as f:
-        idx = f["idx"][()]
+        idx = f["ch1"][()]
     assert idx.shape[0] == 12 and set(np.unique(idx)) <= {0, 1}
     w = open_reader(out / "w.h5").read(0, 12)
     inside = (
@@ -227,7 +231,7 @@ def test_output_files_of_a_run(tmp_path, h5_input):
 def test_batch_naming_convention(tmp_path, h5_input):
     options = _file_options(h5_input, tmp_path, naming_convention="batch", save_meta_info=False)
     compensate_recording(options, config=SEQUENTIAL)
-    assert (tmp_path / "results" / "recording_compensated.h5").exists()
+    assert (tmp_path / "results" / "recording_compensated.HDF5").exists()
 
 
 def test_default_configuration_runs_without_config(tmp_path, h5_input, recording):

@@ -85,7 +85,7 @@ def test_parallelization_page_examples(runtime, tmp_path, monkeypatch, capsys):
     expected_workers = max(1, all_cores() - 1)
     assert capsys.readouterr().out == f"threading {expected_workers}\n"
     assert read_run()["n_workers"] == expected_workers
-    threaded = read_video("results/compensated.h5")
+    threaded = read_video("results/compensated.HDF5")
     assert threaded.shape == (N_FRAMES, 24, 32, 1)
 
     from pyflowreg.executors import shutdown_idle_pools
@@ -121,7 +121,7 @@ def test_parallelization_page_examples(runtime, tmp_path, monkeypatch, capsys):
     assert "logging" in runtime.list_parallelization_executors()
     assert (read_run()["executor"], read_run()["n_workers"]) == ("logging", 1)
     # frames registered last to first give the same output as the threads did
-    np.testing.assert_array_equal(read_video("results/compensated.h5"), threaded)
+    np.testing.assert_array_equal(read_video("results/compensated.HDF5"), threaded)
 
     assert page.remaining == []
 

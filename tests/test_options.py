@@ -29,7 +29,7 @@ def test_defaults_match_the_spec():
     assert opts.effective_min_level == 0
     assert opts.output_format == "HDF5"
     assert opts.output_path == Path("results")
-    assert opts.output_file == Path("results") / "compensated.h5"
+    assert opts.output_file == Path("results") / "compensated.HDF5"
     assert opts.flow_backend == "flowreg"
     assert opts.backend_params == {}
     assert opts.alpha == (1.5, 1.5)

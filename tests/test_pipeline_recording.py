@@ -89,8 +89,10 @@ def engine_fields(video, reference, options):
 # ----------------------------------------------------------------------------- outputs
 
 
-@pytest.mark.parametrize(("fmt", "ext"), [("HDF5", ".h5"), ("TIFF", ".tif")])
-def test_outputs_have_expected_names_shapes_and_dtypes(tmp_path, recording, fmt, ext):
+@pytest.mark.parametrize(
+    ("fmt", "ext", "name"), [("HDF5", ".h5", ".HDF5"), ("TIFF", ".tif", ".TIFF")]
+)
+def test_outputs_have_expected_names_shapes_and_dtypes(tmp_path, recording, fmt, ext, name):
     source = write_video(tmp_path / f"input{ext}", recording.video)
     options = options_for(
         tmp_path, source, output_format=fmt, save_w=True, save_valid_mask=True, buffer_size=4
@@ -100,8 +102,8 @@ def test_outputs_have_expected_names_shapes_and_dtypes(tmp_path, recording, fmt,
     out = tmp_path / "out"
     names = {p.name for p in out.iterdir()}
     assert names == {
-        f"compensated{ext}",
-        f"w{ext}",
+        f"compensated{name}",  # PyFlowReg's names: compensated.<FORMAT>, w.h5
+        "w.h5",
         f"valid_mask{ext}",
         "statistics.npz",
         "reference.tif",
@@ -119,10 +121,10 @@ def test_outputs_have_expected_names_shapes_and_dtypes(tmp_path, recording, fmt,
         "options",
         "run",
     }
-    registered = read_video(out / f"compensated{ext}")
+    registered = read_video(out / f"compensated{name}")
     assert registered.shape == (T, SIZE, SIZE, 1) and registered.dtype == np.uint16
     np.testing.assert_array_equal(registered, np.concatenate([b[1] for b in batches]))
-    w = read_video(out / f"w{ext}")
+    w = read_video(out / "w.h5")
     assert w.shape == (T, SIZE, SIZE, 2) and w.dtype == np.float32
     np.testing.assert_array_equal(w, np.concatenate([b[2] for b in batches]))
     assert [b[0] for b in batches] == [0, 4, 8]
@@ -170,7 +172,7 @@ def test_default_config_equals_explicit_default(tmp_path, recording):
     second = options_for(tmp_path / "b", source, save_w=True)
     compensate_recording(first)
     compensate_recording(second, config=RegistrationConfig())
-    for name in ("compensated.h5", "w.h5"):
+    for name in ("compensated.HDF5", "w.h5"):
         np.testing.assert_array_equal(
             read_video(tmp_path / "a" / "out" / name), read_video(tmp_path / "b" / "out" / name)
         )

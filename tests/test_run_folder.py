@@ -97,7 +97,7 @@ def test_a_later_run_removes_outputs_it_does_not_write(folder, source):
     ("damage", "message"),
     [
         (lambda f: (f / "w.h5").unlink(), r"w \(w\.h5\) is missing"),
-        (lambda f: _truncate(f / "compensated.h5"), r"compensated \(compensated\.h5\) has \d+ bytes, run\.json says \d+"),  # noqa: E501
+        (lambda f: _truncate(f / "compensated.HDF5"), r"compensated \(compensated\.HDF5\) has \d+ bytes, run\.json says \d+"),  # noqa: E501
         (lambda f: _flip_first_byte(f / "statistics.npz"), r"statistics \(statistics\.npz\) has another header"),  # noqa: E501
     ],
 )  # fmt: skip
@@ -126,7 +126,7 @@ def _flip_first_byte(path):
 def test_info_verifies_a_folder(folder, capsys):
     assert main(["info", str(folder)]) == 0
     out = capsys.readouterr().out
-    assert "verified" in out and "compensated.h5" in out and "w.h5" in out
+    assert "verified" in out and "compensated.HDF5" in out and "w.h5" in out
 
 
 def test_a_folder_without_run_json_holds_no_finished_run(folder):
@@ -154,7 +154,7 @@ def test_an_output_missing_frames_fails_the_run_and_keeps_the_earlier_one(
     monkeypatch.setattr(VideoWriter, "write", lose_second_batch)
     with pytest.raises(
         RegistrationError,
-        match=r"output 'compensated' \(compensated\.h5\) is incomplete: 4 frames instead of 8",
+        match=r"output 'compensated' \(compensated\.HDF5\) is incomplete: 4 frames instead of 8",
     ):
         register(source, folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

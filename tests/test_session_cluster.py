@@ -105,7 +105,7 @@ def no_array_env(monkeypatch):
 
 def _stage1_outputs(folder: Path) -> dict[str, np.ndarray]:
     with h5py.File(folder / "idx.hdf", "r") as fh:
-        idx = fh["idx"][()]
+        idx = fh["ch1"][()]
     with open_reader(folder / "compensated.hdf5") as reader:
         video = reader.read()
     return {"video": video, "idx": idx, "mean": np.load(folder / "temporal_average.npy")}

@@ -93,7 +93,7 @@ def session(tmp_path, reference_run):
 
 def _outputs(folder: Path) -> dict[str, np.ndarray]:
     with h5py.File(folder / "idx.hdf", "r") as fh:
-        idx = fh["idx"][()]
+        idx = fh["ch1"][()]
     with open_reader(folder / "compensated.hdf5") as reader:
         video = reader.read()
     return {"video": video, "idx": idx, "mean": np.load(folder / "temporal_average.npy")}

@@ -195,7 +195,7 @@ def test_parallelization_backends(section):
     assert ns["config"] == RegistrationConfig(parallelization="sequential")
     run = read_run()
     assert (run["executor"], run["n_workers"]) == ("sequential", 1)  # ignores n_jobs=-1
-    sequential = read_video("results/compensated.h5")
+    sequential = read_video("results/compensated.HDF5")
     assert sequential.shape == (N_FRAMES, 24, 32, 1)
 
     ns = page.run("Threading").namespace
@@ -203,7 +203,7 @@ def test_parallelization_backends(section):
     ns["compensate_recording"](ns["options"], config=ns["config"])
     run = read_run()
     assert (run["executor"], run["n_workers"]) == ("threading", 8)
-    np.testing.assert_array_equal(read_video("results/compensated.h5"), sequential)
+    np.testing.assert_array_equal(read_video("results/compensated.HDF5"), sequential)
 
     ns = page.run("Multiprocessing").namespace
     assert (ns["config"].parallelization, ns["config"].n_jobs) == ("multiprocessing", -1)
@@ -451,7 +451,7 @@ def test_examples(section):
         assert run["n_workers"] == (workers or all_cores())
         saved = json.loads(Path("results/options.json").read_text())
         assert (saved["quality_setting"], saved["buffer_size"]) == (quality, buffer_size)
-        assert read_video("results/compensated.h5").shape == (N_FRAMES, 24, 32, 1)
+        assert read_video("results/compensated.HDF5").shape == (N_FRAMES, 24, 32, 1)
     page.finish()
 
 

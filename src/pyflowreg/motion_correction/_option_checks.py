@@ -26,6 +26,12 @@ OUTPUT_EXTENSIONS: dict[str, str] = {
     "ARRAY": "",
     "NULL": "",
 }
+#: Extensions of the default output names ``compensated.<FORMAT>``, as PyFlowReg names them
+#: (``compensated.HDF5``); other formats use :data:`OUTPUT_EXTENSIONS`.
+DEFAULT_NAME_EXTENSIONS: dict[str, str] = {"HDF5": ".HDF5", "TIFF": ".TIFF", "MAT": ".MAT"}
+#: Formats whose runs write the displacement fields to ``w.h5`` (datasets ``u`` and ``v``,
+#: ``(T, H, W)`` each), PyFlowReg's documented layout; other formats write ``w.<ext>``.
+W_H5_FORMATS = ("HDF5", "TIFF", "MAT")
 QUALITY_SETTINGS = (*QUALITY_PRESETS, "custom")
 OUTPUT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32", "float64")
 CONFIG_SUFFIXES = (".json", ".toml", ".yaml", ".yml")

@@ -94,7 +94,7 @@ def check_not_overwriting_input(options, inputs: list[Path]) -> None:
         return
     folder = Path(options.output_path)
     ext = options.output_extension
-    names = [options.output_file.name, "w" + ext, "valid_mask" + ext]
+    names = [options.output_file.name, options.w_output[0], "valid_mask" + ext]
     names += ["statistics.npz", "reference.tif", "reference_frame.npy", "idx.hdf", "options.json"]
     targets = {_resolve(folder / n): n for n in names}
     for path in inputs:

@@ -7,26 +7,25 @@ reference, normalises every frame by the raw reference's min/max and pre-filters
 registers batches of ``options.buffer_size`` frames with the executor chosen by
 :func:`pyflowreg._runtime.get_runtime`, and streams the results to the output folder.
 
-Outputs in ``options.output_path`` (``<ext>`` from ``options.output_format``):
+Outputs in ``options.output_path`` (``<FORMAT>`` from ``options.output_format``):
 
-``compensated.<ext>``
-    The registered video, dtype of the input unless ``options.output_dtype`` or
+``compensated.<FORMAT>``
+    The registered video (``compensated.HDF5``, ``.TIFF``, ``.MAT``, as PyFlowReg names them;
+    ``.npy``, ``.zarr``), dtype of the input unless ``options.output_dtype`` or
     ``options.output_typename`` (integers rounded and clipped, never wrapped); named
-    ``<input stem>_compensated.<ext>`` with ``naming_convention="batch"``. With
+    ``<input stem>_compensated.<FORMAT>`` with ``naming_convention="batch"``. With
     ``bin_size > 1`` the input is binned in time before registration (every output has
     ``T // bin_size`` frames; the reader averages each bin, see ``pyflowreg.io``).
-``w.<ext>`` (``save_w``)
-    Displacement fields ``(T, H, W, 2)`` float32, a two-channel video: channel 0 is
-    ``u`` (x, columns), channel 1 is ``v`` (y, rows). HDF5: one dataset ``w``
-    ``(T, H, W, 2)``; NPY and Zarr: one ``(T, H, W, 2)`` array; MAT (v7.3): variables
-    ``u`` and ``v``, ``(H, W, T)`` each in MATLAB; TIFF: two channels per frame, as the
-    TIFF writer stores any two-channel video. Every one reads back as ``(T, H, W, 2)``
-    through :func:`pyflowreg.io.open_reader`.
+``w.h5`` (``save_w``)
+    Displacement fields, float32, PyFlowReg's layout: HDF5 datasets ``u`` (x, columns) and
+    ``v`` (y, rows), ``(T, H, W)`` each, whatever the output format; with NPY or Zarr output
+    ``w.npy`` / ``w.zarr``, one ``(T, H, W, 2)`` array. Every one reads back as
+    ``(T, H, W, 2)`` (channel 0 = u) through :func:`pyflowreg.io.open_reader`.
 ``valid_mask.<ext>`` (``save_valid_mask``)
     ``(T, H, W, 1)`` uint8: 1 where the frame was sampled inside its bounds
     (``0 <= x + u <= W - 1`` and ``0 <= y + v <= H - 1``), 0 where the border was extended.
 ``idx.hdf`` (``save_valid_idx``)
-    The same masks in PyFlowReg's file: HDF5, dataset ``idx``, ``(T, H, W, 1)`` uint8.
+    The same masks in PyFlowReg's file: HDF5, dataset ``ch1``, ``(T, H, W)`` uint8.
 ``statistics.npz``, ``reference.tif``, ``reference_frame.npy`` (``save_meta_info``)
     Per-frame statistics (see :mod:`.statistics`) and the raw reference, float32
     ``(H, W)`` or ``(H, W, C)`` (the same image as TIFF and, as PyFlowReg names it, NPY).
@@ -239,12 +238,9 @@ class RegistrationError(RuntimeError):
     """A run failed; the message names the batch (frames) and the cause."""
 
 
-#: Writer options of the displacement fields: one ``(T, H, W, 2)`` dataset ``w`` in HDF5,
-#: variables ``u`` and ``v`` (``(H, W, T)`` each) in MAT; other formats store two channels.
-_W_LAYOUT = {
-    "HDF5": {"layout": "stacked", "dataset_name": "w"},
-    "MAT": {"layout": "channels", "variable_names": ["u", "v"]},
-}
+#: Writer options of the displacement fields (``OFOptions.w_output``): datasets ``u`` and ``v``
+#: (``(T, H, W)`` each) of ``w.h5``, PyFlowReg's layout; NPY and ZARR store ``(T, H, W, 2)``.
+_W_LAYOUT = {"HDF5": {"layout": "channels", "dataset_names": ["u", "v"]}}
 _MASK_LAYOUT = {
     "HDF5": {"layout": "channels", "dataset_names": ["valid_mask"]},
     "MAT": {"layout": "channels", "variable_names": ["valid_mask"]},
@@ -269,8 +265,9 @@ class _FileSink:
                 "compensated", options.output_file.name, fmt, expected_frames=n_frames
             )
             if options.save_w:
+                name, w_fmt = options.w_output
                 self.w = outputs.video_writer(
-                    "w", "w" + ext, fmt, expected_frames=n_frames, **_W_LAYOUT.get(fmt, {})
+                    "w", name, w_fmt, expected_frames=n_frames, **_W_LAYOUT.get(w_fmt, {})
                 )
             if options.save_valid_mask:
                 self.mask = outputs.video_writer(
@@ -289,7 +286,7 @@ class _FileSink:
                 "HDF5",
                 expected_frames=n_frames,
                 layout="channels",
-                dataset_names=["idx"],
+                dataset_names=["ch1"],  # PyFlowReg's name of the one dataset
             )
         self.stats: StatisticsAccumulator | None = None
         self.resumed_statistics: list[dict] = []
@@ -471,7 +468,7 @@ def compensate_recording(
     >>> options = OFOptions(input_file="rec.h5", output_path="results", quality_setting="fast")
     >>> result = compensate_recording(options)  # doctest: +SKIP
     >>> result.files["compensated"]  # doctest: +SKIP
-    PosixPath('results/compensated.h5')
+    PosixPath('results/compensated.HDF5')
     """
     config = RegistrationConfig() if config is None else config
     if not isinstance(config, RegistrationConfig):

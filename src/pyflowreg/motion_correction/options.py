@@ -52,8 +52,10 @@ from ._compat import (
 )
 from ._option_checks import (
     _CHECKS,
+    DEFAULT_NAME_EXTENSIONS,
     DEFAULT_REFERENCE_FRAMES,
     OUTPUT_EXTENSIONS,
+    W_H5_FORMATS,
     _ArraySummary,
     _equal,
     _integer,
@@ -83,9 +85,10 @@ class OFOptions(BaseModel):
         Writer of the registered video (case-insensitive; stored as :class:`OutputFormat`).
         ``ARRAY`` keeps it in memory, ``NULL`` discards it.
     output_file_name : str, optional
-        Defaults to ``"compensated"`` plus :attr:`output_extension` (see ``naming_convention``).
+        Defaults to ``compensated.<FORMAT>`` as PyFlowReg names it (``compensated.HDF5``,
+        ``.TIFF``, ``.MAT``; ``.npy``, ``.zarr``); see ``naming_convention``.
     naming_convention : {"default", "batch"}
-        ``"batch"`` names the registered video ``<input stem>_compensated<ext>``.
+        ``"batch"`` names the registered video ``<input stem>_compensated.<FORMAT>``.
     quality_setting : QualitySetting or {"quality", "balanced", "fast", "custom"}
         Finest pyramid level solved: 0, 4, 6, or ``min_level`` for ``"custom"``.
     min_level : int >= -1, default -1
@@ -338,8 +341,10 @@ class OFOptions(BaseModel):
     def output_file(self) -> Path:
         """``output_path / output_file_name``.
 
-        Default name: ``"compensated" + extension``; with ``naming_convention="batch"``,
-        ``"<stem of the (first) input file>_compensated" + extension``.
+        Default name: ``compensated.<FORMAT>`` (PyFlowReg's: ``compensated.HDF5``,
+        ``compensated.TIFF``, ``compensated.MAT``; ``.npy`` and ``.zarr`` for the formats of this
+        package); with ``naming_convention="batch"``, ``<stem of the (first) input
+        file>_compensated.<FORMAT>``.
         """
         if self.output_file_name:
             return self.output_path / self.output_file_name
@@ -349,7 +354,17 @@ class OFOptions(BaseModel):
             first = source[0] if isinstance(source, tuple) else source
             if isinstance(first, Path):
                 stem = f"{first.stem}_compensated"
-        return self.output_path / (stem + self.output_extension)
+        ext = DEFAULT_NAME_EXTENSIONS.get(self.output_format, self.output_extension)
+        return self.output_path / (stem + ext)
+
+    @property
+    def w_output(self) -> tuple[str, str]:
+        """``(file name, format)`` of the displacement fields of ``save_w``: ``w.h5`` (HDF5,
+        datasets ``u`` and ``v``, ``(T, H, W)`` each) for the HDF5, TIFF and MAT formats, as
+        PyFlowReg documents it; ``w.npy`` / ``w.zarr`` (``(T, H, W, 2)``) for NPY / ZARR."""
+        if self.output_format in W_H5_FORMATS:
+            return "w.h5", "HDF5"
+        return "w" + self.output_extension, str(self.output_format)
 
     def resolved_output_dtype(self, input_dtype: np.dtype) -> np.dtype:
         """Dtype of the registered video: ``output_dtype``, ``output_typename``'s, or the

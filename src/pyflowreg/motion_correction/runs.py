@@ -10,7 +10,7 @@ Examples
 >>> import pyflowreg
 >>> run = pyflowreg.load_run("results")  # doctest: +SKIP
 >>> run.files["compensated"]  # doctest: +SKIP
-PosixPath('results/compensated.h5')
+PosixPath('results/compensated.HDF5')
 >>> with run.open("compensated") as reader:  # doctest: +SKIP
 ...     first = reader[0]
 """
