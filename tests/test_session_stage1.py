@@ -128,7 +128,7 @@ def test_stage1_outputs_hold_the_right_values(reference_run):
         record = status["stages"]["stage1"]
         assert record["frames"] == N_FRAMES and record["shape"] == [N_FRAMES, *SHAPE, 1]
         assert set(record["outputs"]) == {"compensated.hdf5", "idx.hdf", "temporal_average.npy"}
-        assert record["outputs"]["idx.hdf"]["shapes"] == {"idx": [N_FRAMES, *SHAPE]}
+        assert record["outputs"]["idx.hdf"]["shapes"] == {"ch1": [N_FRAMES, *SHAPE]}
         assert verify_stage(folder, "stage1") == []
         assert not (folder / CLAIM_FILE).exists()  # released
 
