@@ -42,18 +42,7 @@ class CallableBackend(FlowBackend):
         reference, weight = prepared
         n, h, w = frames.shape[:3]
         uvs = broadcast_uv(uv, n, (h, w))
-        p = self.params
-        keywords = dict(
-            alpha=p.alpha,
-            levels=p.levels,
-            min_level=p.min_level,
-            eta=p.eta,
-            iterations=p.iterations,
-            update_lag=p.update_lag,
-            a_data=p.a_data,
-            a_smooth=p.a_smooth,
-            constancy_assumption=p.constancy_assumption,
-        )
+        keywords = self.params.solver_keywords()
         out = np.empty((n, h, w, 2), np.float32)
         for t in range(n):
             field = np.asarray(

@@ -112,47 +112,18 @@ def get_backend_executors(name: str) -> set[str]:
     raise ValueError(f"unknown flow backend {name!r}; registered: {runtime.list_flow_backends()}")
 
 
-_CONSTANCY = {"gc": "gc", "gradient": "gc", "gray": "gray", "brightness": "gray"}
-
-
 def _pair_function(name: str, **backend_params) -> Callable[..., np.ndarray]:
-    """``get_displacement(fixed, moving, **kwargs)`` of registered backend ``name``, with
-    PyFlowReg's solver defaults (as :func:`pyflowreg.core.optical_flow.get_displacement`)."""
-    from .params import FlowParameters
+    """``get_displacement(fixed, moving, uv=None, weight=None, **solver)`` of registered
+    backend ``name``; the solver keywords and their defaults are PyFlowReg's
+    (:func:`pyflowreg.core.optical_flow.flow_parameters`), others are ignored."""
+    from .optical_flow import PARAMETER_NAMES, flow_parameters
 
     make = _runtime().get_flow_backend(name).load()
 
-    def get_displacement(
-        fixed,
-        moving,
-        alpha=(2, 2),
-        update_lag=5,
-        iterations=50,
-        min_level=0,
-        levels=50,
-        eta=0.8,
-        a_smooth=1.0,
-        a_data=0.45,
-        const_assumption="gc",
-        uv=None,
-        weight=None,
-        **ignored,
-    ) -> np.ndarray:
-        constancy = ignored.pop("constancy_assumption", const_assumption)
-        key = str(constancy).lower()
-        if key not in _CONSTANCY:
-            raise ValueError(f"const_assumption must be one of {sorted(_CONSTANCY)}, got {key!r}")
-        params = FlowParameters(
-            alpha=alpha,
-            levels=int(levels),
-            min_level=int(min_level),
-            eta=float(eta),
-            iterations=int(iterations),
-            update_lag=int(update_lag),
-            a_data=float(a_data),
-            a_smooth=float(a_smooth),
-            constancy_assumption=_CONSTANCY[key],
-        )
+    def get_displacement(fixed, moving, uv=None, weight=None, **solver) -> np.ndarray:
+        if "constancy_assumption" in solver:  # this package's name of const_assumption
+            solver.setdefault("const_assumption", solver.pop("constancy_assumption"))
+        params = flow_parameters(**{k: v for k, v in solver.items() if k in PARAMETER_NAMES})
         ref = np.asarray(fixed, np.float32)
         mov = np.asarray(moving, np.float32)
         ref, mov = (a[..., None] if a.ndim == 2 else a for a in (ref, mov))

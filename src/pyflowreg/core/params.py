@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -97,6 +97,11 @@ class FlowParameters:
             )
         if not (0.0 < float(self.omega) < 2.0):
             raise ValueError(f"omega must be in (0, 2), got {self.omega}")
+
+    def solver_keywords(self) -> dict:
+        """The solver parameters as the keyword arguments of
+        :func:`pyflowreg.core.flow.get_displacement` (every field but ``omega``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "omega"}
 
     @classmethod
     def from_quality(cls, quality_setting: str = "quality", **overrides) -> FlowParameters:
