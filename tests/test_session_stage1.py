@@ -547,3 +547,23 @@ def test_pyflowreg_session_command_help():
     assert done.returncode == 0, done.stderr
     for word in ("run", "status", "array", "pyflowreg-session", "--array-job"):
         assert word in done.stdout
+
+
+def test_cli_pyflowreg_short_flags_and_of_params_outside_stage_1(tmp_path, capsys):
+    """PyFlowReg's ``-s`` / ``-i`` and its acceptance of ``--of-params`` with stage 2 or 3
+    (they only change stage 1: ignored there, with a warning)."""
+    import argparse
+
+    from pyflowreg.session.cli import add_session_parser
+
+    good = str(SessionConfig(root=tmp_path).save(tmp_path / "good.toml"))
+    parser = argparse.ArgumentParser()
+    add_session_parser(parser.add_subparsers())
+    args = parser.parse_args(["session", "run", "--config", good, "-s", "1", "-i", "0"])
+    assert args.stage == 1 and args.index == 0
+    argv = ["session", "run", "--config", good, "--stage", "2", "--of-params", "alpha=3"]
+    capsys.readouterr()
+    status = pyflowreg_main(argv)
+    err = capsys.readouterr().err
+    assert "warning: --of-params only changes stage 1; ignored with --stage 2" in err
+    assert status != 2  # not a usage error (stage 2 itself finds no recordings here)

@@ -29,6 +29,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,14 @@ def add_session_parser(subparsers, parents: Sequence[argparse.ArgumentParser] = 
         description="Run the session's stages here; what verified outputs show done is skipped.",
     )
     _config_arg(p)
-    p.add_argument("--stage", type=int, choices=(1, 2, 3), help="run only this stage")
+    p.add_argument("--stage", "-s", type=int, choices=(1, 2, 3), help="run only this stage")
     p.add_argument("--no-resume", action="store_true", help="redo everything (resume = false)")
     p.add_argument(
-        "--index", type=int, metavar="N", help="stage 1 of one recording only (0-based index)"
+        "--index",
+        "-i",
+        type=int,
+        metavar="N",
+        help="stage 1 of one recording only (0-based index)",
     )
     p.add_argument(
         "--array",
@@ -184,9 +189,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    stage1_only = args.index is not None or args.array or args.of_params
+    stage1_only = args.index is not None or args.array
     if stage1_only and args.stage not in (None, 1):
-        raise _usage_error("--index, --array and --of-params belong to stage 1 (--stage 1)")
+        raise _usage_error("--index and --array belong to stage 1 (--stage 1)")
+    if args.of_params and args.stage not in (None, 1):  # PyFlowReg accepts them there too
+        warnings.warn(
+            f"--of-params only changes stage 1; ignored with --stage {args.stage}",
+            UserWarning,
+            stacklevel=2,
+        )
+        args.of_params = []
     if args.index is not None and args.array:
         raise _usage_error("give --index or --array, not both")
     config = load_config(args)
@@ -334,7 +346,7 @@ def translate_argv(argv: Sequence[str]) -> list[str]:
     commands = _command_names()
     if any(a in commands for a in argv):
         return argv
-    takes_value = {"--stage", "--index", "--config", "-c", "--task-index"}
+    takes_value = {"--stage", "-s", "--index", "-i", "--config", "-c", "--task-index"}
     for i, arg in enumerate(argv):  # the first positional argument: the config file
         if not arg.startswith("-") and (i == 0 or argv[i - 1] not in takes_value):
             rest = ["--array" if a == "--array-job" else a for a in argv[:i] + argv[i + 1 :]]
