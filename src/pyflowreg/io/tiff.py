@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import struct
 import warnings
 from collections.abc import Iterator
@@ -375,16 +376,8 @@ def _appended_series(tif: tifffile.TiffFile) -> list | None:
     key = (tuple(first.shape), first.axes, np.dtype(first.dtype))
     if any((tuple(t.shape), t.axes, np.dtype(t.dtype)) != key for t in series[1:]):
         return None
-    n = int(
-        np.prod(
-            [
-                n
-                for a, n in zip(first.get_axes(False), first.get_shape(False), strict=True)
-                if a not in _PAGE_AXES
-            ],
-            dtype=np.int64,
-        )
-    )
+    sizes = zip(first.get_axes(False), first.get_shape(False), strict=True)
+    n = math.prod(size for axis, size in sizes if axis not in _PAGE_AXES)  # pages per series
     if any(len(t.pages) != n or any(p is None for p in t.pages) for t in series):
         return None
     return list(series)
